@@ -1,0 +1,447 @@
+"""Stage 0: find and validate `[tool.gosmall]` in pyproject.toml.
+
+Everything past this module gets frozen, typed values; every mistake in the
+table becomes one `GosmallError` naming the file, the key path and what is
+allowed, before anything is built or written.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .errors import GosmallError, did_you_mean
+from .image import Platform
+
+# Go's GOOS/GOARCH pairs that an OCI image for Linux can carry, with the
+# ELF machine each must be built for (checked by `prove`).
+SUPPORTED_PLATFORMS = (
+    "linux/amd64",
+    "linux/arm64",
+    "linux/arm/v6",
+    "linux/arm/v7",
+    "linux/386",
+    "linux/ppc64le",
+    "linux/s390x",
+    "linux/riscv64",
+)
+
+TzData = Literal["zip", "embed", "system", "none"]
+Pinning = Literal["error", "warn", "off"]
+NONROOT_ID = 65532
+
+
+@dataclass(frozen=True)
+class FileMapping:
+    src: Path  # absolute, inside the project
+    dst: str  # absolute path in the image
+
+
+@dataclass(frozen=True)
+class SmokeConfig:
+    path: str = "/healthz"
+    expect_status: int = 200
+    timeout: float = 20.0
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    name: str
+    package: Path  # absolute directory of the Go main package
+    repository: str
+    tags: tuple[str, ...]
+    platforms: tuple[Platform, ...]
+    cgo: bool = False
+    build_tags: tuple[str, ...] = ()
+    ldflags: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    entrypoint: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    user: str = "nonroot"
+    uid: int = NONROOT_ID
+    gid: int = NONROOT_ID
+    workdir: str = "/"
+    ports: tuple[str, ...] = ()  # "8080/tcp"
+    labels: tuple[tuple[str, str], ...] = ()
+    tzdata: TzData = "zip"
+    zones: tuple[str, ...] = ()
+    ca_certs: bool = False
+    extra_ca_certs: tuple[Path, ...] = ()
+    files: tuple[FileMapping, ...] = ()
+    healthcheck: tuple[str, ...] = ()
+    max_size: int | None = None
+    smoke: SmokeConfig = field(default_factory=SmokeConfig)
+    libs: tuple[str, ...] = ()
+    lib_search_paths: tuple[Path, ...] = ()
+    strip_libs: bool = False
+    cc: tuple[tuple[str, str], ...] = ()  # (platform, C compiler) for cross cgo
+
+    def cc_for(self, platform: Platform) -> str | None:
+        return dict(self.cc).get(str(platform))
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    root: Path
+    pyproject: Path
+    output: Path
+    platforms: tuple[Platform, ...]
+    pinning: Pinning
+    images: tuple[ImageConfig, ...]
+
+    def image(self, name: str | None) -> tuple[ImageConfig, ...]:
+        """All images, or the one named (an error names the ones there are)."""
+        if name is None:
+            return self.images
+        for image in self.images:
+            if image.name == name:
+                return (image,)
+        names = [i.name for i in self.images]
+        raise GosmallError(
+            f"{self.pyproject}: there is no image '{name}' in [tool.gosmall.images]; "
+            f"the images are: {', '.join(names)}.{did_you_mean(name, names)}"
+        )
+
+    def output_dir(self, image: ImageConfig) -> Path:
+        return self.output / image.name
+
+
+def find_pyproject(start: Path) -> Path:
+    """The nearest pyproject.toml at or above `start` that has [tool.gosmall]."""
+    start = start.resolve()
+    for directory in (start, *start.parents):
+        candidate = directory / "pyproject.toml"
+        if candidate.is_file() and "gosmall" in _read_toml(candidate).get("tool", {}):
+            return candidate
+    raise GosmallError(
+        f"No pyproject.toml with a [tool.gosmall] table was found in {start} or any directory above it. "
+        "Run gosmall inside your Go project, and add a table such as\n"
+        '[tool.gosmall.images.app]\npackage = "./cmd/app"\nrepository = "example.com/app"\n'
+        "to its pyproject.toml."
+    )
+
+
+def load_project(start: Path | None = None) -> ProjectConfig:
+    pyproject = find_pyproject(start or Path.cwd())
+    return parse_project(_read_toml(pyproject)["tool"]["gosmall"], pyproject)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise GosmallError(f"{path} is not valid TOML: {exc}. Fix the syntax and run again.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GosmallError(f"{path} cannot be read: {exc}.") from None
+
+
+# -- validation ---------------------------------------------------------------
+
+
+class _Table:
+    """A TOML table being validated: each accessor checks one key's type."""
+
+    def __init__(self, data: Mapping[str, Any], where: str, pyproject: Path, allowed: tuple[str, ...]) -> None:
+        self.data = data
+        self.where = where
+        self.pyproject = pyproject
+        for key in data:
+            if key not in allowed:
+                self.fail(key, f"is not a known key; the keys here are: {', '.join(allowed)}.{did_you_mean(key, allowed)}")
+
+    def fail(self, key: str, why: str) -> GosmallError:
+        raise GosmallError(f"{self.pyproject} [{self.where}] {key}: {why}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any, what: str) -> Any:
+        if key not in self.data:
+            return default
+        value = self.data[key]
+        # bool is an int in Python; a TOML `true` must not pass for a number.
+        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
+            self.fail(key, f"must be {what}, not {_toml_type(value)} {value!r}.")
+        return value
+
+    def strings(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        values = self.get(key, list, list(default), "a list of strings")
+        for i, value in enumerate(values):
+            if not isinstance(value, str):
+                self.fail(f"{key}[{i}]", f"must be a string, not {_toml_type(value)} {value!r}.")
+        return tuple(values)
+
+    def string_map(self, key: str) -> tuple[tuple[str, str], ...]:
+        values = self.get(key, dict, {}, "a table of strings, e.g. { KEY = \"value\" }")
+        for k, v in values.items():
+            if not isinstance(v, str):
+                self.fail(f"{key}.{k}", f"must be a string, not {_toml_type(v)} {v!r}.")
+        return tuple(sorted(values.items()))
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.get(key, str, default, f"one of {', '.join(repr(c) for c in choices)}")
+        if value not in choices:
+            self.fail(key, f"{value!r} is not allowed; use one of {', '.join(repr(c) for c in choices)}.{did_you_mean(value, choices)}")
+        return value
+
+
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _toml_type(value: object) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "an array", dict: "a table"}.get(
+        type(value), type(value).__name__
+    )
+
+
+_TOP_KEYS = ("output", "platforms", "pinning", "images")
+_IMAGE_KEYS = (
+    "package", "repository", "tags", "platforms", "cgo", "build_tags", "ldflags", "env", "entrypoint", "args",
+    "user", "workdir", "ports", "labels", "tzdata", "zones", "ca_certs", "extra_ca_certs", "files",
+    "healthcheck", "max_size", "smoke", "libs", "lib_search_paths", "strip_libs", "cc",
+)  # fmt: skip
+_SMOKE_KEYS = ("path", "expect_status", "timeout", "env")
+_REPOSITORY = re.compile(
+    r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?/)?"
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
+)
+_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
+_IMAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$")
+_SIZE_UNITS = {None: 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m)?\s*$")
+_ZONE = re.compile(r"^[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*$")
+
+
+def parse_project(table: Any, pyproject: Path) -> ProjectConfig:
+    root = pyproject.parent.resolve()
+    if not isinstance(table, dict):
+        raise GosmallError(f"{pyproject} [tool.gosmall] must be a table.")
+    top = _Table(table, "tool.gosmall", pyproject, _TOP_KEYS)
+    output = top.get("output", str, "dist", "a directory path relative to the project")
+    if not output.strip():
+        top.fail("output", "must not be empty.")
+    platforms = _platforms(top, "platforms", (Platform.parse("linux/amd64"),))
+    pinning = top.choice("pinning", ("error", "warn", "off"), "error")
+    images_table = top.get("images", dict, {}, "a table of image tables")
+    if not images_table:
+        top.fail("images", 'no image is defined; add one, e.g. [tool.gosmall.images.app] with package = "./cmd/app".')
+    images = tuple(
+        _image(name, body, pyproject, root, platforms) for name, body in sorted(images_table.items())
+    )
+    return ProjectConfig(root, pyproject, (root / output).resolve(), platforms, pinning, images)  # type: ignore[arg-type]
+
+
+def _platforms(table: _Table, key: str, default: tuple[Platform, ...]) -> tuple[Platform, ...]:
+    if key not in table.data:
+        return default
+    values = table.strings(key)
+    if not values:
+        table.fail(key, "must name at least one platform, e.g. [\"linux/amd64\"].")
+    for i, value in enumerate(values):
+        if value not in SUPPORTED_PLATFORMS:
+            table.fail(
+                f"{key}[{i}]",
+                f"{value!r} is not a platform gosmall can build; use one of {', '.join(SUPPORTED_PLATFORMS)}."
+                f"{did_you_mean(value, SUPPORTED_PLATFORMS)}",
+            )
+    if len(set(values)) != len(values):
+        table.fail(key, "lists a platform twice.")
+    return tuple(Platform.parse(v) for v in values)
+
+
+def _project_path(table: _Table, key: str, value: str, root: Path) -> Path:
+    """A path inside the project: relative, no '..' escaping it."""
+    if PurePosixPath(value).is_absolute() or Path(value).is_absolute():
+        table.fail(key, f"{value!r} is absolute; give a path relative to the project root {root}.")
+    resolved = (root / value).resolve()
+    if resolved != root and root not in resolved.parents:
+        table.fail(key, f"{value!r} points outside the project root {root}; keep it inside the project.")
+    return resolved
+
+
+def _image(name: str, body: Any, pyproject: Path, root: Path, default_platforms: tuple[Platform, ...]) -> ImageConfig:
+    where = f"tool.gosmall.images.{name}"
+    if not isinstance(body, dict):
+        raise GosmallError(f"{pyproject} [{where}] must be a table, e.g. [{where}] with package = \"./cmd/{name}\".")
+    t = _Table(body, where, pyproject, _IMAGE_KEYS)
+    if not _IMAGE_NAME.match(name):
+        raise GosmallError(
+            f"{pyproject} [{where}]: the image name {name!r} must be lowercase letters, digits, '.', '_' or '-' "
+            "(it becomes a directory under the output)."
+        )
+
+    if "package" not in body:
+        t.fail("package", 'is required: the Go main package, relative to the project root, e.g. "./cmd/app".')
+    package_text = t.get("package", str, None, "a path string like \"./cmd/app\"")
+    package = _project_path(t, "package", package_text, root)
+    if not package.is_dir():
+        t.fail("package", f"{package_text!r} is not a directory ({package} does not exist); point it at the directory of your Go main package.")
+
+    repository = t.get("repository", str, f"gosmall.local/{name}", "an image repository name like \"example.com/app\"")
+    if not _REPOSITORY.match(repository) or len(repository) > 255:
+        t.fail("repository", f"{repository!r} is not a valid repository name: lowercase path components separated by '/', optionally after a registry host, e.g. \"example.com/app\".")
+    tags = t.strings("tags", ("latest",))
+    if not tags:
+        t.fail("tags", 'must name at least one tag, e.g. ["latest"].')
+    for i, tag in enumerate(tags):
+        if not _TAG.match(tag):
+            t.fail(f"tags[{i}]", f"{tag!r} is not a valid tag: up to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'.")
+
+    platforms = _platforms(t, "platforms", default_platforms)
+    cgo = t.get("cgo", bool, False, "true or false")
+    build_tags = t.strings("build_tags")
+    for i, tag in enumerate(build_tags):
+        if not re.match(r"^[A-Za-z0-9_.]+$", tag):
+            t.fail(f"build_tags[{i}]", f"{tag!r} is not a Go build tag (letters, digits, '_' and '.').")
+    ldflags = t.strings("ldflags")
+    env = t.string_map("env")
+    for key, _ in env:
+        if not key or "=" in key:
+            t.fail(f"env.{key}", "an environment variable name must be non-empty and contain no '='.")
+
+    user = t.get("user", str, "nonroot", '"nonroot", "root" or "UID:GID"')
+    match = re.match(r"^([0-9]+):([0-9]+)$", user)
+    if user == "nonroot":
+        uid = gid = NONROOT_ID
+    elif user == "root":
+        uid = gid = 0
+    elif match:
+        uid, gid = int(match.group(1)), int(match.group(2))
+    else:
+        t.fail("user", f'{user!r} is not allowed; use "nonroot" (65532:65532), "root", or numeric "UID:GID" such as "1000:1000" (a scratch image has no user database to look names up in).')
+
+    workdir = t.get("workdir", str, "/", "an absolute path in the image")
+    if not workdir.startswith("/"):
+        t.fail("workdir", f"{workdir!r} must be an absolute path in the image, e.g. \"/\".")
+
+    ports: list[str] = []
+    for i, port in enumerate(t.get("ports", list, [], "a list of port numbers, e.g. [8080]")):
+        number, proto = (port, "tcp") if isinstance(port, int) and not isinstance(port, bool) else _port_string(port)
+        if number is None or not 1 <= number <= 65535:
+            t.fail(f"ports[{i}]", f"{port!r} is not a port; use a number from 1 to 65535 or a string like \"53/udp\".")
+        ports.append(f"{number}/{proto}")
+
+    tzdata = t.choice("tzdata", ("zip", "embed", "system", "none"), "zip")
+    zones = t.strings("zones")
+    for i, zone in enumerate(zones):
+        if not _ZONE.match(zone) or ".." in zone:
+            t.fail(f"zones[{i}]", f"{zone!r} is not an IANA time zone name such as \"Europe/Berlin\".")
+    if zones and tzdata in ("embed", "none"):
+        t.fail("zones", f'only applies to tzdata = "zip" or "system", not {tzdata!r}; remove zones or change tzdata.')
+
+    ca_certs = t.get("ca_certs", bool, False, "true or false")
+    extra_ca_certs = tuple(_project_path(t, f"extra_ca_certs[{i}]", p, root) for i, p in enumerate(t.strings("extra_ca_certs")))
+    for i, path in enumerate(extra_ca_certs):
+        if not path.is_file():
+            t.fail(f"extra_ca_certs[{i}]", f"{path} is not a file; give PEM files relative to the project root.")
+    if extra_ca_certs and not ca_certs:
+        t.fail("extra_ca_certs", "needs ca_certs = true (the extra certificates are appended to that bundle).")
+
+    files = []
+    for i, entry in enumerate(t.get("files", list, [], 'a list of tables like { src = "static", dst = "/static" }')):
+        key = f"files[{i}]"
+        if not isinstance(entry, dict):
+            t.fail(key, f'must be a table like {{ src = "static", dst = "/static" }}, not {_toml_type(entry)}.')
+        ft = _Table(entry, f"{where}.files[{i}]", pyproject, ("src", "dst"))
+        if "src" not in entry or "dst" not in entry:
+            t.fail(key, 'needs both src (in the project) and dst (absolute, in the image).')
+        src = _project_path(ft, "src", ft.get("src", str, "", "a path string"), root)
+        dst = ft.get("dst", str, "", "an absolute path string in the image")
+        if not src.exists():
+            ft.fail("src", f"{src} does not exist.")
+        if not dst.startswith("/") or ".." in PurePosixPath(dst).parts or dst.rstrip("/") == "":
+            ft.fail("dst", f"{dst!r} must be an absolute path in the image without '..', e.g. \"/static\".")
+        files.append(FileMapping(src, str(PurePosixPath(dst))))
+
+    max_size_text = t.get("max_size", (str, int), "", 'a size like "12MiB"')
+    max_size = _size(t, max_size_text) if max_size_text != "" else None
+
+    smoke = _smoke(body.get("smoke", {}), t, where, pyproject)
+    libs = t.strings("libs")
+    lib_search_paths = tuple(Path(p) for p in t.strings("lib_search_paths"))
+    for i, path in enumerate(lib_search_paths):
+        if not path.is_absolute():
+            t.fail(f"lib_search_paths[{i}]", f"{str(path)!r} must be an absolute directory on the build machine, e.g. \"/opt/lib\".")
+    cc = t.string_map("cc")
+    for key, _ in cc:
+        if key not in SUPPORTED_PLATFORMS:
+            t.fail(f"cc.{key}", f"keys are platforms; use one of {', '.join(SUPPORTED_PLATFORMS)}.")
+
+    return ImageConfig(
+        name=name,
+        package=package,
+        repository=repository,
+        tags=tags,
+        platforms=platforms,
+        cgo=cgo,
+        build_tags=build_tags,
+        ldflags=ldflags,
+        env=env,
+        entrypoint=t.strings("entrypoint"),
+        args=t.strings("args"),
+        user=user,
+        uid=uid,
+        gid=gid,
+        workdir=workdir,
+        ports=tuple(sorted(set(ports))),
+        labels=t.string_map("labels"),
+        tzdata=tzdata,  # type: ignore[arg-type]
+        zones=zones,
+        ca_certs=ca_certs,
+        extra_ca_certs=extra_ca_certs,
+        files=tuple(sorted(files, key=lambda f: f.dst)),
+        healthcheck=t.strings("healthcheck"),
+        max_size=max_size,
+        smoke=smoke,
+        libs=libs,
+        lib_search_paths=lib_search_paths,
+        strip_libs=t.get("strip_libs", bool, False, "true or false"),
+        cc=cc,
+    )
+
+
+def _port_string(value: Any) -> tuple[int | None, str]:
+    if isinstance(value, str):
+        m = re.match(r"^([0-9]+)(?:/(tcp|udp|sctp))?$", value)
+        if m:
+            return int(m.group(1)), m.group(2) or "tcp"
+    return None, "tcp"
+
+
+def _size(t: _Table, value: str | int) -> int:
+    if isinstance(value, int):
+        if value <= 0:
+            t.fail("max_size", f"{value} must be a positive number of bytes.")
+        return value
+    m = _SIZE.match(value)
+    if not m:
+        t.fail("max_size", f"{value!r} is not a size; write a number with a unit B, KB, MB, GB, KiB, MiB or GiB, e.g. \"12MiB\".")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+
+
+def _smoke(body: Any, image: _Table, where: str, pyproject: Path) -> SmokeConfig:
+    if not isinstance(body, dict):
+        image.fail("smoke", 'must be a table like { path = "/healthz", expect_status = 200, timeout = "20s" }.')
+    t = _Table(body, f"{where}.smoke", pyproject, _SMOKE_KEYS)
+    path = t.get("path", str, "/healthz", 'an HTTP path like "/healthz"')
+    if not path.startswith("/"):
+        t.fail("path", f"{path!r} must start with '/'.")
+    status = t.get("expect_status", int, 200, "an HTTP status code like 200")
+    if not 100 <= status <= 599:
+        t.fail("expect_status", f"{status} is not an HTTP status code (100-599).")
+    timeout_text = t.get("timeout", (str, int), "20s", 'a duration like "20s"')
+    m = _DURATION.match(str(timeout_text))
+    if not m or float(m.group(1)) <= 0:
+        t.fail("timeout", f"{timeout_text!r} is not a duration; write e.g. \"20s\", \"500ms\" or \"2m\".")
+    seconds = float(m.group(1)) * {None: 1, "s": 1, "ms": 0.001, "m": 60}[m.group(2)]
+    return SmokeConfig(path, status, seconds, t.string_map("env"))
+
+
