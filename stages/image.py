@@ -19,7 +19,7 @@ MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
 MEDIA_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 
-def canonical_json(document: Mapping[str, Any]) -> bytes:
+def canonical_json(document: Any) -> bytes:
     """Sorted keys, no spaces, UTF-8: one encoding, so one digest."""
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 

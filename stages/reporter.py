@@ -67,7 +67,7 @@ class PlainReporter:
         print(line, file=self.out)
         print("  ".join("-" * w for w in widths), file=self.out)
         for row in rows:
-            print("  ".join(str(v).rjust(w) if i else str(v).ljust(w) for i, (v, w) in enumerate(zip(row, widths))), file=self.out)
+            print("  ".join(str(v).rjust(w) if str(v)[:1].isdigit() else str(v).ljust(w) for v, w in zip(row, widths)), file=self.out)
         self.out.flush()
 
 

@@ -1,0 +1,3 @@
+module example.com/go_app
+
+go 1.22

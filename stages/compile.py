@@ -1,0 +1,140 @@
+"""Stage 2: compile the Go main package, once per platform.
+
+Static by default (CGO_ENABLED=0, netgo, osusergo); trimmed (-trimpath,
+-s -w, empty build id) so the binary depends on the source, not the machine.
+"""
+
+from __future__ import annotations
+
+import platform as host
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from .config import ImageConfig
+from .errors import GosmallError
+from .image import Platform
+from .toolchain import GoModule, Runner, Toolchain, run_go
+
+_GOARM = {"v6": "6", "v7": "7"}
+
+
+@dataclass(frozen=True)
+class CompilePlan:
+    package: Path
+    module: GoModule
+    platform: Platform
+    cgo: bool
+    tags: tuple[str, ...]
+    ldflags: str
+    binary_name: str
+    cc: str | None = None
+
+    def env(self) -> dict[str, str]:
+        env = {
+            "CGO_ENABLED": "1" if self.cgo else "0",
+            "GOOS": self.platform.os,
+            "GOARCH": self.platform.architecture,
+        }
+        if self.platform.architecture == "arm":
+            env["GOARM"] = _GOARM.get(self.platform.variant, "7")
+        if self.cc:
+            env["CC"] = self.cc
+        return env
+
+    def args(self, output: Path) -> list[str]:
+        # -buildvcs=false: vcs stamps change with untracked files (even the
+        # output dir), which would change the digest; the revision goes into
+        # the manifest's annotations instead.
+        return [
+            "build", "-trimpath", "-buildvcs=false",
+            "-tags", ",".join(self.tags),
+            "-ldflags", self.ldflags,
+            "-o", str(output), ".",
+        ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Binary:
+    path: Path
+    name: str  # file name in the image, at /<name>
+    platform: Platform
+    size: int
+    cgo: bool
+
+
+def plan_compile(image: ImageConfig, module: GoModule, platform: Platform, version: str) -> CompilePlan:
+    tags: list[str] = [] if image.cgo else ["netgo", "osusergo"]
+    if image.tzdata == "embed":
+        tags.append("timetzdata")
+    tags.extend(t for t in image.build_tags if t not in tags)
+    user_flags = [flag.replace("{version}", version) for flag in image.ldflags]
+    cc = image.cc_for(platform)
+    if image.cgo and platform != host_platform() and not cc:
+        raise GosmallError(
+            f"Image '{image.name}' has cgo = true and platform {platform}, but this machine is {host_platform()}: "
+            f"cross-compiling cgo needs a C cross compiler for {platform}, e.g. "
+            f"{_cross_cc_hint(platform)}. Install one and set cc = {{ \"{platform}\" = \"<compiler>\" }} "
+            f"in [tool.gosmall.images.{image.name}], or drop {platform} from its platforms."
+        )
+    return CompilePlan(
+        package=image.package,
+        module=module,
+        platform=platform,
+        cgo=image.cgo,
+        tags=tuple(tags),
+        ldflags=" ".join(["-s", "-w", "-buildid=", *user_flags]),
+        binary_name=binary_name(image.package, module),
+        cc=cc,
+    )
+
+
+def binary_name(package: Path, module: GoModule) -> str:
+    """What `go build` would name it: the last element of the import path."""
+    relative = package.relative_to(module.root).as_posix()
+    import_path = module.path if relative == "." else f"{module.path}/{relative}"
+    parts = PurePosixPath(import_path).parts
+    # example.com/cmd/app/v2 is named app, as go build does for major versions.
+    if len(parts) > 1 and parts[-1].startswith("v") and parts[-1][1:].isdigit():
+        return parts[-2]
+    return parts[-1]
+
+
+def compile_binary(plan: CompilePlan, toolchain: Toolchain, workdir: Path, *, runner: Runner = subprocess.run) -> Binary:
+    output = workdir / plan.platform.__str__().replace("/", "_") / plan.binary_name
+    output.parent.mkdir(parents=True, exist_ok=True)
+    done = run_go(toolchain, plan.module, plan.args(output), cwd=plan.package, env=plan.env(), runner=runner)
+    if done.returncode != 0:
+        # The compiler's own words, as it printed them.
+        raise GosmallError(
+            f"go build of {plan.package} for {plan.platform} failed ({toolchain.version_text}, exit {done.returncode}):\n"
+            f"{(done.stderr or done.stdout).rstrip()}"
+        )
+    if not output.is_file():
+        raise GosmallError(
+            f"go build of {plan.package} for {plan.platform} wrote no binary; is it a `package main`? "
+            "Point `package` at the directory of your main package."
+        )
+    return Binary(output, plan.binary_name, plan.platform, output.stat().st_size, plan.cgo)
+
+
+_MACHINES = {
+    "x86_64": "linux/amd64", "amd64": "linux/amd64", "aarch64": "linux/arm64", "arm64": "linux/arm64",
+    "armv7l": "linux/arm/v7", "armv6l": "linux/arm/v6", "i686": "linux/386", "i386": "linux/386",
+    "ppc64le": "linux/ppc64le", "s390x": "linux/s390x", "riscv64": "linux/riscv64",
+}  # fmt: skip
+_CROSS_CC = {
+    "linux/amd64": "x86_64-linux-gnu-gcc", "linux/arm64": "aarch64-linux-gnu-gcc",
+    "linux/arm/v7": "arm-linux-gnueabihf-gcc", "linux/arm/v6": "arm-linux-gnueabi-gcc",
+    "linux/386": "i686-linux-gnu-gcc", "linux/ppc64le": "powerpc64le-linux-gnu-gcc",
+    "linux/s390x": "s390x-linux-gnu-gcc", "linux/riscv64": "riscv64-linux-gnu-gcc",
+}  # fmt: skip
+
+
+def host_platform() -> Platform:
+    return Platform.parse(_MACHINES.get(host.machine().lower(), "linux/amd64"))
+
+
+def _cross_cc_hint(platform: Platform) -> str:
+    cc = _CROSS_CC.get(str(platform), "a cross gcc")
+    return f"{cc} (Debian: apt-get install gcc-{cc.removesuffix('-gcc')})"

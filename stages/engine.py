@@ -1,0 +1,611 @@
+"""Stage: put a built image on a Docker engine and prove that it runs.
+
+`load_image` sends `image.tar` to the engine through the docker SDK, tags it,
+and checks that the engine's image ID is the config digest in report.json:
+what runs is exactly what was built. `smoke_test` runs that image the way a
+security-minded operator would (its own user, read-only root, no
+capabilities, no new privileges, pids and memory limits, no network unless it
+serves one) and waits for the Docker healthcheck and for its ports to answer.
+
+Only these functions talk to an engine; `build-small` without `--load` or
+`--smoke` never imports the SDK's connection or needs a daemon.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, Literal, Sequence
+
+import requests
+
+from .config import ImageConfig
+from .digest import Digest
+from .errors import GosmallError
+from .reporter import Reporter
+
+if TYPE_CHECKING:  # pragma: no cover
+    import docker
+    from docker.models.containers import Container
+
+NetworkMode = Literal["host", "none"]
+
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+# Limits an operator would set for a small Go server. A Go program runs a
+# handful of OS threads, each counted as a pid; the healthcheck's exec adds one.
+PIDS_LIMIT = 128
+MEMORY_LIMIT = "256m"
+# The label every smoke container carries, so a container whose ID was lost to
+# a Ctrl-C between "created" and "assigned" can still be found and removed.
+SMOKE_LABEL = "dev.gosmall.smoke"
+# Connecting asks the engine for its API version; a dead TCP DOCKER_HOST must
+# not hang for the SDK's default minute. Loading a large archive may take
+# longer, so the client gets its longer timeout back once connected.
+CONNECT_TIMEOUT = 10
+API_TIMEOUT = 300
+LOG_TAIL = 200
+ERROR_LOG_LINES = 15
+POLL_SECONDS = 0.25
+# A program with neither ports nor a healthcheck has nothing to ask; it passes
+# when it is still running after this long, or has exited 0.
+GRACE_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    image_id: str  # the engine's ID, "sha256:..."
+    tags: tuple[str, ...]  # "repository:tag", each pointing at image_id
+    platform: str  # the platform image.tar was made for, e.g. "linux/amd64"
+
+
+@dataclass(frozen=True)
+class HttpCheck:
+    port: int
+    path: str
+    status: int
+
+
+@dataclass(frozen=True)
+class SmokeResult:
+    image_id: str
+    reference: str  # the tag the person knows the image by
+    container_id: str
+    user: str  # "uid:gid" the container ran as
+    network_mode: NetworkMode
+    health: str | None  # "healthy", or None when the image has no healthcheck
+    checks: tuple[HttpCheck, ...]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """What report.json says about the image.tar beside it."""
+
+    reference: str  # repository:first tag
+    tags: tuple[str, ...]
+    platform: str
+    config_digest: Digest
+    manifest_digest: Digest
+    archive: Path
+
+
+@dataclass(frozen=True)
+class RunningContainer:
+    """A smoke container that passed its checks, for callers that ask more of it."""
+
+    container: Container
+    result: SmokeResult
+
+    def url(self, path: str = "/", port: int | None = None) -> str:
+        if self.result.network_mode != "host" or not self.result.checks:
+            raise GosmallError(
+                "This smoke container has no port reachable from this machine (it runs without a network); "
+                "give the image ports, or run it on the host network, to talk to it."
+            )
+        return f"http://127.0.0.1:{port or self.result.checks[0].port}{path}"
+
+
+# -- connecting -----------------------------------------------------------------
+
+
+def connect(reporter: Reporter | None = None) -> docker.DockerClient:
+    """A client for the engine DOCKER_HOST names (or the default socket), known to answer."""
+    import docker
+    from docker.errors import DockerException
+
+    where = _engine_address()
+    if reporter:
+        reporter.step(f"Connecting to the Docker engine at {where}")
+    try:
+        client = docker.from_env(timeout=CONNECT_TIMEOUT)
+        client.ping()
+    except DockerException as exc:
+        raise _connect_error(exc, where) from None
+    except requests.exceptions.RequestException as exc:
+        raise _connect_error(exc, where) from None
+    client.api.timeout = API_TIMEOUT
+    if reporter:
+        version = client.version()
+        reporter.detail(f"engine {version.get('Version', '?')} ({version.get('Os', '?')}/{version.get('Arch', '?')})")
+    return client
+
+
+def _engine_address() -> str:
+    host = os.environ.get("DOCKER_HOST")
+    if host:
+        return f"DOCKER_HOST={host}"
+    return f"{DEFAULT_SOCKET} (the default; DOCKER_HOST is not set)"
+
+
+def _connect_error(exc: BaseException, where: str) -> GosmallError:
+    cause = _os_error(exc)
+    if cause is not None and cause.errno in (errno.EACCES, errno.EPERM):
+        return GosmallError(
+            f"Permission denied talking to the Docker engine at {where}. Your user may not use that socket: "
+            "add it to the docker group (sudo usermod -aG docker $USER, then log in again), run rootless Docker "
+            "and set DOCKER_HOST to its socket (e.g. unix://$XDG_RUNTIME_DIR/docker.sock), or run gosmall with sudo.",
+            code=2,
+        )
+    reason = str(cause) if cause is not None else str(exc)
+    return GosmallError(
+        f"No Docker engine answers at {where} ({reason}). Start one (sudo systemctl start docker, start Docker "
+        "Desktop, or run dockerd), or point DOCKER_HOST at a running engine; the docker SDK does not read "
+        "`docker context`, so for a context use DOCKER_HOST=$(docker context inspect --format "
+        "'{{.Endpoints.docker.Host}}'). Only --load, --smoke, load and smoke need an engine; build-small alone "
+        "does not.",
+        code=2,
+    )
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError at the bottom of requests' and urllib3's wrapping, if there is one."""
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        current = todo.pop(0)
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno is not None:
+            return current
+        todo.extend([current.__cause__, current.__context__, *current.args])
+    return None
+
+
+# -- what was built -------------------------------------------------------------
+
+
+def read_built_image(image: ImageConfig, output_dir: Path) -> BuiltImage:
+    """report.json and image.tar of a `build-small` run, checked to belong together."""
+    report_path = output_dir / "report.json"
+    archive = output_dir / "image.tar"
+    for path in (report_path, archive):
+        if not path.is_file():
+            raise GosmallError(
+                f"Image '{image.name}' has not been built: {path} does not exist. Run "
+                f"`gosmall build-small --image {image.name}` first (or `gosmall build-small --load`), then try again."
+            )
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+        platform = report["docker_platform"]
+        entry = report["platforms"][platform]
+        config_digest = Digest.parse(entry["config_digest"])
+        manifest_digest = Digest.parse(entry["manifest_digest"])
+        repository = report["repository"]
+        tags = tuple(report["tags"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise GosmallError(
+            f"{report_path} cannot be read as a gosmall build report ({type(exc).__name__}: {exc}); it may come from "
+            f"another gosmall version or an interrupted build. Run `gosmall build-small --image {image.name}` again."
+        ) from None
+    if repository != image.repository or not tags:
+        raise GosmallError(
+            f"{report_path} describes {repository}:{','.join(tags)}, but pyproject.toml now says image "
+            f"'{image.name}' is {image.repository}; the build is stale. Run `gosmall build-small --image {image.name}`."
+        )
+    return BuiltImage(
+        reference=f"{repository}:{tags[0]}",
+        tags=tuple(f"{repository}:{tag}" for tag in tags),
+        platform=platform,
+        config_digest=config_digest,
+        manifest_digest=manifest_digest,
+        archive=archive,
+    )
+
+
+def _engine_platform(client: docker.DockerClient) -> str:
+    version = client.version()
+    return f"{version.get('Os', 'linux')}/{version.get('Arch', '?')}"
+
+
+def _same_platform(engine: str, built: str) -> bool:
+    # The engine reports os/arch only; a variant (arm/v7) cannot be compared.
+    return engine.split("/")[:2] == built.split("/")[:2]
+
+
+# -- loading --------------------------------------------------------------------
+
+
+def load_image(client: docker.DockerClient, image: ImageConfig, output_dir: Path, reporter: Reporter) -> LoadResult:
+    """Load image.tar, tag it, and prove the engine holds exactly what was built."""
+    from docker.errors import APIError
+
+    built = read_built_image(image, output_dir)
+    reporter.step(f"Loading {built.archive} into the Docker engine")
+    engine_platform = _engine_platform(client)
+    if not _same_platform(engine_platform, built.platform):
+        reporter.warn(
+            f"image.tar was made for {built.platform} but the engine runs {engine_platform}; "
+            "it loads, but it will not run here."
+        )
+    try:
+        with built.archive.open("rb") as archive:
+            loaded = client.images.load(archive)
+        if not loaded:
+            raise GosmallError(
+                f"The Docker engine loaded nothing from {built.archive}; the archive holds no image it understands. "
+                f"Rebuild it with `gosmall build-small --image {image.name}`."
+            )
+        ids = {i.id for i in loaded}
+        if len(ids) != 1:
+            raise GosmallError(
+                f"{built.archive} loaded {len(ids)} different images ({', '.join(sorted(ids))}); a gosmall archive "
+                f"holds one. Rebuild it with `gosmall build-small --image {image.name}`."
+            )
+        loaded_image = loaded[0]
+        _check_image_id(loaded_image.id, built, image)
+        for reference in built.tags:
+            repository, _, tag = reference.rpartition(":")
+            loaded_image.tag(repository, tag)
+        for reference in built.tags:
+            tagged = client.images.get(reference).id
+            if tagged != loaded_image.id:
+                raise GosmallError(
+                    f"After loading, the engine's {reference} is {tagged}, not the loaded {loaded_image.id}; "
+                    "something else retagged it meanwhile. Run `gosmall load` again."
+                )
+    except APIError as exc:
+        raise GosmallError(
+            f"The Docker engine refused to load {built.archive}: {exc.explanation or exc}. If the archive is damaged, "
+            f"rebuild it with `gosmall build-small --image {image.name}`."
+        ) from None
+    reporter.detail(f"{loaded_image.id} tagged {', '.join(built.tags)}")
+    return LoadResult(loaded_image.id, built.tags, built.platform)
+
+
+def _check_image_id(image_id: str, built: BuiltImage, image: ImageConfig) -> None:
+    # A classic engine names an image by its config digest. An engine with the
+    # containerd image store names it by its manifest digest instead; either
+    # proves the bytes are ours, since both digests are in the report.
+    if image_id in (str(built.config_digest), str(built.manifest_digest)):
+        return
+    raise GosmallError(
+        f"The Docker engine gave {built.archive} the image ID {image_id}, but report.json says the build's config "
+        f"digest is {built.config_digest}: what would run is not what was built. image.tar and report.json are "
+        f"from different builds or were changed; run `gosmall build-small --image {image.name}` and load again."
+    )
+
+
+# -- smoke testing --------------------------------------------------------------
+
+
+def smoke_test(
+    client: docker.DockerClient,
+    image: ImageConfig,
+    output_dir: Path,
+    reporter: Reporter,
+    *,
+    args: Sequence[str] | None = None,
+    timeout: float | None = None,
+    ports: Sequence[int] | None = None,
+    healthcheck: Sequence[str] | None = None,
+    network_mode: NetworkMode | None = None,
+) -> SmokeResult:
+    """Run the loaded image hardened, wait until it is healthy and serves, remove it.
+
+    `args` replaces the image's Cmd and `ports` the ports to ask (e.g. a free
+    port passed as `-addr`); `healthcheck` replaces the image's healthcheck
+    command for such a run. `network_mode` defaults to "host" when the image
+    exposes ports and "none" otherwise.
+    """
+    with hardened_container(
+        client, image, output_dir, reporter,
+        args=args, timeout=timeout, ports=ports, healthcheck=healthcheck, network_mode=network_mode,
+    ) as running:  # fmt: skip
+        return running.result
+
+
+@contextmanager
+def hardened_container(
+    client: docker.DockerClient,
+    image: ImageConfig,
+    output_dir: Path,
+    reporter: Reporter,
+    *,
+    args: Sequence[str] | None = None,
+    timeout: float | None = None,
+    ports: Sequence[int] | None = None,
+    healthcheck: Sequence[str] | None = None,
+    network_mode: NetworkMode | None = None,
+    env: Sequence[tuple[str, str]] = (),
+) -> Iterator[RunningContainer]:
+    """`smoke_test`, keeping the container running while the caller's block runs.
+
+    The container is removed when the block ends, however it ends: a failed
+    check, an error, or Ctrl-C.
+    """
+    from docker.errors import APIError, ImageNotFound
+
+    built = read_built_image(image, output_dir)
+    engine_platform = _engine_platform(client)
+    if not _same_platform(engine_platform, built.platform):
+        raise GosmallError(
+            f"The Docker engine runs {engine_platform}, but {built.archive} was made for {built.platform}, so it "
+            "cannot run here. Smoke-test on a machine of that platform, or build on this one."
+        )
+    image_id = _loaded_image_id(client, built, image)
+    mode: NetworkMode = network_mode or ("host" if image.ports else "none")
+    probe_ports = tuple(ports) if ports is not None else _tcp_ports(image)
+    if mode == "host":
+        for port in probe_ports:
+            _check_port_free(port, image)
+    else:
+        # Without a network nothing on this machine can reach the ports.
+        probe_ports = ()
+    seconds = timeout if timeout is not None else image.smoke.timeout
+    user = f"{image.uid}:{image.gid}"
+    label = uuid.uuid4().hex
+    options: dict[str, object] = dict(
+        user=user,
+        read_only=True,
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        pids_limit=PIDS_LIMIT,
+        mem_limit=MEMORY_LIMIT,
+        network_mode=mode,
+        environment=[f"{k}={v}" for k, v in (*image.smoke.env, *env)],
+        labels={SMOKE_LABEL: label},
+        name=f"gosmall-smoke-{image.name}-{label[:12]}",
+        detach=True,
+    )
+    if args is not None:
+        options["command"] = list(args)
+    if healthcheck is not None:
+        # Docker wants nanoseconds; a short interval keeps an overridden check quick.
+        options["healthcheck"] = {
+            "test": ["CMD", *healthcheck],
+            "interval": 1_000_000_000,
+            "timeout": 3_000_000_000,
+            "retries": 3,
+        }
+
+    reporter.step(f"Smoke-testing {built.reference} as user {user}, read-only, no capabilities, network {mode}")
+    container: Container | None = None
+    started = time.monotonic()
+    try:
+        try:
+            container = client.containers.create(image_id, **options)
+            container.start()
+        except ImageNotFound:
+            raise GosmallError(
+                f"The Docker engine has no image {image_id} ({built.reference}); run `gosmall load --image {image.name}`."
+            ) from None
+        except APIError as exc:
+            raise GosmallError(
+                f"The Docker engine could not start {built.reference}: {exc.explanation or exc}. The image's "
+                f"entrypoint must be a file in it (a scratch image has no shell); check entrypoint and args of "
+                f"[tool.gosmall.images.{image.name}]."
+            ) from None
+        result = _wait_until_ready(
+            container, image, built, image_id, user, mode, probe_ports, seconds, started, reporter,
+            has_healthcheck=healthcheck is not None or bool(image.healthcheck),
+        )  # fmt: skip
+        yield RunningContainer(container, result)
+    finally:
+        _remove(client, container, label, reporter)
+
+
+def _loaded_image_id(client: docker.DockerClient, built: BuiltImage, image: ImageConfig) -> str:
+    """The engine's ID of the built image, by digest, so a stale tag cannot stand in for it."""
+    from docker.errors import ImageNotFound
+
+    for digest in (built.config_digest, built.manifest_digest):
+        try:
+            return client.images.get(str(digest)).id
+        except ImageNotFound:
+            continue
+    try:
+        tagged = client.images.get(built.reference).id
+    except ImageNotFound:
+        raise GosmallError(
+            f"The Docker engine has no image {built.reference}: it has not been loaded. Run "
+            f"`gosmall load --image {image.name}` (or `gosmall build-small --smoke`, which loads first)."
+        ) from None
+    raise GosmallError(
+        f"The Docker engine's {built.reference} is {tagged}, not the image built in {built.archive} "
+        f"({built.config_digest}): it is an older or another build. Run `gosmall load --image {image.name}` first."
+    )
+
+
+def _tcp_ports(image: ImageConfig) -> tuple[int, ...]:
+    return tuple(int(p.split("/")[0]) for p in image.ports if p.endswith("/tcp"))
+
+
+def _check_port_free(port: int, image: ImageConfig) -> None:
+    # On the host network the app binds the machine's own port; if another
+    # program holds it, the app fails to start, or worse, the checks below
+    # would ask that other program and pass.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("", port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise GosmallError(
+                f"Port {port} is already in use on this machine. The smoke test runs image '{image.name}' on the host "
+                f"network, where it listens on port {port} itself; stop whatever listens there (see `ss -ltnp "
+                f"'sport = :{port}'`) and run the smoke test again."
+            ) from None
+
+
+def _wait_until_ready(
+    container: Container,
+    image: ImageConfig,
+    built: BuiltImage,
+    image_id: str,
+    user: str,
+    mode: NetworkMode,
+    ports: tuple[int, ...],
+    timeout: float,
+    started: float,
+    reporter: Reporter,
+    *,
+    has_healthcheck: bool,
+) -> SmokeResult:
+    """Poll until the healthcheck says healthy and every port answers as configured."""
+    deadline = started + timeout
+    health: str | None = None
+    answered: dict[int, HttpCheck] = {}
+    last_answer: dict[int, str] = {}
+    path, expect = image.smoke.path, image.smoke.expect_status
+    while True:
+        container.reload()
+        state = container.attrs["State"]
+        if state.get("Status") in ("exited", "dead"):
+            code = state.get("ExitCode")
+            if not has_healthcheck and not ports and code == 0:
+                break  # a program with nothing to serve may finish; exiting 0 is success
+            _report_logs(container, reporter)
+            oom = " It was killed for using more than the memory limit." if state.get("OOMKilled") else ""
+            raise GosmallError(
+                f"The container of {built.reference} exited early with code {code} "
+                f"after {time.monotonic() - started:.1f}s.{oom} Its last log lines:\n{_log_tail(container)}"
+            )
+        if has_healthcheck and health != "healthy":
+            health = (state.get("Health") or {}).get("Status")
+            if health == "unhealthy":
+                _report_logs(container, reporter)
+                raise GosmallError(
+                    f"The Docker healthcheck of {built.reference} reports unhealthy: {_health_output(state)}. "
+                    f"The container's last log lines:\n{_log_tail(container)}"
+                )
+        for port in ports:
+            if port not in answered:
+                status = _ask(port, path, last_answer)
+                if status == expect:
+                    answered[port] = HttpCheck(port, path, status)
+                    reporter.detail(f"GET http://127.0.0.1:{port}{path} -> {status}")
+        ready = (not has_healthcheck or health == "healthy") and len(answered) == len(ports)
+        if ready and (has_healthcheck or ports or time.monotonic() - started >= min(GRACE_SECONDS, timeout)):
+            break
+        if time.monotonic() >= deadline:
+            _report_logs(container, reporter)
+            waiting = []
+            if has_healthcheck and health != "healthy":
+                waiting.append(f"the Docker healthcheck is still '{health or 'starting'}' ({_health_output(state)})")
+            for port in ports:
+                if port not in answered:
+                    got = last_answer.get(port, "no answer")
+                    waiting.append(f"GET http://127.0.0.1:{port}{path} wanted {expect}, got {got}")
+            raise GosmallError(
+                f"The container of {built.reference} was not ready within {timeout:g}s: {'; '.join(waiting)}. "
+                f"Raise [tool.gosmall.images.{image.name}.smoke] timeout or fix smoke.path/expect_status if they are "
+                f"wrong. The container's last log lines:\n{_log_tail(container)}"
+            )
+        time.sleep(POLL_SECONDS)
+    seconds = time.monotonic() - started
+    if health:
+        reporter.detail(f"Docker healthcheck: {health}")
+    reporter.detail(f"ready in {seconds:.1f}s")
+    return SmokeResult(
+        image_id=image_id,
+        reference=built.reference,
+        container_id=container.id or "",
+        user=user,
+        network_mode=mode,
+        health=health if has_healthcheck else None,
+        checks=tuple(answered[p] for p in ports),
+        seconds=seconds,
+    )
+
+
+def _ask(port: int, path: str, last_answer: dict[int, str]) -> int | None:
+    try:
+        response = requests.get(f"http://127.0.0.1:{port}{path}", timeout=2, allow_redirects=False)
+    except requests.RequestException as exc:
+        last_answer[port] = f"no answer ({type(exc).__name__})"
+        return None
+    last_answer[port] = f"{response.status_code} {response.text[:200].strip()!r}"
+    return response.status_code
+
+
+def _health_output(state: dict[str, object]) -> str:
+    health = state.get("Health") or {}
+    log = health.get("Log") if isinstance(health, dict) else None
+    if not log:
+        return "no check has finished yet"
+    last = log[-1]
+    output = (last.get("Output") or "").strip() or "no output"
+    return f"last check exited {last.get('ExitCode')}: {output}"
+
+
+def _log_tail(container: Container, lines: int = ERROR_LOG_LINES) -> str:
+    text = _logs(container, lines)
+    return "\n".join(f"  {line}" for line in text.splitlines()) or "  (the container wrote no logs)"
+
+
+def _logs(container: Container, lines: int) -> str:
+    from docker.errors import APIError
+
+    try:
+        return container.logs(tail=lines).decode("utf-8", "replace")
+    except APIError:
+        return ""
+
+
+def _report_logs(container: Container, reporter: Reporter) -> None:
+    text = _logs(container, LOG_TAIL)
+    reporter.step(f"Logs of container {container.name}")
+    for line in text.splitlines() or ["(none)"]:
+        reporter.detail(line)
+
+
+def _remove(client: docker.DockerClient, container: Container | None, label: str, reporter: Reporter) -> None:
+    """Remove the smoke container, even when Ctrl-C interrupted anything before."""
+    from docker.errors import APIError, NotFound
+
+    # A second Ctrl-C during removal must not leave the container behind: hold
+    # SIGINT until it is gone (it is delivered right after).
+    blocked = threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask")
+    if blocked:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        try:
+            # Interrupted between create and assignment: find it by its label.
+            targets = [container] if container is not None else client.containers.list(
+                all=True, filters={"label": f"{SMOKE_LABEL}={label}"}
+            )
+            for target in targets:
+                try:
+                    target.remove(force=True)
+                except NotFound:
+                    pass  # already gone
+        except APIError as exc:
+            # Raising here would hide why the smoke test stopped; say what is left instead.
+            reporter.warn(
+                f"The smoke container labelled {SMOKE_LABEL}={label} could not be removed ({exc.explanation or exc}); "
+                f"remove it with: docker rm -f $(docker ps -aq --filter label={SMOKE_LABEL}={label})"
+            )
+    finally:
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})

@@ -1,0 +1,123 @@
+"""Stage 7: say what was built, in numbers, and hold the image to max_size.
+
+report.json is the machine-readable record (digests and sizes per
+platform); the size table is the same numbers for a person.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from . import __version__
+from .assemble import GZIP_LEVEL
+from .config import ImageConfig
+from .errors import GosmallError
+from .image import Image, Platform
+from .reporter import Reporter
+from .runtime_files import RuntimeFiles
+from .source import SourceInfo
+
+
+@dataclass(frozen=True)
+class PlatformSizes:
+    platform: Platform
+    binary_size: int
+    runtime_files_size: int
+    layer_size: int  # compressed
+    image_size: int  # uncompressed
+
+
+def platform_sizes(image: Image, binaries: dict[Platform, int], runtime: dict[Platform, RuntimeFiles]) -> tuple[PlatformSizes, ...]:
+    return tuple(
+        PlatformSizes(
+            m.platform,
+            binaries[m.platform],
+            runtime[m.platform].size(),
+            sum(layer.blob.size for layer in m.layers),
+            m.uncompressed_size,
+        )
+        for m in image.manifests
+    )
+
+
+def enforce_max_size(config: ImageConfig, sizes: tuple[PlatformSizes, ...]) -> None:
+    if config.max_size is None:
+        return
+    for s in sizes:
+        if s.image_size > config.max_size:
+            raise GosmallError(
+                f"Image '{config.name}' for {s.platform} is {human(s.image_size)} uncompressed ({s.image_size} bytes), "
+                f"over its max_size of {human(config.max_size)} ({config.max_size} bytes) in [tool.gosmall.images.{config.name}]. "
+                "Nothing was written. Shrink it (tzdata = \"embed\" or zones, fewer files) or raise max_size."
+            )
+
+
+def build_report(
+    config: ImageConfig,
+    image: Image,
+    sizes: tuple[PlatformSizes, ...],
+    source: SourceInfo,
+    docker_platform: Platform,
+    extra: dict[Platform, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    platforms: dict[str, Any] = {}
+    for m, s in zip(image.manifests, sizes):
+        platforms[str(m.platform)] = {
+            "manifest_digest": str(m.manifest.digest),
+            "config_digest": str(m.config.digest),
+            "layer_digest": str(m.layers[0].blob.digest),
+            "diff_id": str(m.layers[0].diff_id),
+            "binary_size": s.binary_size,
+            "runtime_files_size": s.runtime_files_size,
+            "layer_size": s.layer_size,
+            "image_size": s.image_size,
+            **(extra or {}).get(m.platform, {}),
+        }
+    return {
+        "image": config.name,
+        "repository": config.repository,
+        "tags": list(config.tags),
+        "references": [f"{config.repository}:{tag}@{image.digest}" for tag in config.tags],
+        "digest": str(image.digest),
+        "media_type": image.top.media_type,
+        "docker_platform": str(docker_platform),
+        "source": {"version": source.version, "revision": source.revision, "source_date_epoch": source.epoch},
+        "builder": {"gosmall": __version__, "compressor": f"isal {_isal_version()} level {GZIP_LEVEL}"},
+        "platforms": platforms,
+    }
+
+
+def report_json(report: dict[str, Any]) -> bytes:
+    return (json.dumps(report, indent=2, sort_keys=True) + "\n").encode()
+
+
+def show_size_table(reporter: Reporter, config: ImageConfig, sizes: tuple[PlatformSizes, ...], digest: str) -> None:
+    rows = []
+    for s in sizes:
+        for stage, size in (
+            ("binary (static, stripped)", s.binary_size),
+            ("runtime files", s.runtime_files_size),
+            ("layer (gzip)", s.layer_size),
+            ("image (uncompressed)", s.image_size),
+        ):
+            rows.append((str(s.platform), stage, human(size), f"{size:,}"))
+    reporter.table(f"{config.repository} {digest[:19]}…", ("platform", "stage", "size", "bytes"), rows)
+
+
+def human(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024  # type: ignore[assignment]
+    raise AssertionError("unreachable")
+
+
+def _isal_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("isal")
+    except PackageNotFoundError:  # pragma: no cover
+        return "unknown"
