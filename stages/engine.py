@@ -336,7 +336,6 @@ def hardened_container(
     ports: Sequence[int] | None = None,
     healthcheck: Sequence[str] | None = None,
     network_mode: NetworkMode | None = None,
-    env: Sequence[tuple[str, str]] = (),
 ) -> Iterator[RunningContainer]:
     """`smoke_test`, keeping the container running while the caller's block runs.
 
@@ -372,7 +371,7 @@ def hardened_container(
         pids_limit=PIDS_LIMIT,
         mem_limit=MEMORY_LIMIT,
         network_mode=mode,
-        environment=[f"{k}={v}" for k, v in (*image.smoke.env, *env)],
+        environment=[f"{k}={v}" for k, v in image.smoke.env],
         labels={SMOKE_LABEL: label},
         name=f"gosmall-smoke-{image.name}-{label[:12]}",
         detach=True,
