@@ -1,0 +1,698 @@
+"""Stage: the shared libraries a cgo binary needs on scratch, read from its ELF.
+
+`collect_libraries` reads the binary's PT_INTERP, DT_NEEDED, DT_RPATH and
+DT_RUNPATH with pyelftools and resolves every library the way glibc's ld.so
+does, without running anything: `ldd` executes the loader, so it cannot look
+at a binary for another architecture and it answers for the host, not for a
+sysroot. The result is every file and symlink the image needs, at the same
+absolute path as on the host, so the image's tree is the host's.
+
+How paths are represented (what the layer builder must reproduce):
+
+* Every entry's parent directory is a real directory in the image: no
+  component of it is a symlink. The builder creates missing parents as plain
+  directories and writes each entry as what it says it is.
+* A symlink met anywhere on the way to a library, directory or file, is its
+  own entry of kind "symlink" with the link text exactly as on the host. On a
+  merged-/usr host `/lib` is the entry `/lib -> usr/lib`, and libc is the file
+  `/usr/lib/x86_64-linux-gnu/libc.so.6`; the loader named
+  `/lib64/ld-linux-x86-64.so.2` becomes `/lib64 -> usr/lib64`,
+  `/usr/lib64/ld-linux-x86-64.so.2 -> /lib/x86_64-linux-gnu/ld-linux-x86-64.so.2`
+  and the real file under `/usr/lib/x86_64-linux-gnu/`.
+* Since no entry lives below a symlink, the entries can be written in any
+  order, and sorting them by path is enough for a reproducible layer.
+
+Search order, as in glibc's `_dl_map_object` (LD_LIBRARY_PATH is ignored on
+purpose: the build host's environment must not change the image):
+
+1. a DT_NEEDED with a '/' is a path, used as is;
+2. a name already loaded (by the name it was asked for or its DT_SONAME) is
+   not searched again;
+3. unless the requesting object has DT_RUNPATH: the DT_RPATH of the
+   requesting object, then of the object that loaded it, up to the binary;
+4. `search_paths`, where LD_LIBRARY_PATH would be, so that setting
+   LD_LIBRARY_PATH to them in the image makes the runtime agree;
+5. the requesting object's own DT_RUNPATH (never inherited);
+6. unless DF_1_NODEFLIB: the directories of /etc/ld.so.conf (standing in for
+   ld.so.cache, which is built from them), then the machine's default
+   directories.
+
+A candidate whose ELF class, byte order or machine differ from the binary's is
+skipped, as ld.so skips it, and named in the error if nothing fits.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import posixpath
+import re
+import shutil
+import subprocess
+import tempfile
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Sequence
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+from elftools.elf.enums import ENUM_E_MACHINE
+
+from .errors import GosmallError
+
+Reason = Literal["interp", "needed", "nss", "libs"]
+Kind = Literal["file", "symlink"]
+
+# glibc loads these with dlopen when Go's cgo os/user and net packages call
+# getpwuid_r or getaddrinfo; no ELF header names them.
+NSS_LIBRARIES = ("libnss_files.so.2", "libnss_dns.so.2")
+NSSWITCH_PATH = "/etc/nsswitch.conf"
+# Only the modules we ship, so glibc never tries to dlopen one that is absent.
+NSSWITCH_CONF = b"passwd: files\ngroup: files\nhosts: files dns\n"
+
+# ld.so gives up after this many symlinks (ELOOP); so do we.
+_MAX_SYMLINKS = 40
+_DF_1_NODEFLIB = 0x800
+
+_EM_386 = 3
+_EM_PPC64 = 21
+_EM_S390 = 22
+_EM_ARM = 40
+_EM_X86_64 = 62
+_EM_AARCH64 = 183
+_EM_RISCV = 243
+_EF_ARM_ABI_FLOAT_SOFT = 0x200
+
+_MACHINE_NAMES = {number: name for name, number in ENUM_E_MACHINE.items() if isinstance(number, int)}
+
+
+@dataclass(frozen=True)
+class CollectedFile:
+    path: str  # absolute path in the image == path on the host (inside root)
+    kind: Kind
+    link_target: str  # symlinks: the link text as on the host; "" for files
+    host_path: Path  # where the bytes (or the link) are; for generated files, where they would be
+    size: int  # bytes written to the layer; 0 for symlinks
+    needed_by: tuple[str, ...]  # image paths of the objects (or the binary) that needed it
+    reason: Reason
+    data: bytes | None = None  # stripped library or generated file; None means read host_path
+
+    def read(self) -> bytes:
+        """The bytes to put in the layer for a file entry."""
+        if self.kind != "file":
+            raise ValueError(f"{self.path} is a symlink, not a file")
+        return self.data if self.data is not None else self.host_path.read_bytes()
+
+
+@dataclass(frozen=True)
+class LibraryClosure:
+    files: tuple[CollectedFile, ...]  # sorted by path, each path once
+    interpreter: str | None  # PT_INTERP as the binary names it
+    links_glibc: bool
+
+
+@dataclass(frozen=True)
+class ElfIdent:
+    """What ld.so compares before it accepts a library for a binary."""
+
+    elf_class: int  # 32 or 64
+    little_endian: bool
+    machine: int  # e_machine
+    flags: int  # e_flags, for ARM's float ABI
+
+    def matches(self, other: ElfIdent) -> bool:
+        return (self.elf_class, self.little_endian, self.machine) == (other.elf_class, other.little_endian, other.machine)
+
+    def describe(self) -> str:
+        machine = _MACHINE_NAMES.get(self.machine, f"e_machine {self.machine}")
+        return f"{machine}, {self.elf_class}-bit, {'little' if self.little_endian else 'big'}-endian"
+
+
+def read_elf_ident(path: Path) -> ElfIdent | None:
+    """The ELF identity of a file, or None when it is not ELF.
+
+    Read from the raw header rather than through pyelftools: a candidate that
+    ld.so would reject (a truncated stub, a foreign class) must be skipped, not
+    make the parser fail.
+    """
+    try:
+        with path.open("rb") as stream:
+            header = stream.read(52)
+    except OSError:
+        return None
+    if len(header) < 52 or header[:4] != b"\x7fELF" or header[4] not in (1, 2) or header[5] not in (1, 2):
+        return None
+    order: Literal["little", "big"] = "little" if header[5] == 1 else "big"
+    elf_class = 32 if header[4] == 1 else 64
+    flags_at = 36 if elf_class == 32 else 48
+    flags = int.from_bytes(header[flags_at : flags_at + 4], order) if len(header) >= flags_at + 4 else 0
+    return ElfIdent(elf_class, order == "little", int.from_bytes(header[18:20], order), flags)
+
+
+def multiarch_triplet(ident: ElfIdent) -> str | None:
+    """Debian's multiarch directory name for a machine, or None if we know none."""
+    machine, bits, little = ident.machine, ident.elf_class, ident.little_endian
+    if machine == _EM_X86_64:
+        return "x86_64-linux-gnu" if bits == 64 else "x86_64-linux-gnux32"
+    if machine == _EM_AARCH64:
+        return "aarch64-linux-gnu" if little else "aarch64_be-linux-gnu"
+    if machine == _EM_ARM:
+        # Without the soft-float flag an EABI binary is treated as armhf,
+        # the only 32-bit ARM port Go's linux/arm/v7 images normally target.
+        return "arm-linux-gnueabi" if ident.flags & _EF_ARM_ABI_FLOAT_SOFT else "arm-linux-gnueabihf"
+    if machine == _EM_386:
+        return "i386-linux-gnu"
+    if machine == _EM_PPC64:
+        return "powerpc64le-linux-gnu" if little else "powerpc64-linux-gnu"
+    if machine == _EM_S390:
+        return "s390x-linux-gnu" if bits == 64 else "s390-linux-gnu"
+    if machine == _EM_RISCV:
+        return "riscv64-linux-gnu" if bits == 64 else "riscv32-linux-gnu"
+    return None
+
+
+def default_library_dirs(ident: ElfIdent) -> tuple[str, ...]:
+    """ld.so's built-in directories: multiarch first (Debian), lib64 (Fedora), then /lib, /usr/lib."""
+    dirs: list[str] = []
+    triplet = multiarch_triplet(ident)
+    if triplet is not None:
+        dirs += [f"/lib/{triplet}", f"/usr/lib/{triplet}"]
+    if ident.elf_class == 64:
+        dirs += ["/lib64", "/usr/lib64"]
+    return (*dirs, "/lib", "/usr/lib")
+
+
+@dataclass(frozen=True)
+class _Link:
+    path: str  # image path of the symlink itself
+    target: str  # link text, as on the host
+    host: Path
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    path: str  # image path with no symlink in it
+    host: Path
+    links: tuple[_Link, ...]  # symlinks followed on the way, in order
+
+
+@dataclass(frozen=True)
+class _Namespace:
+    """The file system as the image will see it.
+
+    It is `root`, with the binary's own host directory laid over the image
+    directory the binary goes to, so that `$ORIGIN` finds libraries shipped
+    next to the binary. Symlinks are followed one component at a time inside
+    this view: an absolute link starts again at the image's "/", and ".."
+    stops there, so nothing outside `root` is ever read.
+    """
+
+    root: Path
+    overlay_image: str | None = None
+    overlay_host: Path | None = None
+
+    def host_of(self, path: str) -> Path:
+        if self.overlay_image is not None and self.overlay_host is not None:
+            rest = _relative_inside(path, self.overlay_image)
+            if rest is not None:
+                candidate = self.overlay_host / rest if rest else self.overlay_host
+                if os.path.lexists(candidate):
+                    return candidate
+        return self.root / path.lstrip("/")
+
+    def resolve(self, path: str) -> _Resolved | None:
+        pending = [part for part in reversed(path.split("/")) if part]
+        current = "/"
+        links: list[_Link] = []
+        while pending:
+            part = pending.pop()
+            if part == ".":
+                continue
+            if part == "..":
+                current = posixpath.dirname(current)
+                continue
+            candidate = posixpath.join(current, part)
+            host = self.host_of(candidate)
+            if host.is_symlink():
+                if len(links) >= _MAX_SYMLINKS:
+                    return None
+                target = os.readlink(host)
+                links.append(_Link(candidate, target, host))
+                if target.startswith("/"):
+                    current = "/"
+                pending.extend(part for part in reversed(target.split("/")) if part)
+                continue
+            if not os.path.lexists(host) or (pending and not host.is_dir()):
+                return None
+            current = candidate
+        return _Resolved(current, self.host_of(current), tuple(links))
+
+
+def _relative_inside(path: str, directory: str) -> str | None:
+    if directory == "/":
+        return path.lstrip("/")
+    if path == directory:
+        return ""
+    if path.startswith(directory + "/"):
+        return path[len(directory) + 1 :]
+    return None
+
+
+def _normalize(path: str) -> str:
+    # posixpath.normpath keeps a leading "//", which would be a distinct path.
+    return "/" + posixpath.normpath(path).lstrip("/") if path.startswith("/") else posixpath.normpath(path)
+
+
+def read_ld_so_conf(namespace_root: Path, conf: str = "/etc/ld.so.conf") -> tuple[str, ...]:
+    """The directories /etc/ld.so.conf lists, following `include` globs, inside root.
+
+    A relative include pattern is relative to the including file's directory,
+    as ldconfig reads it. Missing files add nothing: a hand-made root or a
+    minimal sysroot may have none.
+    """
+    namespace = _Namespace(namespace_root)
+    dirs: list[str] = []
+    _read_conf_file(namespace, conf, dirs, set())
+    return tuple(dict.fromkeys(dirs))
+
+
+def _read_conf_file(namespace: _Namespace, conf: str, dirs: list[str], seen: set[str]) -> None:
+    resolved = namespace.resolve(conf)
+    if resolved is None or not resolved.host.is_file() or resolved.path in seen:
+        return
+    seen.add(resolved.path)
+    try:
+        text = resolved.host.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        words = line.split()
+        if words[0] == "include" and len(words) > 1:
+            for pattern in words[1:]:
+                if not pattern.startswith("/"):
+                    pattern = posixpath.join(posixpath.dirname(conf), pattern)
+                for match in _glob(namespace, pattern):
+                    _read_conf_file(namespace, match, dirs, seen)
+        elif words[0] == "hwcap":
+            continue
+        else:
+            # ldconfig's old "dir=TYPE" form names the directory before "=".
+            directory = line.split("=", 1)[0].strip().rstrip("/")
+            if directory.startswith("/"):
+                dirs.append(_normalize(directory))
+
+
+def _glob(namespace: _Namespace, pattern: str) -> list[str]:
+    """glob(3) inside the namespace, sorted like glibc's glob."""
+    matches = ["/"]
+    for part in (p for p in pattern.split("/") if p):
+        following: list[str] = []
+        for base in matches:
+            if not any(c in part for c in "*?["):
+                following.append(posixpath.join(base, part))
+                continue
+            resolved = namespace.resolve(base)
+            if resolved is None or not resolved.host.is_dir():
+                continue
+            names = sorted(n for n in os.listdir(resolved.host) if not n.startswith(".") and fnmatch.fnmatchcase(n, part))
+            following += [posixpath.join(base, n) for n in names]
+        matches = following
+    return matches
+
+
+@dataclass(frozen=True)
+class _ElfInfo:
+    ident: ElfIdent
+    interpreter: str | None
+    needed: tuple[str, ...]
+    rpath: str | None  # None when absent, or when DT_RUNPATH is present (ld.so then ignores it)
+    runpath: str | None
+    soname: str | None
+    nodeflib: bool
+
+
+def _read_elf(host: Path, label: str) -> _ElfInfo:
+    ident = read_elf_ident(host)
+    if ident is None:
+        raise GosmallError(
+            f"{label} ({host}) is not an ELF file, so its shared libraries cannot be read. "
+            "Point gosmall at the binary produced by `go build` for a Linux platform."
+        )
+    interpreter: str | None = None
+    needed: list[str] = []
+    rpath = runpath = soname = None
+    flags_1 = 0
+    try:
+        with host.open("rb") as stream:
+            elf = ELFFile(stream)
+            for segment in elf.iter_segments():
+                if segment["p_type"] == "PT_INTERP":
+                    interpreter = segment.get_interp_name()
+                elif segment["p_type"] == "PT_DYNAMIC":
+                    for tag in segment.iter_tags():
+                        kind = tag.entry.d_tag
+                        if kind == "DT_NEEDED":
+                            needed.append(tag.needed)
+                        elif kind == "DT_RPATH":
+                            rpath = tag.rpath
+                        elif kind == "DT_RUNPATH":
+                            runpath = tag.runpath
+                        elif kind == "DT_SONAME":
+                            soname = tag.soname
+                        elif kind == "DT_FLAGS_1":
+                            flags_1 = tag.entry.d_val
+    except (ELFError, OSError, ValueError, KeyError) as error:
+        raise GosmallError(
+            f"{label} ({host}) has an ELF header gosmall cannot read ({error}). "
+            "The file may be truncated or corrupt; rebuild it or reinstall the package that ships it."
+        ) from None
+    return _ElfInfo(
+        ident=ident,
+        interpreter=interpreter,
+        needed=tuple(needed),
+        # glibc drops DT_RPATH when DT_RUNPATH is present (get-dynamic-info.h).
+        rpath=None if runpath is not None else rpath,
+        runpath=runpath,
+        soname=soname,
+        nodeflib=bool(flags_1 & _DF_1_NODEFLIB),
+    )
+
+
+@dataclass(frozen=True)
+class _Object:
+    """One loaded ELF object: the binary, the loader or a library."""
+
+    image_path: str  # real file in the image
+    opened_as: str  # path ld.so opened it by; $ORIGIN is its directory
+    host: Path
+    info: _ElfInfo
+    loader: _Object | None  # whose DT_NEEDED (or dlopen) brought it in
+
+
+@dataclass
+class _Entry:
+    """An entry while the closure grows; frozen into a CollectedFile at the end."""
+
+    path: str
+    kind: Kind
+    link_target: str
+    host: Path
+    reason: Reason
+    needed_by: list[str] = field(default_factory=list)
+    data: bytes | None = None
+
+
+_DST = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+@dataclass
+class _Collector:
+    """The breadth-first walk ld.so does over DT_NEEDED, without loading anything."""
+
+    namespace: _Namespace
+    main: _Object
+    binary_label: str
+    search_paths: tuple[str, ...]
+    conf_dirs: tuple[str, ...]
+    default_dirs: tuple[str, ...]
+    by_name: dict[str, _Object] = field(default_factory=dict)
+    by_path: dict[str, _Object] = field(default_factory=dict)
+    entries: dict[str, _Entry] = field(default_factory=dict)
+
+    def load_interpreter(self, interpreter: str) -> _Object:
+        resolved = self.namespace.resolve(_normalize(interpreter))
+        if resolved is None or not resolved.host.is_file():
+            raise GosmallError(
+                f"{self.binary_label} names the loader {interpreter} (PT_INTERP), which does not exist under "
+                f"{self.namespace.root}. Install the C library for the binary's platform there (for a cross "
+                "build, set root to a sysroot of that platform), or build with CGO_ENABLED=0 for a static binary."
+            )
+        ident = read_elf_ident(resolved.host)
+        if ident is None or not ident.matches(self.main.info.ident):
+            found = ident.describe() if ident else "not ELF"
+            raise GosmallError(
+                f"{self.binary_label} names the loader {interpreter} (PT_INTERP), but {resolved.host} is {found} "
+                f"while the binary is {self.main.info.ident.describe()}. Set root to a sysroot of the binary's "
+                "platform, or build the binary for the host's."
+            )
+        info = _read_elf(resolved.host, interpreter)
+        loader = _Object(resolved.path, _normalize(interpreter), resolved.host, info, None)
+        self._record(loader, resolved, self.main.image_path, "interp")
+        self.by_path[resolved.path] = loader
+        self.by_name[_normalize(interpreter)] = loader
+        if info.soname:
+            # libc names the loader by its soname in DT_NEEDED; ld.so matches
+            # it to itself instead of searching.
+            self.by_name[info.soname] = loader
+        return loader
+
+    def load_closure(self, names: Sequence[str], requester: _Object, reason: Reason, why: str = "") -> None:
+        queue: deque[_Object] = deque()
+        for name in names:
+            loaded, new = self._load(name, requester, reason, why)
+            if new:
+                queue.append(loaded)
+        while queue:
+            current = queue.popleft()
+            for name in current.info.needed:
+                loaded, new = self._load(name, current, reason, "")
+                if new:
+                    queue.append(loaded)
+
+    def find(self, name: str) -> _Object | None:
+        return self.by_name.get(name)
+
+    def _load(self, name: str, requester: _Object, reason: Reason, why: str) -> tuple[_Object, bool]:
+        if name in self.by_name:
+            known = self.by_name[name]
+            self._add_needer(known, requester.image_path)
+            return known, False
+        found, opened_as = self._search(name, requester, why)
+        if found.path in self.by_path:
+            # The same file under another name or path: ld.so compares
+            # device and inode and reuses the loaded object.
+            known = self.by_path[found.path]
+            self.by_name[name] = known
+            self._record(known, found, requester.image_path, reason)
+            return known, False
+        info = _read_elf(found.host, found.path)
+        loaded = _Object(found.path, opened_as, found.host, info, requester)
+        self.by_path[found.path] = loaded
+        self.by_name[name] = loaded
+        if info.soname:
+            self.by_name.setdefault(info.soname, loaded)
+        self._record(loaded, found, requester.image_path, reason)
+        return loaded, True
+
+    def _search(self, name: str, requester: _Object, why: str) -> tuple[_Resolved, str]:
+        wanted = self.main.info.ident
+        skipped: list[str] = []
+        if "/" in name:
+            if not name.startswith("/"):
+                raise GosmallError(
+                    f"{requester.image_path} needs '{name}', a relative path, which ld.so opens relative to the "
+                    "working directory at run time. Relink it with a bare soname (-l) or an absolute path."
+                )
+            resolved = self.namespace.resolve(_normalize(name))
+            if resolved is not None and resolved.host.is_file():
+                ident = read_elf_ident(resolved.host)
+                if ident is not None and ident.matches(wanted):
+                    return resolved, _normalize(name)
+                skipped.append(f"{resolved.host} ({ident.describe() if ident else 'not ELF'})")
+            raise self._not_found(name, requester, why, [], skipped)
+        searched = self._search_dirs(requester)
+        for directory, _ in searched:
+            candidate = posixpath.join(directory, name)
+            resolved = self.namespace.resolve(candidate)
+            if resolved is None or not resolved.host.is_file():
+                continue
+            ident = read_elf_ident(resolved.host)
+            if ident is None or not ident.matches(wanted):
+                skipped.append(f"{resolved.host} ({ident.describe() if ident else 'not ELF'})")
+                continue
+            return resolved, candidate
+        raise self._not_found(name, requester, why, searched, skipped)
+
+    def _search_dirs(self, requester: _Object) -> list[tuple[str, str]]:
+        dirs: list[tuple[str, str]] = []
+        if requester.info.runpath is None:
+            chain: _Object | None = requester
+            saw_main = False
+            while chain is not None:
+                dirs += [(d, f"DT_RPATH of {chain.image_path}") for d in self._expand(chain, chain.info.rpath, "DT_RPATH")]
+                saw_main |= chain is self.main
+                chain = chain.loader
+            if not saw_main:
+                dirs += [(d, f"DT_RPATH of {self.main.image_path}") for d in self._expand(self.main, self.main.info.rpath, "DT_RPATH")]
+        dirs += [(d, "lib_search_paths") for d in self.search_paths]
+        dirs += [(d, f"DT_RUNPATH of {requester.image_path}") for d in self._expand(requester, requester.info.runpath, "DT_RUNPATH")]
+        if not requester.info.nodeflib:
+            dirs += [(d, "/etc/ld.so.conf") for d in self.conf_dirs]
+            dirs += [(d, "default") for d in self.default_dirs]
+        first: dict[str, str] = {}
+        for directory, source in dirs:
+            first.setdefault(directory, source)
+        return list(first.items())
+
+    def _expand(self, owner: _Object, value: str | None, tag: str) -> list[str]:
+        if not value:
+            return []
+        origin = posixpath.dirname(owner.opened_as)
+        dirs = []
+        for entry in value.split(":"):
+
+            def substitute(match: re.Match[str]) -> str:
+                token = match.group(1) or match.group(2)
+                if token == "ORIGIN":
+                    return origin
+                if token in ("LIB", "PLATFORM"):
+                    raise GosmallError(
+                        f"{owner.image_path} has the {tag} entry '{entry}', which uses ${token}. Its value depends "
+                        "on how the target's glibc was built, so gosmall does not guess it. Relink with "
+                        "-Wl,-rpath using $ORIGIN or an absolute directory, or add the directory to lib_search_paths."
+                    )
+                return match.group(0)  # ld.so leaves unknown tokens as they are
+
+            expanded = _DST.sub(substitute, entry)
+            # An empty or relative entry is relative to the working directory
+            # at run time, which the build cannot know.
+            if expanded.startswith("/"):
+                dirs.append(_normalize(expanded))
+        return dirs
+
+    def _not_found(self, name: str, requester: _Object, why: str, searched: list[tuple[str, str]], skipped: list[str]) -> GosmallError:
+        needer = requester.image_path if requester is not self.main else f"{self.binary_label}"
+        where = ", ".join(f"{d} ({source})" for d, source in searched) if searched else "no directories (it is a path)"
+        rejected = f" Skipped because the ELF class or machine differs from the binary's ({self.main.info.ident.describe()}): {', '.join(skipped)}." if skipped else ""
+        return GosmallError(
+            f"The shared library {name}, needed by {needer}{why}, was not found. Searched, in order, under "
+            f"{self.namespace.root}: {where}.{rejected} Install the package that provides it (into the sysroot "
+            "when root is set), add its directory to lib_search_paths, or link the binary with -Wl,-rpath naming it."
+        )
+
+    def _record(self, loaded: _Object, found: _Resolved, needer: str, reason: Reason) -> None:
+        for link in found.links:
+            self._add(link.path, "symlink", link.target, link.host, reason, needer)
+        self._add(found.path, "file", "", found.host, reason, needer)
+
+    def _add_needer(self, loaded: _Object, needer: str) -> None:
+        if loaded is self.main:
+            return
+        entry = self.entries.get(loaded.image_path)
+        if entry is not None and needer not in entry.needed_by:
+            entry.needed_by.append(needer)
+
+    def _add(self, path: str, kind: Kind, target: str, host: Path, reason: Reason, needer: str) -> None:
+        entry = self.entries.get(path)
+        if entry is None:
+            # The first reason wins; closures are walked interp, needed,
+            # libs, nss, so a library the binary links is never "nss".
+            entry = self.entries[path] = _Entry(path, kind, target, host, reason)
+        if needer not in entry.needed_by:
+            entry.needed_by.append(needer)
+
+
+def collect_libraries(
+    binary: Path,
+    *,
+    binary_image_path: str,
+    extra_libs: Sequence[str] = (),
+    search_paths: Sequence[Path] = (),
+    root: Path = Path("/"),
+    strip: bool = False,
+) -> LibraryClosure:
+    """Every file and symlink `binary` needs at run time, as the image must hold them.
+
+    `binary` is read on the host and goes to `binary_image_path`; libraries
+    are looked up inside `root`, with the binary's own directory laid over
+    its image directory so `$ORIGIN` works. `extra_libs` are dlopen'ed names,
+    resolved like the binary's DT_NEEDED. A static binary yields nothing.
+    """
+    if not binary_image_path.startswith("/"):
+        raise GosmallError(f"The binary's image path '{binary_image_path}' must be absolute, such as '/app'.")
+    for directory in search_paths:
+        if not str(directory).startswith("/"):
+            raise GosmallError(
+                f"lib_search_paths: '{directory}' is relative; give absolute directories, as the image will have them."
+            )
+    info = _read_elf(binary, str(binary))
+    image_dir = posixpath.dirname(_normalize(binary_image_path))
+    namespace = _Namespace(root, image_dir, binary.resolve().parent)
+    main = _Object(_normalize(binary_image_path), _normalize(binary_image_path), binary, info, None)
+    collector = _Collector(
+        namespace=namespace,
+        main=main,
+        binary_label=str(binary),
+        search_paths=tuple(dict.fromkeys(_normalize(str(d)) for d in search_paths)),
+        conf_dirs=read_ld_so_conf(root),
+        default_dirs=default_library_dirs(info.ident),
+    )
+    if info.interpreter is not None:
+        collector.load_interpreter(info.interpreter)
+    collector.load_closure(info.needed, main, "needed")
+    collector.load_closure(tuple(extra_libs), main, "libs", " (listed in libs)")
+
+    libc = collector.find("libc.so.6")
+    if libc is not None:
+        collector.load_closure(NSS_LIBRARIES, libc, "nss", " (glibc loads it with dlopen for user and host lookups)")
+        collector.entries[NSSWITCH_PATH] = _Entry(
+            NSSWITCH_PATH, "file", "", root / NSSWITCH_PATH.lstrip("/"), "nss", [libc.image_path], NSSWITCH_CONF
+        )
+
+    files = tuple(_freeze(entry, info.ident, strip) for _, entry in sorted(collector.entries.items()))
+    return LibraryClosure(files=files, interpreter=info.interpreter, links_glibc=libc is not None)
+
+
+def _freeze(entry: _Entry, ident: ElfIdent, strip: bool) -> CollectedFile:
+    data = entry.data
+    if entry.kind == "file" and data is None and strip:
+        stripped = strip_debug(entry.host, ident)
+        data = stripped if stripped != entry.host.read_bytes() else None
+    if entry.kind == "symlink":
+        size = 0
+    else:
+        size = len(data) if data is not None else entry.host.stat().st_size
+    return CollectedFile(
+        path=entry.path,
+        kind=entry.kind,
+        link_target=entry.link_target,
+        host_path=entry.host,
+        size=size,
+        needed_by=tuple(entry.needed_by),
+        reason=entry.reason,
+        data=data,
+    )
+
+
+def strip_debug(library: Path, ident: ElfIdent) -> bytes:
+    """The library's bytes without debug sections, made by binutils' strip.
+
+    The target's own `<triplet>-strip` is preferred, then llvm-strip (which
+    knows every machine), then plain strip for the host's.
+    """
+    triplet = multiarch_triplet(ident)
+    candidates = ([f"{triplet}-strip"] if triplet else []) + ["llvm-strip", "strip"]
+    program = next((found for found in map(shutil.which, candidates) if found), None)
+    if program is None:
+        raise GosmallError(
+            f"strip_libs is true but no strip program was found (tried {', '.join(candidates)}). "
+            "Install binutils (apt-get install binutils) or set strip_libs = false."
+        )
+    with tempfile.TemporaryDirectory(prefix="gosmall-strip-") as scratch:
+        output = Path(scratch) / library.name
+        result = subprocess.run(
+            [program, "--strip-debug", "-o", str(output), str(library)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise GosmallError(
+                f"strip_libs: {program} could not strip {library}: {result.stderr.strip() or 'exit status ' + str(result.returncode)}. "
+                "Install binutils for the binary's platform or set strip_libs = false."
+            )
+        return output.read_bytes()
