@@ -1,0 +1,73 @@
+"""Shared fixtures: throwaway copies of the sample project, built for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+VECTORS = SHARED / "vectors"
+COMMIT_DATE = "2026-01-02T03:04:05+00:00"
+
+
+def gosmall(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run the console script the way a user does."""
+    script = Path(sys.executable).with_name("gosmall")
+    command = [str(script)] if script.exists() else [sys.executable, "-c", "from stages.cli import main; main()"]
+    return subprocess.run([*command, *args], cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout)
+
+
+def make_project(directory: Path, gosmall_table: str | None = None, *, git: bool = True) -> Path:
+    """A copy of the sample project (go_app and its [tool.gosmall]) as its own git repository."""
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(REPO / "go_app", directory / "go_app")
+    if gosmall_table is None:
+        text = (REPO / "pyproject.toml").read_text()
+        gosmall_table = text[text.index("[tool.gosmall]") :]
+    (directory / "pyproject.toml").write_text('[project]\nname = "sample"\nversion = "0"\n\n' + gosmall_table)
+    (directory / ".gitignore").write_text("dist/\n")
+    if git:
+        git_commit(directory)
+    return directory
+
+
+def git_commit(directory: Path, message: str = "sample") -> None:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_DATE": COMMIT_DATE,
+        "GIT_COMMITTER_DATE": COMMIT_DATE,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
+    if not (directory / ".git").exists():
+        subprocess.run(["git", "init", "-q", "-b", "main"], cwd=directory, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=directory, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", message], cwd=directory, check=True, env=env)
+
+
+@dataclass(frozen=True)
+class BuiltProject:
+    root: Path
+    output: Path  # <output>/<image>
+    report: dict[str, Any]
+
+
+@pytest.fixture(scope="session")
+def built_hello(tmp_path_factory: pytest.TempPathFactory) -> BuiltProject:
+    """go_app built once per session by `gosmall build-small`, for linux/amd64 and linux/arm64."""
+    root = make_project(tmp_path_factory.mktemp("hello") / "project")
+    done = gosmall("build-small", cwd=root, env={"SOURCE_DATE_EPOCH": ""})
+    assert done.returncode == 0, done.stderr
+    output = root / "dist" / "hello"
+    return BuiltProject(root, output, json.loads((output / "report.json").read_text()))
