@@ -474,8 +474,10 @@ def test_go_app_serves_its_zone_version_and_health_as_nonroot(docker_client: Any
         container.reload()
         assert container.attrs["Config"]["User"] == NONROOT
         assert container.attrs["State"]["Health"]["Status"] == "healthy"
-        processes = container.top(ps_args="-o uid,gid,comm")
-        assert [row[:2] for row in processes["Processes"]] and all(row[:2] == ["65532", "65532"] for row in processes["Processes"])
+        # ps on the host, over the container's processes: the kernel's view of who runs.
+        top = container.top(ps_args="-o pid,uid,gid,comm")
+        ids = [(row[top["Titles"].index("UID")], row[top["Titles"].index("GID")]) for row in top["Processes"]]
+        assert ids and set(ids) == {("65532", "65532")}
         host = container.attrs["HostConfig"]
         assert host["ReadonlyRootfs"] is True
         assert host["CapDrop"] == ["ALL"]
