@@ -198,65 +198,69 @@ class _Resolved:
 
 
 @dataclass(frozen=True)
-class _Namespace:
-    """The file system as the image will see it.
+class _Place:
+    """A path as ld.so would open it, before the kernel resolves it.
 
-    It is `root`, with the binary's own host directory laid over the image
-    directory the binary goes to, so that `$ORIGIN` finds libraries shipped
-    next to the binary. Symlinks are followed one component at a time inside
-    this view: an absolute link starts again at the image's "/", and ".."
-    stops there, so nothing outside `root` is ever read.
+    Most places are absolute image paths inside `root`. A place reached
+    through the binary's own `$ORIGIN` is instead `rest` walked from `base`,
+    the binary's image directory paired with its directory on the host: a
+    library shipped next to the binary (`$ORIGIN/../lib`) is read from the
+    build tree, not from root, and lands at the same relative spot in the
+    image.
+    """
+
+    rest: str  # absolute image path when base is None, else relative to base
+    base: tuple[str, Path] | None = None  # (image directory, host directory)
+
+    def join(self, tail: str) -> _Place:
+        return _Place(posixpath.join(self.rest, tail) if self.rest else tail, self.base)
+
+    def display(self) -> str:
+        """The image path, lexically normalised, for messages."""
+        return _normalize(posixpath.join(self.base[0], self.rest) if self.base else self.rest)
+
+
+@dataclass(frozen=True)
+class _Namespace:
+    """The file system as the image will see it: `root`, walked like the kernel does.
+
+    Symlinks are followed one component at a time: an absolute link starts
+    again at the image's "/" inside root, and ".." stops at "/", so nothing
+    outside root (or the binary's own tree) is ever read.
     """
 
     root: Path
-    overlay_image: str | None = None
-    overlay_host: Path | None = None
 
-    def host_of(self, path: str) -> Path:
-        if self.overlay_image is not None and self.overlay_host is not None:
-            rest = _relative_inside(path, self.overlay_image)
-            if rest is not None:
-                candidate = self.overlay_host / rest if rest else self.overlay_host
-                if os.path.lexists(candidate):
-                    return candidate
-        return self.root / path.lstrip("/")
-
-    def resolve(self, path: str) -> _Resolved | None:
-        pending = [part for part in reversed(path.split("/")) if part]
-        current = "/"
+    def resolve(self, place: _Place) -> _Resolved | None:
+        pending = [part for part in reversed(place.rest.split("/")) if part]
+        current, host = place.base if place.base is not None else ("/", None)
         links: list[_Link] = []
         while pending:
             part = pending.pop()
             if part == ".":
                 continue
             if part == "..":
-                current = posixpath.dirname(current)
+                if current != "/":
+                    current = posixpath.dirname(current)
+                    host = host.parent if host is not None else None
                 continue
             candidate = posixpath.join(current, part)
-            host = self.host_of(candidate)
-            if host.is_symlink():
+            candidate_host = host / part if host is not None else self.root / candidate.lstrip("/")
+            if candidate_host.is_symlink():
                 if len(links) >= _MAX_SYMLINKS:
                     return None
-                target = os.readlink(host)
-                links.append(_Link(candidate, target, host))
+                target = os.readlink(candidate_host)
+                links.append(_Link(candidate, target, candidate_host))
                 if target.startswith("/"):
-                    current = "/"
+                    # An absolute link means the image's root, even when
+                    # the walk started in the binary's own tree.
+                    current, host = "/", None
                 pending.extend(part for part in reversed(target.split("/")) if part)
                 continue
-            if not os.path.lexists(host) or (pending and not host.is_dir()):
+            if not os.path.lexists(candidate_host) or (pending and not candidate_host.is_dir()):
                 return None
-            current = candidate
-        return _Resolved(current, self.host_of(current), tuple(links))
-
-
-def _relative_inside(path: str, directory: str) -> str | None:
-    if directory == "/":
-        return path.lstrip("/")
-    if path == directory:
-        return ""
-    if path.startswith(directory + "/"):
-        return path[len(directory) + 1 :]
-    return None
+            current, host = candidate, (candidate_host if host is not None else None)
+        return _Resolved(current, host if host is not None else self.root / current.lstrip("/"), tuple(links))
 
 
 def _normalize(path: str) -> str:
@@ -278,7 +282,7 @@ def read_ld_so_conf(namespace_root: Path, conf: str = "/etc/ld.so.conf") -> tupl
 
 
 def _read_conf_file(namespace: _Namespace, conf: str, dirs: list[str], seen: set[str]) -> None:
-    resolved = namespace.resolve(conf)
+    resolved = namespace.resolve(_Place(conf))
     if resolved is None or not resolved.host.is_file() or resolved.path in seen:
         return
     seen.add(resolved.path)
@@ -315,7 +319,7 @@ def _glob(namespace: _Namespace, pattern: str) -> list[str]:
             if not any(c in part for c in "*?["):
                 following.append(posixpath.join(base, part))
                 continue
-            resolved = namespace.resolve(base)
+            resolved = namespace.resolve(_Place(base))
             if resolved is None or not resolved.host.is_dir():
                 continue
             names = sorted(n for n in os.listdir(resolved.host) if not n.startswith(".") and fnmatch.fnmatchcase(n, part))
@@ -387,7 +391,7 @@ class _Object:
     """One loaded ELF object: the binary, the loader or a library."""
 
     image_path: str  # real file in the image
-    opened_as: str  # path ld.so opened it by; $ORIGIN is its directory
+    origin: _Place  # directory of the path ld.so opened it by: its $ORIGIN
     host: Path
     info: _ElfInfo
     loader: _Object | None  # whose DT_NEEDED (or dlopen) brought it in
@@ -407,6 +411,12 @@ class _Entry:
 
 
 _DST = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+_LEADING_ORIGIN = re.compile(r"\$(?:\{ORIGIN\}|ORIGIN(?![A-Za-z0-9_]))")
+
+
+def _substitute_origin(text: str, origin: _Place) -> str:
+    # ld.so leaves tokens it does not know as they are.
+    return _DST.sub(lambda m: origin.display() if (m.group(1) or m.group(2)) == "ORIGIN" else m.group(0), text)
 
 
 @dataclass
@@ -424,7 +434,7 @@ class _Collector:
     entries: dict[str, _Entry] = field(default_factory=dict)
 
     def load_interpreter(self, interpreter: str) -> _Object:
-        resolved = self.namespace.resolve(_normalize(interpreter))
+        resolved = self.namespace.resolve(_Place(_normalize(interpreter)))
         if resolved is None or not resolved.host.is_file():
             raise GosmallError(
                 f"{self.binary_label} names the loader {interpreter} (PT_INTERP), which does not exist under "
@@ -440,7 +450,7 @@ class _Collector:
                 "platform, or build the binary for the host's."
             )
         info = _read_elf(resolved.host, interpreter)
-        loader = _Object(resolved.path, _normalize(interpreter), resolved.host, info, None)
+        loader = _Object(resolved.path, _Place(posixpath.dirname(_normalize(interpreter))), resolved.host, info, None)
         self._record(loader, resolved, self.main.image_path, "interp")
         self.by_path[resolved.path] = loader
         self.by_name[_normalize(interpreter)] = loader
@@ -471,7 +481,7 @@ class _Collector:
             known = self.by_name[name]
             self._add_needer(known, requester.image_path)
             return known, False
-        found, opened_as = self._search(name, requester, why)
+        found, origin = self._search(name, requester, why)
         if found.path in self.by_path:
             # The same file under another name or path: ld.so compares
             # device and inode and reuses the loaded object.
@@ -480,7 +490,7 @@ class _Collector:
             self._record(known, found, requester.image_path, reason)
             return known, False
         info = _read_elf(found.host, found.path)
-        loaded = _Object(found.path, opened_as, found.host, info, requester)
+        loaded = _Object(found.path, origin, found.host, info, requester)
         self.by_path[found.path] = loaded
         self.by_name[name] = loaded
         if info.soname:
@@ -488,7 +498,7 @@ class _Collector:
         self._record(loaded, found, requester.image_path, reason)
         return loaded, True
 
-    def _search(self, name: str, requester: _Object, why: str) -> tuple[_Resolved, str]:
+    def _search(self, name: str, requester: _Object, why: str) -> tuple[_Resolved, _Place]:
         wanted = self.main.info.ident
         skipped: list[str] = []
         if "/" in name:
@@ -497,28 +507,27 @@ class _Collector:
                     f"{requester.image_path} needs '{name}', a relative path, which ld.so opens relative to the "
                     "working directory at run time. Relink it with a bare soname (-l) or an absolute path."
                 )
-            resolved = self.namespace.resolve(_normalize(name))
+            resolved = self.namespace.resolve(_Place(_normalize(name)))
             if resolved is not None and resolved.host.is_file():
                 ident = read_elf_ident(resolved.host)
                 if ident is not None and ident.matches(wanted):
-                    return resolved, _normalize(name)
+                    return resolved, _Place(posixpath.dirname(_normalize(name)))
                 skipped.append(f"{resolved.host} ({ident.describe() if ident else 'not ELF'})")
             raise self._not_found(name, requester, why, [], skipped)
         searched = self._search_dirs(requester)
         for directory, _ in searched:
-            candidate = posixpath.join(directory, name)
-            resolved = self.namespace.resolve(candidate)
+            resolved = self.namespace.resolve(directory.join(name))
             if resolved is None or not resolved.host.is_file():
                 continue
             ident = read_elf_ident(resolved.host)
             if ident is None or not ident.matches(wanted):
                 skipped.append(f"{resolved.host} ({ident.describe() if ident else 'not ELF'})")
                 continue
-            return resolved, candidate
+            return resolved, directory
         raise self._not_found(name, requester, why, searched, skipped)
 
-    def _search_dirs(self, requester: _Object) -> list[tuple[str, str]]:
-        dirs: list[tuple[str, str]] = []
+    def _search_dirs(self, requester: _Object) -> list[tuple[_Place, str]]:
+        dirs: list[tuple[_Place, str]] = []
         if requester.info.runpath is None:
             chain: _Object | None = requester
             saw_main = False
@@ -528,45 +537,45 @@ class _Collector:
                 chain = chain.loader
             if not saw_main:
                 dirs += [(d, f"DT_RPATH of {self.main.image_path}") for d in self._expand(self.main, self.main.info.rpath, "DT_RPATH")]
-        dirs += [(d, "lib_search_paths") for d in self.search_paths]
+        dirs += [(_Place(d), "lib_search_paths") for d in self.search_paths]
         dirs += [(d, f"DT_RUNPATH of {requester.image_path}") for d in self._expand(requester, requester.info.runpath, "DT_RUNPATH")]
         if not requester.info.nodeflib:
-            dirs += [(d, "/etc/ld.so.conf") for d in self.conf_dirs]
-            dirs += [(d, "default") for d in self.default_dirs]
-        first: dict[str, str] = {}
+            dirs += [(_Place(d), "/etc/ld.so.conf") for d in self.conf_dirs]
+            dirs += [(_Place(d), "default") for d in self.default_dirs]
+        first: dict[_Place, str] = {}
         for directory, source in dirs:
             first.setdefault(directory, source)
         return list(first.items())
 
-    def _expand(self, owner: _Object, value: str | None, tag: str) -> list[str]:
+    def _expand(self, owner: _Object, value: str | None, tag: str) -> list[_Place]:
         if not value:
             return []
-        origin = posixpath.dirname(owner.opened_as)
-        dirs = []
+        places: list[_Place] = []
         for entry in value.split(":"):
-
-            def substitute(match: re.Match[str]) -> str:
-                token = match.group(1) or match.group(2)
-                if token == "ORIGIN":
-                    return origin
-                if token in ("LIB", "PLATFORM"):
-                    raise GosmallError(
-                        f"{owner.image_path} has the {tag} entry '{entry}', which uses ${token}. Its value depends "
-                        "on how the target's glibc was built, so gosmall does not guess it. Relink with "
-                        "-Wl,-rpath using $ORIGIN or an absolute directory, or add the directory to lib_search_paths."
-                    )
-                return match.group(0)  # ld.so leaves unknown tokens as they are
-
-            expanded = _DST.sub(substitute, entry)
+            tokens = [m.group(1) or m.group(2) for m in _DST.finditer(entry)]
+            unsupported = next((t for t in tokens if t in ("LIB", "PLATFORM")), None)
+            if unsupported is not None:
+                raise GosmallError(
+                    f"{owner.image_path} has the {tag} entry '{entry}', which uses ${unsupported}. Its value depends "
+                    "on how the target's glibc was built, so gosmall does not guess it. Relink with "
+                    "-Wl,-rpath using $ORIGIN or an absolute directory, or add the directory to lib_search_paths."
+                )
+            leading = _LEADING_ORIGIN.match(entry)
+            if leading is not None:
+                # Kept relative to the owner's own place, so a library next
+                # to the binary is found in the build tree it sits in.
+                places.append(owner.origin.join(_substitute_origin(entry[leading.end() :].lstrip("/"), owner.origin)))
+                continue
+            expanded = _substitute_origin(entry, owner.origin)
             # An empty or relative entry is relative to the working directory
             # at run time, which the build cannot know.
             if expanded.startswith("/"):
-                dirs.append(_normalize(expanded))
-        return dirs
+                places.append(_Place(expanded))
+        return places
 
-    def _not_found(self, name: str, requester: _Object, why: str, searched: list[tuple[str, str]], skipped: list[str]) -> GosmallError:
+    def _not_found(self, name: str, requester: _Object, why: str, searched: list[tuple[_Place, str]], skipped: list[str]) -> GosmallError:
         needer = requester.image_path if requester is not self.main else f"{self.binary_label}"
-        where = ", ".join(f"{d} ({source})" for d, source in searched) if searched else "no directories (it is a path)"
+        where = ", ".join(f"{d.display()} ({source})" for d, source in searched) if searched else "no directories (it is a path)"
         rejected = f" Skipped because the ELF class or machine differs from the binary's ({self.main.info.ident.describe()}): {', '.join(skipped)}." if skipped else ""
         return GosmallError(
             f"The shared library {name}, needed by {needer}{why}, was not found. Searched, in order, under "
@@ -608,8 +617,9 @@ def collect_libraries(
     """Every file and symlink `binary` needs at run time, as the image must hold them.
 
     `binary` is read on the host and goes to `binary_image_path`; libraries
-    are looked up inside `root`, with the binary's own directory laid over
-    its image directory so `$ORIGIN` works. `extra_libs` are dlopen'ed names,
+    are looked up inside `root`, except that the binary's `$ORIGIN` entries
+    are walked from its directory on the host and land at the same relative
+    place next to `binary_image_path`. `extra_libs` are dlopen'ed names,
     resolved like the binary's DT_NEEDED. A static binary yields nothing.
     """
     if not binary_image_path.startswith("/"):
@@ -621,8 +631,8 @@ def collect_libraries(
             )
     info = _read_elf(binary, str(binary))
     image_dir = posixpath.dirname(_normalize(binary_image_path))
-    namespace = _Namespace(root, image_dir, binary.resolve().parent)
-    main = _Object(_normalize(binary_image_path), _normalize(binary_image_path), binary, info, None)
+    namespace = _Namespace(root)
+    main = _Object(_normalize(binary_image_path), _Place("", (image_dir, binary.resolve().parent)), binary, info, None)
     collector = _Collector(
         namespace=namespace,
         main=main,
