@@ -1,0 +1,336 @@
+"""Talking to a registry over the distribution HTTP API (OCI distribution spec).
+
+Two jobs, both with `requests` and nothing Docker-specific in between:
+
+- `RegistryResolver.resolve(reference) -> Digest`: which manifest a tag
+  points at now (a HEAD on `/v2/<name>/manifests/<tag>` accepting OCI and
+  Docker manifests and indexes), for `gosmall pin`.
+- `push_layout(layout_dir, reference, *, client=None) -> Digest`: push an OCI
+  image layout (`oci-layout`, `index.json`, `blobs/sha256/…`) and tag it.
+
+`RegistryClient` does the part both share: the endpoint for a registry
+domain (plain http only for loopback, as Docker treats localhost as an
+insecure registry by default; `docker.io` is served by registry-1.docker.io),
+credentials from the Docker config (`$DOCKER_CONFIG/config.json` or
+`~/.docker/config.json`, `auths.<host>.auth`, base64 `user:password`), and
+the token flow: a 401 with `WWW-Authenticate: Bearer realm=…,service=…,scope=…`
+is answered by fetching a token from the realm and retrying once.
+Credential helpers (`credsStore`, `credHelpers`) are not run.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urljoin
+
+import requests
+
+from .digest import Digest
+from .errors import GosmallError
+from .image import MEDIA_INDEX, MEDIA_MANIFEST
+from .reference import DEFAULT_DOMAIN, DEFAULT_TAG, Reference, ReferenceError, parse_normalized_named
+
+MEDIA_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MEDIA_DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+MANIFEST_ACCEPT = ", ".join((MEDIA_INDEX, MEDIA_MANIFEST, MEDIA_DOCKER_MANIFEST_LIST, MEDIA_DOCKER_MANIFEST))
+INDEX_MEDIA_TYPES = (MEDIA_INDEX, MEDIA_DOCKER_MANIFEST_LIST)
+
+# Docker Hub's API is not served at the name's domain: a fact of the protocol.
+DOCKER_HUB_API = "registry-1.docker.io"
+DOCKER_HUB_AUTH_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io", DOCKER_HUB_API)
+TIMEOUT = 30.0
+
+
+def registry_base(domain: str) -> str:
+    """The API root for a reference's domain: http for loopback, https otherwise."""
+    if domain in (DEFAULT_DOMAIN, "index.docker.io"):
+        return f"https://{DOCKER_HUB_API}"
+    host = domain.rsplit(":", 1)[0] if not domain.endswith("]") else domain
+    if host in ("localhost", "127.0.0.1", "[::1]") or host.startswith("127."):
+        return f"http://{domain}"
+    return f"https://{domain}"
+
+
+def load_docker_auths(config: Path | None = None) -> dict[str, tuple[str, str]]:
+    """Registry host → (user, password) from the Docker config, if there is one."""
+    if config is None:
+        directory = os.environ.get("DOCKER_CONFIG")
+        config = Path(directory) / "config.json" if directory else Path.home() / ".docker" / "config.json"
+    if not config.is_file():
+        return {}
+    try:
+        auths = json.loads(config.read_text(encoding="utf-8")).get("auths", {})
+    except (OSError, ValueError) as exc:
+        raise GosmallError(f"{config} cannot be read as JSON: {exc}. Fix or remove it and run again.") from None
+    out: dict[str, tuple[str, str]] = {}
+    for key, entry in auths.items() if isinstance(auths, dict) else ():
+        encoded = entry.get("auth") if isinstance(entry, dict) else None
+        if not encoded:
+            continue
+        try:
+            user, _, password = base64.b64decode(encoded).decode("utf-8").partition(":")
+        except (ValueError, UnicodeDecodeError):
+            raise GosmallError(
+                f"{config} auths.{key}.auth is not base64 of 'user:password'; run `docker login {key}` again."
+            ) from None
+        # Keys are written as "host", "https://host" or "https://host/v1/".
+        host = re.sub(r"^https?://", "", key).split("/", 1)[0]
+        out[host] = (user, password)
+    return out
+
+
+@dataclass
+class RegistryClient:
+    """HTTP to registries with Docker-config credentials and bearer tokens.
+
+    Mutable on purpose: it caches one token per (registry, scope) for the
+    run, the way a docker client does.
+    """
+
+    auths: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    session: requests.Session = field(default_factory=requests.Session)
+    _tokens: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    @classmethod
+    def from_environment(cls) -> RegistryClient:
+        return cls(load_docker_auths())
+
+    def credentials(self, domain: str) -> tuple[str, str] | None:
+        keys = DOCKER_HUB_AUTH_KEYS if domain in (DEFAULT_DOMAIN, "index.docker.io") else (domain,)
+        for key in keys:
+            if key in self.auths:
+                return self.auths[key]
+        return None
+
+    def request(
+        self,
+        method: str,
+        domain: str,
+        url: str,
+        scope: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        data: bytes | None = None,
+    ) -> requests.Response:
+        """One API call; answers an auth challenge once, then returns whatever comes."""
+        full = url if url.startswith(("http://", "https://")) else registry_base(domain) + url
+        sent = dict(headers or {})
+        token = self._tokens.get((domain, scope))
+        if token:
+            sent["Authorization"] = f"Bearer {token}"
+        response = self._send(method, full, sent, data)
+        if response.status_code != 401:
+            return response
+        challenge = response.headers.get("WWW-Authenticate", "")
+        scheme, params = _parse_challenge(challenge)
+        credentials = self.credentials(domain)
+        if scheme == "bearer" and "realm" in params:
+            token = self._fetch_token(domain, params, scope, credentials)
+            self._tokens[(domain, scope)] = token
+            sent["Authorization"] = f"Bearer {token}"
+        elif scheme == "basic" and credentials:
+            sent["Authorization"] = "Basic " + base64.b64encode(":".join(credentials).encode()).decode()
+        else:
+            return response
+        return self._send(method, full, sent, data)
+
+    def _send(self, method: str, url: str, headers: Mapping[str, str], data: bytes | None) -> requests.Response:
+        try:
+            return self.session.request(method, url, headers=dict(headers), data=data, timeout=TIMEOUT, allow_redirects=True)
+        except requests.RequestException as exc:
+            raise GosmallError(f"{method} {url} failed: {exc}. Check that the registry is reachable.") from None
+
+    def _fetch_token(
+        self, domain: str, params: Mapping[str, str], scope: str, credentials: tuple[str, str] | None
+    ) -> str:
+        query = {"service": params.get("service", ""), "scope": params.get("scope", scope)}
+        try:
+            response = self.session.get(
+                params["realm"], params={k: v for k, v in query.items() if v}, auth=credentials, timeout=TIMEOUT
+            )
+        except requests.RequestException as exc:
+            raise GosmallError(f"Getting a token for {domain} from {params['realm']} failed: {exc}.") from None
+        if response.status_code != 200:
+            raise GosmallError(
+                f"{domain} refused a token for '{scope}' (HTTP {response.status_code} from {params['realm']}). "
+                f"Run `docker login {domain}` with an account that may access it."
+            )
+        body = response.json()
+        token = body.get("token") or body.get("access_token")
+        if not token:
+            raise GosmallError(f"The token service {params['realm']} for {domain} answered without a token.")
+        return str(token)
+
+
+def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    scheme, _, rest = header.strip().partition(" ")
+    return scheme.lower(), {k: v for k, v in re.findall(r'(\w+)="([^"]*)"', rest)}
+
+
+def _repository(ref: Reference) -> str:
+    return ref.path
+
+
+def _fail(ref: Reference, what: str, response: requests.Response) -> GosmallError:
+    detail = response.text.strip().replace("\n", " ")[:300]
+    hint = {
+        401: "Run `docker login` for that registry.",
+        403: "The account in your Docker config may not access it.",
+        404: "Check the name and tag; the registry does not have it.",
+    }.get(response.status_code, "")
+    return GosmallError(f"{ref}: {what} failed with HTTP {response.status_code} ({detail}). {hint}".rstrip())
+
+
+# -- resolving tags -------------------------------------------------------------
+
+
+@dataclass
+class RegistryResolver:
+    """`pinning.Resolver` backed by the registries themselves."""
+
+    client: RegistryClient
+
+    @classmethod
+    def from_environment(cls) -> RegistryResolver:
+        return cls(RegistryClient.from_environment())
+
+    def resolve(self, reference: Reference) -> Digest:
+        if reference.digest is not None:
+            return Digest.parse(reference.digest)
+        tag = reference.tag or DEFAULT_TAG
+        scope = f"repository:{_repository(reference)}:pull"
+        url = f"/v2/{_repository(reference)}/manifests/{tag}"
+        response = self.client.request("HEAD", reference.domain, url, scope, headers={"Accept": MANIFEST_ACCEPT})
+        if response.status_code == 200 and response.headers.get("Docker-Content-Digest"):
+            return _parse_digest(reference, response.headers["Docker-Content-Digest"])
+        if response.status_code in (200, 405):
+            # Some registries answer HEAD without the digest header (or not at
+            # all): the digest is then the hash of the manifest bytes.
+            response = self.client.request("GET", reference.domain, url, scope, headers={"Accept": MANIFEST_ACCEPT})
+            if response.status_code == 200:
+                return Digest.of(response.content)
+        raise _fail(reference, f"looking up tag '{tag}'", response)
+
+
+def _parse_digest(ref: Reference, text: str) -> Digest:
+    try:
+        return Digest.parse(text.strip())
+    except ValueError:
+        raise GosmallError(f"{ref}: the registry answered with digest '{text}', which is not a sha256 digest.") from None
+
+
+# -- pushing an OCI layout ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Layout:
+    root: Path
+
+    def blob(self, digest: Digest) -> bytes:
+        path = self.root / "blobs" / digest.algorithm / digest.hex
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise GosmallError(f"{path}: cannot read blob {digest} of the OCI layout: {exc.strerror}.") from None
+        if Digest.of(data) != digest:
+            raise GosmallError(f"{path}: its content does not hash to {digest}; the OCI layout is corrupt. Build it again.")
+        return data
+
+
+def push_layout(
+    layout_dir: Path,
+    reference: str | Reference,
+    *,
+    client: RegistryClient | None = None,
+) -> Digest:
+    """Push the image in an OCI layout to `reference` (name:tag) and return its digest.
+
+    The layout's index.json names the image: with one entry that entry is
+    pushed (a manifest or an index); with several, index.json itself is
+    pushed as the index over them.
+    """
+    ref = parse_normalized_named(reference) if isinstance(reference, str) else reference
+    if ref.digest is not None:
+        raise ReferenceError(str(ref), "", "a push target takes a tag, not a digest")
+    client = client or RegistryClient.from_environment()
+    layout = _Layout(Path(layout_dir))
+    index_path = layout.root / "index.json"
+    try:
+        index_bytes = index_path.read_bytes()
+        index = json.loads(index_bytes)
+    except (OSError, ValueError) as exc:
+        raise GosmallError(f"{index_path}: not a readable OCI image layout index ({exc}). Build the image first.") from None
+    if not (layout.root / "oci-layout").is_file():
+        raise GosmallError(f"{layout.root} has no oci-layout file, so it is not an OCI image layout.")
+    manifests = index.get("manifests") or []
+    if not manifests:
+        raise GosmallError(f"{index_path} lists no manifests; there is nothing to push.")
+    pusher = _Pusher(client, ref, layout)
+    tag = ref.tag or DEFAULT_TAG
+    if len(manifests) == 1:
+        top = manifests[0]
+        digest = Digest.parse(top["digest"])
+        return pusher.manifest(layout.blob(digest), top["mediaType"], tag)
+    return pusher.manifest(index_bytes, index.get("mediaType", MEDIA_INDEX), tag)
+
+
+@dataclass(frozen=True)
+class _Pusher:
+    client: RegistryClient
+    ref: Reference
+    layout: _Layout
+
+    @property
+    def scope(self) -> str:
+        return f"repository:{self.ref.path}:pull,push"
+
+    def manifest(self, data: bytes, media_type: str, where: str) -> Digest:
+        """Push what a manifest needs, then the manifest itself under `where` (tag or digest)."""
+        document: dict[str, Any] = json.loads(data)
+        if media_type in INDEX_MEDIA_TYPES or "manifests" in document:
+            # Children go first, by digest, so the index never names what is not there.
+            for child in document.get("manifests", []):
+                child_digest = Digest.parse(child["digest"])
+                self.manifest(self.layout.blob(child_digest), child["mediaType"], str(child_digest))
+        else:
+            for descriptor in (document["config"], *document.get("layers", [])):
+                self.blob(Digest.parse(descriptor["digest"]))
+        url = f"/v2/{self.ref.path}/manifests/{where}"
+        response = self.client.request(
+            "PUT", self.ref.domain, url, self.scope, headers={"Content-Type": media_type}, data=data
+        )
+        if response.status_code not in (200, 201):
+            raise _fail(self.ref, f"pushing manifest {where}", response)
+        digest = Digest.of(data)
+        answered = response.headers.get("Docker-Content-Digest")
+        if answered and _parse_digest(self.ref, answered) != digest:
+            raise GosmallError(f"{self.ref}: the registry stored manifest {where} as {answered}, not {digest}.")
+        return digest
+
+    def blob(self, digest: Digest) -> None:
+        base = f"/v2/{self.ref.path}/blobs"
+        head = self.client.request("HEAD", self.ref.domain, f"{base}/{digest}", self.scope)
+        if head.status_code == 200:
+            return  # already there: nothing to upload
+        data = self.layout.blob(digest)
+        start = self.client.request("POST", self.ref.domain, f"{base}/uploads/", self.scope)
+        if start.status_code != 202 or "Location" not in start.headers:
+            raise _fail(self.ref, f"starting the upload of blob {digest}", start)
+        location = urljoin(registry_base(self.ref.domain) + f"{base}/uploads/", start.headers["Location"])
+        url = location + ("&" if "?" in location else "?") + f"digest={digest}"
+        done = self.client.request(
+            "PUT",
+            self.ref.domain,
+            url,
+            self.scope,
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(len(data))},
+            data=data,
+        )
+        if done.status_code != 201:
+            raise _fail(self.ref, f"uploading blob {digest}", done)

@@ -1,0 +1,234 @@
+"""Pushing OCI layouts to, and resolving tags in, a real registry on loopback."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+import tarfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+import pytest
+import requests
+
+from stages.digest import Digest
+from stages.errors import GosmallError
+from stages.image import MEDIA_CONFIG, MEDIA_INDEX, MEDIA_LAYER_GZIP, MEDIA_MANIFEST
+from stages.reference import parse_normalized_named
+from stages.registry import (
+    MANIFEST_ACCEPT,
+    RegistryClient,
+    RegistryResolver,
+    load_docker_auths,
+    push_layout,
+    registry_base,
+)
+
+if TYPE_CHECKING:
+    from tests.registry_fixture import LocalRegistry
+
+pytest_plugins = ["tests.registry_fixture"]
+
+
+def _json(document: object) -> bytes:
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _put_blob(layout: Path, data: bytes) -> dict[str, object]:
+    digest = hashlib.sha256(data).hexdigest()
+    (layout / "blobs" / "sha256" / digest).write_bytes(data)
+    return {"digest": f"sha256:{digest}", "size": len(data)}
+
+
+def make_layout(directory: Path, content: bytes = b"hello\n", platforms: tuple[str, ...] = ("linux/amd64",)) -> Path:
+    """A tiny valid OCI layout: per platform one gzip'd tar layer with one file, a config, a manifest."""
+    (directory / "blobs" / "sha256").mkdir(parents=True)
+    (directory / "oci-layout").write_bytes(_json({"imageLayoutVersion": "1.0.0"}))
+    manifests = []
+    for platform in platforms:
+        os_, arch = platform.split("/")
+        tar_buffer = io.BytesIO()
+        with tarfile.open(fileobj=tar_buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            info = tarfile.TarInfo("hello.txt")
+            data = content + platform.encode()
+            info.size, info.mode, info.mtime = len(data), 0o444, 0
+            tar.addfile(info, io.BytesIO(data))
+        tar_bytes = tar_buffer.getvalue()
+        layer = _put_blob(directory, gzip.compress(tar_bytes, mtime=0))
+        config = _put_blob(
+            directory,
+            _json(
+                {
+                    "architecture": arch,
+                    "os": os_,
+                    "config": {},
+                    "rootfs": {"type": "layers", "diff_ids": [f"sha256:{hashlib.sha256(tar_bytes).hexdigest()}"]},
+                }
+            ),
+        )
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": MEDIA_MANIFEST,
+            "config": {"mediaType": MEDIA_CONFIG, **config},
+            "layers": [{"mediaType": MEDIA_LAYER_GZIP, **layer}],
+        }
+        manifests.append({"mediaType": MEDIA_MANIFEST, **_put_blob(directory, _json(manifest)), "platform": {"architecture": arch, "os": os_}})
+    if len(manifests) == 1:
+        top = manifests[0]
+    else:
+        top = {"mediaType": MEDIA_INDEX, **_put_blob(directory, _json({"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": manifests}))}
+    (directory / "index.json").write_bytes(_json({"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": [top]}))
+    return directory
+
+
+def _head_digest(registry: LocalRegistry, name: str, tag: str) -> str:
+    response = requests.head(f"{registry.url}/v2/{name}/manifests/{tag}", headers={"Accept": MANIFEST_ACCEPT}, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.headers["Docker-Content-Digest"]
+
+
+def _skopeo_inspect(reference: str, *raw: str) -> dict[str, object]:
+    if shutil.which("skopeo") is None:
+        pytest.skip("skopeo is not installed")
+    result = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", *raw, f"docker://{reference}"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_push_single_manifest_layout(registry: LocalRegistry, tmp_path: Path) -> None:
+    layout = make_layout(tmp_path / "oci")
+    top = json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
+    digest = push_layout(layout, f"{registry.host}/gosmall/single:v1", client=RegistryClient())
+    assert str(digest) == top
+    assert _head_digest(registry, "gosmall/single", "v1") == top
+    inspected = _skopeo_inspect(f"{registry.host}/gosmall/single:v1")
+    assert inspected["Digest"] == top
+    assert inspected["Architecture"] == "amd64"
+
+
+def test_push_index_layout_pushes_children_first(registry: LocalRegistry, tmp_path: Path) -> None:
+    layout = make_layout(tmp_path / "oci", platforms=("linux/amd64", "linux/arm64"))
+    top = json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
+    digest = push_layout(layout, f"{registry.host}/gosmall/multi:v2", client=RegistryClient())
+    assert str(digest) == top
+    assert _head_digest(registry, "gosmall/multi", "v2") == top
+    raw = _skopeo_inspect(f"{registry.host}/gosmall/multi:v2", "--raw")
+    assert raw["mediaType"] == MEDIA_INDEX
+    for child in raw["manifests"]:  # type: ignore[union-attr]
+        assert _head_digest(registry, "gosmall/multi", child["digest"]) == child["digest"]
+
+
+def test_push_again_skips_existing_blobs_and_keeps_the_digest(registry: LocalRegistry, tmp_path: Path) -> None:
+    layout = make_layout(tmp_path / "oci", content=b"again\n")
+    first = push_layout(layout, f"{registry.host}/gosmall/again:1", client=RegistryClient())
+    second = push_layout(layout, f"{registry.host}/gosmall/again:2", client=RegistryClient())
+    assert first == second
+
+
+def test_resolver_finds_the_tag_digest(registry: LocalRegistry, tmp_path: Path) -> None:
+    layout = make_layout(tmp_path / "oci", content=b"resolve\n")
+    pushed = push_layout(layout, f"{registry.host}/gosmall/resolve:1.0", client=RegistryClient())
+    resolver = RegistryResolver(RegistryClient())
+    assert resolver.resolve(parse_normalized_named(f"{registry.host}/gosmall/resolve:1.0")) == pushed
+
+
+def test_resolver_reports_a_missing_tag(registry: LocalRegistry) -> None:
+    resolver = RegistryResolver(RegistryClient())
+    with pytest.raises(GosmallError) as caught:
+        resolver.resolve(parse_normalized_named(f"{registry.host}/gosmall/nothing:here"))
+    assert "HTTP 404" in str(caught.value)
+    assert f"{registry.host}/gosmall/nothing:here" in str(caught.value)
+
+
+def test_corrupt_layout_blob_is_named(registry: LocalRegistry, tmp_path: Path) -> None:
+    layout = make_layout(tmp_path / "oci", content=b"corrupt\n")
+    manifest_digest = json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
+    manifest = json.loads((layout / "blobs" / "sha256" / manifest_digest[7:]).read_text())
+    (layout / "blobs" / "sha256" / manifest["layers"][0]["digest"][7:]).write_bytes(b"not the layer")
+    with pytest.raises(GosmallError, match="does not hash to"):
+        push_layout(layout, f"{registry.host}/gosmall/corrupt:1", client=RegistryClient())
+
+
+def test_endpoints() -> None:
+    assert registry_base("docker.io") == "https://registry-1.docker.io"
+    assert registry_base("127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert registry_base("localhost:5000") == "http://localhost:5000"
+    assert registry_base("localhost") == "http://localhost"
+    assert registry_base("ghcr.io") == "https://ghcr.io"
+
+
+def test_docker_config_auths(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    auth = base64.b64encode(b"alice:s3cret").decode()
+    config.write_text(json.dumps({"auths": {"https://index.docker.io/v1/": {"auth": auth}, "127.0.0.1:5000": {"auth": auth}}}))
+    auths = load_docker_auths(config)
+    assert auths == {"index.docker.io": ("alice", "s3cret"), "127.0.0.1:5000": ("alice", "s3cret")}
+    assert RegistryClient(auths).credentials("docker.io") == ("alice", "s3cret")
+
+
+# -- the token flow, against a stand-in: Debian's registry cannot issue tokens
+#    without a separate token server, so this small loopback server plays both.
+
+
+class _TokenRegistry(BaseHTTPRequestHandler):
+    digest = "sha256:" + "d" * 64
+    token_requests: list[tuple[str, str | None]] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:  # the token realm
+        type(self).token_requests.append((self.path, self.headers.get("Authorization")))
+        body = json.dumps({"token": "tok-123"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_HEAD(self) -> None:  # the registry
+        if self.headers.get("Authorization") != "Bearer tok-123":
+            host = f"127.0.0.1:{self.server.server_address[1]}"
+            self.send_response(401)
+            self.send_header(
+                "WWW-Authenticate",
+                f'Bearer realm="http://{host}/token",service="test-registry",scope="repository:team/app:pull"',
+            )
+            self.end_headers()
+            return
+        assert MANIFEST_ACCEPT == self.headers.get("Accept")
+        self.send_response(200)
+        self.send_header("Docker-Content-Digest", self.digest)
+        self.end_headers()
+
+
+@pytest.fixture()
+def token_registry() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _TokenRegistry)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _TokenRegistry.token_requests = []
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_bearer_token_flow_with_docker_config_credentials(token_registry: str) -> None:
+    client = RegistryClient({token_registry: ("alice", "s3cret")})
+    digest = RegistryResolver(client).resolve(parse_normalized_named(f"{token_registry}/team/app:1"))
+    assert digest == Digest.parse(_TokenRegistry.digest)
+    [(path, authorization)] = _TokenRegistry.token_requests
+    assert path.startswith("/token?")
+    assert "service=test-registry" in path and "scope=repository%3Ateam%2Fapp%3Apull" in path
+    assert authorization == "Basic " + base64.b64encode(b"alice:s3cret").decode()
