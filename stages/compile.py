@@ -7,8 +7,9 @@ Static by default (CGO_ENABLED=0, netgo, osusergo); trimmed (-trimpath,
 from __future__ import annotations
 
 import platform as host
+import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from .config import ImageConfig
@@ -63,7 +64,15 @@ class Binary:
     cgo: bool
 
 
+def imports_c(package: Path) -> bool:
+    """Whether the main package itself uses cgo (`import "C"`), which CGO_ENABLED=0 would refuse to build."""
+    pattern = re.compile(r'^\s*import\s+"C"|^import\s*\((?:[^)]*\n)*?\s*"C"\s*$', re.M)
+    return any(pattern.search(f.read_text(errors="replace")) for f in sorted(package.glob("*.go")) if not f.name.endswith("_test.go"))
+
+
 def plan_compile(image: ImageConfig, module: GoModule, platform: Platform, version: str) -> CompilePlan:
+    if not image.cgo and imports_c(image.package):
+        image = replace(image, cgo=True)
     tags: list[str] = [] if image.cgo else ["netgo", "osusergo"]
     if image.tzdata == "embed":
         tags.append("timetzdata")

@@ -22,9 +22,10 @@ from .errors import GosmallError
 from .image import Image, Platform
 from .oci_layout import write_oci_layout
 from .prove import prove_binary
-from .report import build_report, enforce_max_size, platform_sizes, report_json, show_size_table
+from .report import build_report, enforce_max_size, platform_sizes, report_json, show_libraries, show_size_table
 from .reporter import Reporter
-from .runtime_files import collect_runtime_files
+from .libraries import CollectedFile, collect_libraries
+from .runtime_files import collect_runtime_files, with_libraries
 from .source import SourceInfo, describe_source
 from .toolchain import find_module, find_toolchain
 
@@ -56,6 +57,7 @@ def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo,
     reporter.detail(f"toolchain {toolchain.version_text} ({toolchain.source}: {toolchain.go})")
 
     parts: list[PlatformParts] = []
+    libraries: dict[Platform, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="gosmall-build-") as workdir:
         for platform in config.platforms:
             plan = plan_compile(config, module, platform, source.version)
@@ -66,6 +68,17 @@ def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo,
                 f"{'static' if facts.static else 'dynamic'}, stripped"
             )
             runtime = collect_runtime_files(config, toolchain)
+            if not facts.static:
+                closure = collect_libraries(
+                    binary.path,
+                    binary_image_path=f"/{binary.name}",
+                    extra_libs=config.libs,
+                    search_paths=config.lib_search_paths,
+                    strip=config.strip_libs,
+                )
+                runtime = with_libraries(runtime, closure)
+                libraries[platform] = {"libraries": [_library_json(f) for f in closure.files]}
+                show_libraries(reporter, platform, closure)
             parts.append(PlatformParts(binary, runtime))
         image = assemble(config, tuple(parts), source)
 
@@ -76,7 +89,7 @@ def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo,
     )
     enforce_max_size(config, sizes)
     docker_platform = host_platform() if host_platform() in config.platforms else config.platforms[0]
-    report = build_report(config, image, sizes, source, docker_platform)
+    report = build_report(config, image, sizes, source, docker_platform, libraries)
     output_dir = project.output_dir(config)
     write_outputs(image, config, report, docker_platform, source, output_dir)
     reporter.step(f"{config.name}: {image.digest} -> {output_dir}")
@@ -119,3 +132,11 @@ def _swap_into_place(staging: Path, target: Path) -> None:
         raise
     if previous is not None:
         shutil.rmtree(previous, ignore_errors=True)
+
+
+def _library_json(library: CollectedFile) -> dict[str, Any]:
+    entry: dict[str, Any] = {"path": library.path, "kind": library.kind, "size": library.size,
+                             "needed_by": list(library.needed_by), "reason": library.reason}
+    if library.kind == "symlink":
+        entry["link_target"] = library.link_target
+    return entry

@@ -15,6 +15,7 @@ from .assemble import GZIP_LEVEL
 from .config import ImageConfig
 from .errors import GosmallError
 from .image import Image, Platform
+from .libraries import LibraryClosure
 from .reporter import Reporter
 from .runtime_files import RuntimeFiles
 from .source import SourceInfo
@@ -97,13 +98,25 @@ def show_size_table(reporter: Reporter, config: ImageConfig, sizes: tuple[Platfo
     rows = []
     for s in sizes:
         for stage, size in (
-            ("binary (static, stripped)", s.binary_size),
+            ("binary (stripped)", s.binary_size),
             ("runtime files", s.runtime_files_size),
             ("layer (gzip)", s.layer_size),
             ("image (uncompressed)", s.image_size),
         ):
             rows.append((str(s.platform), stage, human(size), f"{size:,}"))
     reporter.table(f"{config.repository} {digest[:19]}…", ("platform", "stage", "size", "bytes"), rows)
+
+
+def show_libraries(reporter: Reporter, platform: Platform, closure: LibraryClosure) -> None:
+    """Every file the dynamic binary pulls in, and who needed it: nothing in the image goes unexplained."""
+    rows = [
+        (f.path + (f" -> {f.link_target}" if f.kind == "symlink" else ""), human(f.size) if f.kind == "file" else "link",
+         f.reason, ", ".join(f.needed_by))
+        for f in closure.files
+    ]
+    reporter.table(f"{platform}: shared libraries", ("path", "size", "why", "needed by"), rows)
+    if closure.links_glibc:
+        reporter.detail(f"{platform}: links glibc, so /etc/nsswitch.conf and its NSS modules (files, dns) are included")
 
 
 def human(size: int) -> str:

@@ -18,6 +18,7 @@ from typing import Literal
 
 from .config import NONROOT_ID, ImageConfig
 from .errors import GosmallError, did_you_mean
+from .libraries import LibraryClosure
 from .toolchain import Toolchain
 
 Kind = Literal["file", "dir", "symlink"]
@@ -54,6 +55,18 @@ class RuntimeFiles:
 
     def size(self, role: Role | None = None) -> int:
         return sum(e.size for e in self.entries if role is None or e.role == role)
+
+
+def with_libraries(runtime: RuntimeFiles, closure: LibraryClosure) -> RuntimeFiles:
+    """Add a cgo binary's library closure; files keep only their executable bit from the host."""
+    entries = list(runtime.entries)
+    for library in closure.files:
+        if library.kind == "symlink":
+            entries.append(FileEntry(library.path, "symlink", 0o777, "libraries", link_target=library.link_target))
+        else:
+            executable = library.data is None and library.host_path.stat().st_mode & 0o111
+            entries.append(FileEntry(library.path, "file", 0o555 if executable else 0o444, "libraries", data=library.read()))
+    return RuntimeFiles(tuple(entries), runtime.env)
 
 
 def collect_runtime_files(image: ImageConfig, toolchain: Toolchain, *, host_zoneinfo: Path = HOST_ZONEINFO) -> RuntimeFiles:
