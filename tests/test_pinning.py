@@ -69,18 +69,18 @@ def _tuples(root: Path, result: object) -> list[tuple[str, int, int, str, str]]:
 
 def test_fixture_tree_findings(tmp_path: Path) -> None:
     root = materialise(tmp_path / "project")
-    result = scan_project(root, output_dir=root / "dist")
+    result = scan_project(root, output_dir=root / "out")
     assert _tuples(root, result) == EXPECTED
     assert not result.ok
     scanned = {p.relative_to(root).as_posix() for p in result.files}
     # vendor/ and the output dir are never scanned; a YAML without kind: is looked at but holds nothing.
-    assert "vendor/Dockerfile" not in scanned and "dist/Dockerfile" not in scanned
+    assert "vendor/Dockerfile" not in scanned and "out/Dockerfile" not in scanned
     assert "docs/notes.yaml" in scanned and "build/app.Dockerfile" in scanned
 
 
 def test_text_format(tmp_path: Path) -> None:
     root = materialise(tmp_path / "project")
-    text = format_findings(scan_project(root, output_dir=root / "dist"), "text", root).splitlines()
+    text = format_findings(scan_project(root, output_dir=root / "out"), "text", root).splitlines()
     assert len(text) == len(EXPECTED)
     assert "Dockerfile:6:32: golang:1.22: not pinned by digest" in text
     assert "Dockerfile:16:6: ${NODEFAULT}: unresolvable ARG NODEFAULT" in text
@@ -94,7 +94,7 @@ def test_text_format(tmp_path: Path) -> None:
 
 def test_json_format(tmp_path: Path) -> None:
     root = materialise(tmp_path / "project")
-    findings = json.loads(format_findings(scan_project(root, output_dir=root / "dist"), "json", root))
+    findings = json.loads(format_findings(scan_project(root, output_dir=root / "out"), "json", root))
     assert [(f["path"], f["line"], f["column"], f["reference"], f["problem"]) for f in findings] == EXPECTED
     assert set(findings[0]) == {"path", "line", "column", "reference", "problem", "message"}
     assert findings[0]["message"] == "golang:1.22: not pinned by digest"
