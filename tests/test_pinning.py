@@ -76,6 +76,8 @@ def test_fixture_tree_findings(tmp_path: Path) -> None:
     # vendor/ and the output dir are never scanned; a YAML without kind: is looked at but holds nothing.
     assert "vendor/Dockerfile" not in scanned and "out/Dockerfile" not in scanned
     assert "docs/notes.yaml" in scanned and "build/app.Dockerfile" in scanned
+    # Without output_dir, out/ is an ordinary directory.
+    assert root / "out" / "Dockerfile" in scan_project(root).files
 
 
 def test_text_format(tmp_path: Path) -> None:
