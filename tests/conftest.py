@@ -13,6 +13,9 @@ from typing import Any
 
 import pytest
 
+# Engine and registry fixtures live in their own plugin modules.
+pytest_plugins = ["tests.docker_fixture", "tests.registry_fixture"]
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 VECTORS = SHARED / "vectors"

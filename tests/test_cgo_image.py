@@ -1,0 +1,103 @@
+"""End to end, the dynamic path: a cgo program on scratch with exactly the libraries it needs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, git_commit, gosmall
+
+pytestmark = pytest.mark.slow
+
+FIXTURE = REPO / "tests" / "fixtures" / "cgo_app"
+
+
+@pytest.fixture(scope="module")
+def cgo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cgo") / "project"
+    shutil.copytree(FIXTURE, root / "cgo_app")
+    (root / "pyproject.toml").write_text(
+        "[tool.gosmall.images.cgo]\n"
+        'package = "./cgo_app"\n'
+        'repository = "gosmall.test/cgo"\n'
+        "cgo = true\n"
+    )
+    git_commit(root)
+    done = gosmall("build-small", cwd=root)
+    assert done.returncode == 0, done.stderr
+    assert "shared libraries" in done.stdout and "links glibc" in done.stderr
+    return root
+
+
+def report(root: Path) -> dict:
+    return json.loads((root / "dist" / "cgo" / "report.json").read_text())
+
+
+def test_collected_libraries_are_what_ldd_sees(cgo_project: Path, tmp_path: Path) -> None:
+    libraries = report(cgo_project)["platforms"]["linux/amd64"]["libraries"]
+    files = {e["path"] for e in libraries if e["kind"] == "file"}
+    # ldd only as a cross-check, on a binary built the same way on this host.
+    binary = tmp_path / "cgo_app"
+    build = subprocess.run(
+        [shutil.which("go") or str(Path(__import__("go").__file__).parent / "bin" / "go"), "build", "-o", str(binary), "."],
+        cwd=cgo_project / "cgo_app",
+        env={**os.environ, "CGO_ENABLED": "1", "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly",
+             "GOROOT": str(Path(__import__("go").__file__).parent)},
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr
+    ldd = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True).stdout
+    seen_by_ldd = {os.path.realpath(p) for p in re.findall(r"(/\S+) \(0x", ldd)}
+    real_files = {os.path.realpath(p) for p in files if p != "/etc/nsswitch.conf"}
+    nss = {os.path.realpath(e["path"]) for e in libraries if e["reason"] == "nss" and e["kind"] == "file" and e["path"].endswith(".so.2")}
+    assert seen_by_ldd and real_files == seen_by_ldd | nss
+    assert {"/etc/nsswitch.conf"} <= files
+    for entry in libraries:
+        assert entry["needed_by"], entry
+
+
+@pytest.mark.docker
+def test_cgo_image_runs_on_scratch_as_nonroot(cgo_project: Path, docker_client) -> None:  # type: ignore[no-untyped-def]
+    with (cgo_project / "dist" / "cgo" / "image.tar").open("rb") as archive:
+        (image,) = docker_client.images.load(archive.read())
+    try:
+        assert image.id == report(cgo_project)["platforms"]["linux/amd64"]["config_digest"]
+        output = docker_client.containers.run(
+            image.id, network_mode="none", read_only=True, cap_drop=["ALL"], security_opt=["no-new-privileges"], remove=True
+        ).decode()
+        assert "cos(0) = 1.0" in output
+        assert "strlen(gosmall) = 7" in output
+        assert "uid 65532 = nonroot" in output  # glibc's NSS read the image's /etc/passwd
+        assert "current uid = 65532" in output
+    finally:
+        docker_client.images.remove(image.id, force=True)
+
+
+def test_a_missing_library_names_it_and_the_binary(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    shutil.copytree(FIXTURE, root / "cgo_app")
+    (root / "pyproject.toml").write_text(
+        '[tool.gosmall.images.cgo]\npackage = "./cgo_app"\ncgo = true\nlibs = ["libdoesnotexist.so.9"]\n'
+    )
+    done = gosmall("build-small", cwd=root)
+    assert done.returncode == 1
+    assert "libdoesnotexist.so.9" in done.stderr and "Traceback" not in done.stderr
+    assert not (root / "dist" / "cgo").exists()
+
+
+def test_cross_cgo_without_a_cross_compiler_says_what_it_needs(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    shutil.copytree(FIXTURE, root / "cgo_app")
+    (root / "pyproject.toml").write_text(
+        '[tool.gosmall.images.cgo]\npackage = "./cgo_app"\ncgo = true\nplatforms = ["linux/amd64", "linux/arm64"]\n'
+    )
+    done = gosmall("build-small", cwd=root)
+    assert done.returncode == 1
+    assert "platform linux/arm64" in done.stderr and "aarch64-linux-gnu-gcc" in done.stderr
+    assert 'cc = { "linux/arm64" = "<compiler>" }' in done.stderr
