@@ -597,6 +597,8 @@ class _Collector:
 
     def _add(self, path: str, kind: Kind, target: str, host: Path, reason: Reason, needer: str) -> None:
         entry = self.entries.get(path)
+        if entry is not None and (entry.kind, entry.link_target, entry.host) != (kind, target, host):
+            raise _collision(path, f"a {kind} from {host}", entry)
         if entry is None:
             # The first reason wins; closures are walked interp, needed,
             # libs, nss, so a library the binary links is never "nss".
@@ -653,8 +655,29 @@ def collect_libraries(
             NSSWITCH_PATH, "file", "", root / NSSWITCH_PATH.lstrip("/"), "nss", [libc.image_path], NSSWITCH_CONF
         )
 
+    _check_tree(collector.entries)
     files = tuple(_freeze(entry, info.ident, strip) for _, entry in sorted(collector.entries.items()))
     return LibraryClosure(files=files, interpreter=info.interpreter, links_glibc=libc is not None)
+
+
+def _check_tree(entries: dict[str, _Entry]) -> None:
+    """No entry may sit below another entry: a layer cannot hold a path as a directory and a symlink."""
+    for path in sorted(entries):
+        parent = posixpath.dirname(path)
+        while parent != "/":
+            if parent in entries:
+                raise _collision(parent, f"a directory holding {path}", entries[parent])
+            parent = posixpath.dirname(parent)
+
+
+def _collision(path: str, wanted: str, existing: _Entry) -> GosmallError:
+    what = f"a symlink to {existing.link_target}" if existing.kind == "symlink" else f"a file from {existing.host}"
+    return GosmallError(
+        f"The image would need {path} both as {what} (for {', '.join(existing.needed_by)}) and as {wanted}. "
+        "This happens when a library found through the binary's $ORIGIN lands on a path the root has as a "
+        "symlink, such as /lib on a merged-/usr system. Put the binary in a directory of its own in the image "
+        "(for example /app/bin/app with its libraries under /app/lib), so its libraries and the system's do not collide."
+    )
 
 
 def _freeze(entry: _Entry, ident: ElfIdent, strip: bool) -> CollectedFile:
