@@ -9,16 +9,21 @@ pyproject.toml, environment (SOURCE_DATE_EPOCH, DOCKER_HOST), task flags.
 from __future__ import annotations
 
 import functools
+import sys
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from invoke import Collection, Exit, task
 
-from .config import load_project
+from .config import ProjectConfig, load_project
 from .errors import GosmallError
 from .pipeline import build_small as run_build_small
-from .reporter import make_reporter
+from .reporter import Reporter, make_reporter
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+IMAGE_HELP = "Only this image (a key of [tool.gosmall.images]); default: all of them."
+PATH_HELP = "A file or directory to look at (repeatable; `gosmall verify-pins a b` also works); default: the whole project."
 
 
 def speaks_to_user(function: F) -> F:
@@ -36,19 +41,93 @@ def speaks_to_user(function: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@task(
-    help={
-        "image": "Build only this image (a key of [tool.gosmall.images]); default: all of them.",
-        "load": "Then load image.tar into the Docker engine and check its image ID.",
-        "smoke": "Then load it and run it hardened until it answers (implies --load).",
-    }
-)
+@task(help={"image": IMAGE_HELP, "load": "Then load image.tar into the Docker engine and check its image ID.",
+            "smoke": "Then load it and run it hardened until it answers (implies --load)."})  # fmt: skip
 @speaks_to_user
 def build_small(c: Any, image: str | None = None, load: bool = False, smoke: bool = False) -> None:
     """Build each image into <output>/<image>/: an OCI layout, a docker-loadable image.tar and report.json."""
     reporter = make_reporter()
     project = load_project()
-    run_build_small(project, reporter, names=(image,) if image else ())
+    _check_pins(project, reporter)
+    results = run_build_small(project, reporter, names=(image,) if image else ())
+    if load or smoke:
+        _load_and_smoke(project, tuple(r.config.name for r in results), reporter, smoke=smoke)
 
 
-namespace = Collection.from_module(__import__(__name__, fromlist=["*"]))
+@task(help={"image": IMAGE_HELP})
+@speaks_to_user
+def load(c: Any, image: str | None = None) -> None:
+    """Load the built image.tar into the Docker engine, tag it, and check its ID is the built config digest."""
+    project = load_project()
+    _load_and_smoke(project, tuple(i.name for i in project.image(image)), make_reporter(), smoke=False, load=True)
+
+
+@task(help={"image": IMAGE_HELP})
+@speaks_to_user
+def smoke(c: Any, image: str | None = None) -> None:
+    """Run the loaded image hardened (user, read-only, no capabilities) until it is healthy, then remove it."""
+    project = load_project()
+    _load_and_smoke(project, tuple(i.name for i in project.image(image)), make_reporter(), smoke=True, load=False)
+
+
+@task(iterable=["path"], help={"path": PATH_HELP, "format": "text (path:line:col: ...) or json."})
+@speaks_to_user
+def verify_pins(c: Any, path: list[str] | None = None, format: str = "text") -> None:  # noqa: A002 - the flag is --format
+    """List every image reference that is not pinned by sha256 digest; exit 1 when there is any."""
+    from .pinning import format_findings, scan_project
+
+    if format not in ("text", "json"):
+        raise GosmallError(f"--format {format!r} is not known; use text or json.")
+    project = load_project()
+    result = scan_project(project.root, _paths(path), output_dir=project.output)
+    shown = format_findings(result, format, Path.cwd())  # type: ignore[arg-type]
+    if shown or format == "json":
+        print(shown)
+    if not result.ok:
+        raise Exit(code=1)
+    print(f"all {len(result.occurrences)} image reference(s) in {len(result.files)} file(s) are pinned by digest", file=sys.stderr)
+
+
+@task(iterable=["path"], help={"path": PATH_HELP, "check": "Only report what would change; exit 1 if anything would."})
+@speaks_to_user
+def pin(c: Any, path: list[str] | None = None, check: bool = False) -> None:
+    """Rewrite unpinned image references to name:tag@sha256:... with the digest their registry serves now."""
+    from .pinning import format_pin_result, pin_references
+
+    project = load_project()
+    result = pin_references(project.root, _paths(path), check=check, output_dir=project.output)
+    shown = format_pin_result(result, Path.cwd())
+    if shown:
+        print(shown)
+    if not result.ok:
+        raise Exit(code=1)
+
+
+def _paths(paths: list[str] | None) -> tuple[Path, ...]:
+    return tuple(Path(p).resolve() for p in paths or ())
+
+
+def _check_pins(project: ProjectConfig, reporter: Reporter) -> None:
+    if project.pinning == "off":
+        return
+    from .pinning import enforce_pinning, scan_project
+
+    reporter.step("Checking that every image reference is pinned by digest")
+    for line in enforce_pinning(scan_project(project.root, output_dir=project.output), project.pinning):
+        reporter.warn(line)
+
+
+def _load_and_smoke(project: ProjectConfig, names: tuple[str, ...], reporter: Reporter, *, smoke: bool, load: bool = True) -> None:
+    # Imported here: building never needs the docker SDK or an engine.
+    from .engine import connect, load_image, smoke_test
+
+    client = connect(reporter)
+    for config in (i for n in names for i in project.image(n)):
+        output_dir = project.output_dir(config)
+        if load:
+            load_image(client, config, output_dir, reporter)
+        if smoke:
+            smoke_test(client, config, output_dir, reporter)
+
+
+namespace = Collection.from_module(sys.modules[__name__])
