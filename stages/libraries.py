@@ -20,7 +20,12 @@ How paths are represented (what the layer builder must reproduce):
   `/usr/lib64/ld-linux-x86-64.so.2 -> /lib/x86_64-linux-gnu/ld-linux-x86-64.so.2`
   and the real file under `/usr/lib/x86_64-linux-gnu/`.
 * Since no entry lives below a symlink, the entries can be written in any
-  order, and sorting them by path is enough for a reproducible layer.
+  order, and sorting them by path is enough for a reproducible layer. A
+  closure that would break this (a library beside the binary landing on a
+  path that root has as a symlink) is refused with a GosmallError.
+* Libraries the binary finds through its own `$ORIGIN` are read from its
+  directory on the host and placed at the same relative spot next to
+  `binary_image_path`; everything else is read from `root` at its image path.
 
 Search order, as in glibc's `_dl_map_object` (LD_LIBRARY_PATH is ignored on
 purpose: the build host's environment must not change the image):
@@ -575,7 +580,12 @@ class _Collector:
 
     def _not_found(self, name: str, requester: _Object, why: str, searched: list[tuple[_Place, str]], skipped: list[str]) -> GosmallError:
         needer = requester.image_path if requester is not self.main else f"{self.binary_label}"
-        where = ", ".join(f"{d.display()} ({source})" for d, source in searched) if searched else "no directories (it is a path)"
+        if "/" in name:
+            where = "no directories, as a name with '/' is opened as it is"
+        elif searched:
+            where = ", ".join(f"{d.display()} ({source})" for d, source in searched)
+        else:
+            where = f"no directories, as {requester.image_path} is linked with -z nodefaultlib (DF_1_NODEFLIB)"
         rejected = f" Skipped because the ELF class or machine differs from the binary's ({self.main.info.ident.describe()}): {', '.join(skipped)}." if skipped else ""
         return GosmallError(
             f"The shared library {name}, needed by {needer}{why}, was not found. Searched, in order, under "

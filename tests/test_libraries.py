@@ -50,7 +50,8 @@ def shared_library(
     """A shared object without libc, so that a bare root can hold its whole closure."""
     out.parent.mkdir(parents=True, exist_ok=True)
     command = ["gcc", "-shared", "-fPIC", "-nostdlib", "-o", str(out), str(ELF_SOURCES / source), *flags]
-    command.append(f"-Wl,-soname,{soname or out.name}")
+    if soname != "":
+        command.append(f"-Wl,-soname,{soname or out.name}")
     # Debian's gcc does not default to --as-needed, but say it: every -l
     # here must become a DT_NEEDED even though nothing calls into it.
     command.append("-Wl,--no-as-needed")
@@ -452,6 +453,43 @@ def test_runpath_origin_library_resolves_and_the_program_runs(tmp_path: Path) ->
     assert closure.links_glibc
     ran = subprocess.run([str(program)], capture_output=True, text=True, env={"PATH": os.environ.get("PATH", "")})
     assert (ran.returncode, ran.stdout) == (0, "greet = 7\n")
+
+
+def test_a_library_beside_the_binary_may_not_collide_with_a_root_symlink(tmp_path: Path, leaf: Path) -> None:
+    root = tmp_path / "root"
+    copy_into(root, "/usr/lib/libleaf.so.1", leaf)
+    (root / "lib").symlink_to("usr/lib")
+    tree = tmp_path / "dist"
+    greet = shared_library(tree / "lib" / "libgreet.so.1", "greet.c")
+    binary = shared_library(tree / "app", "mid.c", needs=[greet, leaf], runpath="$ORIGIN/lib")
+
+    # At /app, $ORIGIN/lib is /lib, which the root has as a symlink to usr/lib.
+    with pytest.raises(GosmallError, match=r"The image would need /lib both as a symlink to usr/lib .* and as a directory holding /lib/libgreet\.so\.1"):
+        collect_libraries(binary, binary_image_path="/app", root=root)
+
+    closure = collect_libraries(binary, binary_image_path="/app/bin/app", root=root)
+    assert file_paths(closure) == {"/app/bin/lib/libgreet.so.1", "/usr/lib/libleaf.so.1"}
+
+
+def test_a_needed_path_with_a_slash_is_used_as_is(tmp_path: Path) -> None:
+    library = shared_library(tmp_path / "abs" / "libabs.so", "leaf.c", soname="")
+    binary = tmp_path / "bin" / "app"
+    binary.parent.mkdir()
+    subprocess.run(["gcc", "-shared", "-fPIC", "-nostdlib", "-o", str(binary), str(ELF_SOURCES / "mid.c"), "-Wl,--no-as-needed", str(library)], check=True)
+    assert f"Shared library: [{library}]" in dynamic_tags(binary)
+
+    closure = collect_libraries(binary, binary_image_path="/app")
+
+    assert file_paths(closure) == {str(library)}
+
+
+def test_nodefaultlib_skips_the_default_directories(tmp_path: Path, leaf: Path) -> None:
+    root = tmp_path / "root"
+    copy_into(root, "/usr/lib/libleaf.so.1", leaf)
+    binary = shared_library(tmp_path / "bin" / "app", "mid.c", needs=[leaf], flags=["-Wl,-z,nodefaultlib"])
+
+    with pytest.raises(GosmallError, match=r"Searched, in order, under .*: no directories"):
+        collect_libraries(binary, binary_image_path="/app", root=root)
 
 
 # --- errors, static binaries, options ------------------------------------------------
