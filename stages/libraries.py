@@ -102,6 +102,10 @@ class CollectedFile:
     needed_by: tuple[str, ...]  # image paths of the objects (or the binary) that needed it
     reason: Reason
     data: bytes | None = None  # stripped library or generated file; None means read host_path
+    # 0o755 or 0o644 after the host's execute bits, so umask and odd host
+    # modes cannot change the layer; the kernel will not map a loader
+    # without its execute bit. Symlinks are 0o777.
+    mode: int = 0o644
 
     def read(self) -> bytes:
         """The bytes to put in the layer for a file entry."""
@@ -151,7 +155,7 @@ def read_elf_ident(path: Path) -> ElfIdent | None:
     order: Literal["little", "big"] = "little" if header[5] == 1 else "big"
     elf_class = 32 if header[4] == 1 else 64
     flags_at = 36 if elf_class == 32 else 48
-    flags = int.from_bytes(header[flags_at : flags_at + 4], order) if len(header) >= flags_at + 4 else 0
+    flags = int.from_bytes(header[flags_at : flags_at + 4], order)
     return ElfIdent(elf_class, order == "little", int.from_bytes(header[18:20], order), flags)
 
 
@@ -696,9 +700,13 @@ def _freeze(entry: _Entry, ident: ElfIdent, strip: bool) -> CollectedFile:
         stripped = strip_debug(entry.host, ident)
         data = stripped if stripped != entry.host.read_bytes() else None
     if entry.kind == "symlink":
-        size = 0
+        size, mode = 0, 0o777
+    elif entry.data is not None:
+        size, mode = len(entry.data), 0o644
     else:
-        size = len(data) if data is not None else entry.host.stat().st_size
+        stat = entry.host.stat()
+        size = len(data) if data is not None else stat.st_size
+        mode = 0o755 if stat.st_mode & 0o111 else 0o644
     return CollectedFile(
         path=entry.path,
         kind=entry.kind,
@@ -708,6 +716,7 @@ def _freeze(entry: _Entry, ident: ElfIdent, strip: bool) -> CollectedFile:
         needed_by=tuple(entry.needed_by),
         reason=entry.reason,
         data=data,
+        mode=mode,
     )
 
 

@@ -90,6 +90,7 @@ def materialize(closure: LibraryClosure, destination: Path) -> None:
             target.symlink_to(collected.link_target)
         else:
             target.write_bytes(collected.read())
+            target.chmod(collected.mode)
 
 
 @pytest.fixture
@@ -261,7 +262,8 @@ def test_symlink_chains_and_directory_symlinks_are_kept(tmp_path: Path, leaf: Pa
     rebuilt = tmp_path / "rebuilt"
     materialize(closure, rebuilt)
     assert collect_libraries(binary, binary_image_path="/app", root=rebuilt).files == tuple(
-        CollectedFile(f.path, f.kind, f.link_target, rebuilt / f.path.lstrip("/"), f.size, f.needed_by, f.reason) for f in closure.files
+        CollectedFile(f.path, f.kind, f.link_target, rebuilt / f.path.lstrip("/"), f.size, f.needed_by, f.reason, mode=f.mode)
+        for f in closure.files
     )
 
 
@@ -536,6 +538,13 @@ def test_a_static_binary_has_an_empty_closure(tmp_path: Path) -> None:
     assert collect_libraries(binary, binary_image_path="/app") == LibraryClosure(files=(), interpreter=None, links_glibc=False)
 
 
+def test_a_loader_missing_from_the_root_is_a_clear_error(tmp_path: Path) -> None:
+    program = tmp_path / "hello"
+    subprocess.run(["gcc", "-o", str(program), str(ELF_SOURCES / "static_main.c")], check=True)
+    with pytest.raises(GosmallError, match=r"names the loader /lib64/ld-linux-x86-64\.so\.2 \(PT_INTERP\), which does not exist under"):
+        collect_libraries(program, binary_image_path="/app", root=tmp_path / "empty")
+
+
 def test_a_file_that_is_not_elf_is_a_clear_error(tmp_path: Path) -> None:
     script = tmp_path / "app"
     script.write_text("#!/bin/sh\n")
@@ -642,6 +651,28 @@ def test_cgo_app_runs_and_prints_what_it_looked_up(cgo_app: Path) -> None:
     assert "strlen(gosmall) = 7\n" in ran.stdout
     assert "uid 65532 = " in ran.stdout
     assert f"current uid = {os.getuid()}\n" in ran.stdout
+
+
+@pytest.mark.slow
+def test_cgo_app_runs_on_a_tree_of_nothing_but_its_closure(cgo_app: Path, tmp_path: Path) -> None:
+    """scratch, approximated by chroot: the closure alone is enough for libc, libm and NSS."""
+    closure = collect_libraries(cgo_app, binary_image_path="/cgo_app")
+    tree = tmp_path / "scratch"
+    materialize(closure, tree)
+    shutil.copy2(cgo_app, tree / "cgo_app")
+    (tree / "etc" / "passwd").write_text("root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n")
+    (tree / "etc" / "group").write_text("root:x:0:\nnonroot:x:65532:\n")
+    assert entry(closure, str(Path(closure.interpreter or "").resolve())).mode == 0o755
+    chroot = shutil.which("chroot")
+    if chroot is None or os.geteuid() != 0:
+        pytest.skip("needs root and chroot(8)")
+
+    ran = subprocess.run([chroot, str(tree), "/cgo_app"], capture_output=True, text=True, timeout=60)
+    if ran.returncode == 125 or "Operation not permitted" in ran.stderr:
+        pytest.skip(f"chroot is not permitted here: {ran.stderr.strip()}")
+
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == "cos(0) = 1.0\nstrlen(gosmall) = 7\nuid 65532 = nonroot\ncurrent uid = 0\n"
 
 
 @pytest.mark.slow
