@@ -460,7 +460,7 @@ class _Collector:
             )
         info = _read_elf(resolved.host, interpreter)
         loader = _Object(resolved.path, _Place(posixpath.dirname(_normalize(interpreter))), resolved.host, info, None)
-        self._record(loader, resolved, self.main.image_path, "interp")
+        self._record(resolved, self.main.image_path, "interp")
         self.by_path[resolved.path] = loader
         self.by_name[_normalize(interpreter)] = loader
         if info.soname:
@@ -496,7 +496,7 @@ class _Collector:
             # device and inode and reuses the loaded object.
             known = self.by_path[found.path]
             self.by_name[name] = known
-            self._record(known, found, requester.image_path, reason)
+            self._record(found, requester.image_path, reason)
             return known, False
         info = _read_elf(found.host, found.path)
         loaded = _Object(found.path, origin, found.host, info, requester)
@@ -504,7 +504,7 @@ class _Collector:
         self.by_name[name] = loaded
         if info.soname:
             self.by_name.setdefault(info.soname, loaded)
-        self._record(loaded, found, requester.image_path, reason)
+        self._record(found, requester.image_path, reason)
         return loaded, True
 
     def _search(self, name: str, requester: _Object, why: str) -> tuple[_Resolved, _Place]:
@@ -597,7 +597,7 @@ class _Collector:
             "when root is set), add its directory to lib_search_paths, or link the binary with -Wl,-rpath naming it."
         )
 
-    def _record(self, loaded: _Object, found: _Resolved, needer: str, reason: Reason) -> None:
+    def _record(self, found: _Resolved, needer: str, reason: Reason) -> None:
         for link in found.links:
             self._add(link.path, "symlink", link.target, link.host, reason, needer)
         self._add(found.path, "file", "", found.host, reason, needer)
