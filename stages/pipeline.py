@@ -76,7 +76,7 @@ def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo,
                     search_paths=config.lib_search_paths,
                     strip=config.strip_libs,
                 )
-                runtime = with_libraries(runtime, closure)
+                runtime = with_libraries(runtime, closure, config.lib_search_paths)
                 libraries[platform] = {"libraries": [_library_json(f) for f in closure.files]}
                 show_libraries(reporter, platform, closure)
             parts.append(PlatformParts(binary, runtime))

@@ -57,16 +57,20 @@ class RuntimeFiles:
         return sum(e.size for e in self.entries if role is None or e.role == role)
 
 
-def with_libraries(runtime: RuntimeFiles, closure: LibraryClosure) -> RuntimeFiles:
+def with_libraries(runtime: RuntimeFiles, closure: LibraryClosure, search_paths: tuple[Path, ...] = ()) -> RuntimeFiles:
     """Add a cgo binary's library closure; files keep only their executable bit from the host."""
     entries = list(runtime.entries)
     for library in closure.files:
         if library.kind == "symlink":
             entries.append(FileEntry(library.path, "symlink", 0o777, "libraries", link_target=library.link_target))
         else:
-            executable = library.data is None and library.host_path.stat().st_mode & 0o111
-            entries.append(FileEntry(library.path, "file", 0o555 if executable else 0o444, "libraries", data=library.read()))
-    return RuntimeFiles(tuple(entries), runtime.env)
+            mode = 0o555 if library.mode & 0o111 else 0o444
+            entries.append(FileEntry(library.path, "file", mode, "libraries", data=library.read()))
+    env = runtime.env
+    if search_paths:
+        # ld.so only looks in lib_search_paths at run time when told to, as the resolver assumed.
+        env = (*env, ("LD_LIBRARY_PATH", ":".join(str(p) for p in search_paths)))
+    return RuntimeFiles(tuple(entries), env)
 
 
 def collect_runtime_files(image: ImageConfig, toolchain: Toolchain, *, host_zoneinfo: Path = HOST_ZONEINFO) -> RuntimeFiles:

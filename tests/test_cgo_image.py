@@ -79,12 +79,15 @@ def test_cgo_image_runs_on_scratch_as_nonroot(cgo_project: Path, docker_client) 
         docker_client.images.remove(image.id, force=True)
 
 
-def test_a_missing_library_names_it_and_the_binary(tmp_path: Path) -> None:
+def cgo_project_with(tmp_path: Path, table: str) -> Path:
     root = tmp_path / "p"
     shutil.copytree(FIXTURE, root / "cgo_app")
-    (root / "pyproject.toml").write_text(
-        '[tool.gosmall.images.cgo]\npackage = "./cgo_app"\ncgo = true\nlibs = ["libdoesnotexist.so.9"]\n'
-    )
+    (root / "pyproject.toml").write_text('[tool.gosmall.images.cgo]\npackage = "./cgo_app"\n' + table)
+    return root
+
+
+def test_a_missing_library_names_it_and_the_binary(tmp_path: Path) -> None:
+    root = cgo_project_with(tmp_path, 'cgo = true\nlibs = ["libdoesnotexist.so.9"]\n')
     done = gosmall("build-small", cwd=root)
     assert done.returncode == 1
     assert "libdoesnotexist.so.9" in done.stderr and "Traceback" not in done.stderr
@@ -92,12 +95,16 @@ def test_a_missing_library_names_it_and_the_binary(tmp_path: Path) -> None:
 
 
 def test_cross_cgo_without_a_cross_compiler_says_what_it_needs(tmp_path: Path) -> None:
-    root = tmp_path / "p"
-    shutil.copytree(FIXTURE, root / "cgo_app")
-    (root / "pyproject.toml").write_text(
-        '[tool.gosmall.images.cgo]\npackage = "./cgo_app"\ncgo = true\nplatforms = ["linux/amd64", "linux/arm64"]\n'
-    )
+    root = cgo_project_with(tmp_path, 'cgo = true\nplatforms = ["linux/amd64", "linux/arm64"]\n')
     done = gosmall("build-small", cwd=root)
     assert done.returncode == 1
     assert "platform linux/arm64" in done.stderr and "aarch64-linux-gnu-gcc" in done.stderr
     assert 'cc = { "linux/arm64" = "<compiler>" }' in done.stderr
+
+
+def test_a_package_that_imports_c_is_built_with_cgo_even_unasked(tmp_path: Path) -> None:
+    root = cgo_project_with(tmp_path, "")
+    done = gosmall("build-small", cwd=root)
+    assert done.returncode == 0, done.stderr
+    libraries = report(root)["platforms"]["linux/amd64"]["libraries"]
+    assert any(e["path"].endswith("libm.so.6") for e in libraries)

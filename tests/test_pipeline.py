@@ -8,6 +8,7 @@ import io
 import json
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -224,3 +225,12 @@ def test_max_size_fails_the_build_and_writes_nothing(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "Image 'tiny' for linux/amd64 is" in done.stderr and "over its max_size of 1.0 MiB" in done.stderr
     assert not (root / "dist" / "tiny").exists()
+
+
+def test_a_two_line_tasks_py_gives_invoke_the_same_tasks(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "p", '[tool.gosmall.images.one]\npackage = "./go_app"\n')
+    (root / "tasks.py").write_text("from stages.tasks import namespace  # noqa: F401\n")
+    invoke = Path(sys.executable).with_name("invoke")
+    done = subprocess.run([str(invoke), "build-small"], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((root / "dist" / "one" / "report.json").read_text())["image"] == "one"
