@@ -237,7 +237,7 @@ def _same_platform(engine: str, built: str) -> bool:
 
 def load_image(client: docker.DockerClient, image: ImageConfig, output_dir: Path, reporter: Reporter) -> LoadResult:
     """Load image.tar, tag it, and prove the engine holds exactly what was built."""
-    from docker.errors import APIError
+    from docker.errors import APIError, ImageLoadError
 
     built = read_built_image(image, output_dir)
     reporter.step(f"Loading {built.archive} into the Docker engine")
@@ -273,9 +273,11 @@ def load_image(client: docker.DockerClient, image: ImageConfig, output_dir: Path
                     f"After loading, the engine's {reference} is {tagged}, not the loaded {loaded_image.id}; "
                     "something else retagged it meanwhile. Run `gosmall load` again."
                 )
-    except APIError as exc:
+    except (APIError, ImageLoadError) as exc:
+        # ImageLoadError: the engine accepted the upload but failed reading the archive.
+        why = exc.explanation if isinstance(exc, APIError) and exc.explanation else str(exc)
         raise GosmallError(
-            f"The Docker engine refused to load {built.archive}: {exc.explanation or exc}. If the archive is damaged, "
+            f"The Docker engine refused to load {built.archive}: {why}. If the archive is damaged, "
             f"rebuild it with `gosmall build-small --image {image.name}`."
         ) from None
     reporter.detail(f"{loaded_image.id} tagged {', '.join(built.tags)}")

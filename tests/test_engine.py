@@ -47,6 +47,9 @@ from stages.reporter import RecordingReporter
 
 from .docker_fixture import docker_required
 
+# Also registered by conftest.py; naming it here keeps this module whole when run alone.
+pytest_plugins = ["tests.docker_fixture"]
+
 REPO = Path(__file__).resolve().parents[1]
 # Unique per session: parallel runs on one engine must not retag each other's images.
 RUN = uuid.uuid4().hex[:10]
@@ -312,6 +315,15 @@ def test_load_refuses_an_image_that_is_not_what_was_built(docker_client: Any, ti
         load_image(docker_client, tiny.image, tmp_path / "out", RecordingReporter())
     assert f"the image ID {tiny.config_digest}, but report.json says the build's config digest is {other}" in caught.value.message
     assert "what would run is not what was built" in caught.value.message
+
+
+@pytest.mark.docker
+def test_load_of_a_damaged_archive_says_rebuild(docker_client: Any, tiny: TinyBuild, tmp_path: Path) -> None:
+    shutil.copytree(tiny.output_dir, tmp_path / "out")
+    archive = tmp_path / "out" / "image.tar"
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(GosmallError, match=rf"The Docker engine refused to load {archive}: .*rebuild it with `gosmall build-small --image tiny`"):
+        load_image(docker_client, tiny.image, tmp_path / "out", RecordingReporter())
 
 
 @pytest.mark.docker
