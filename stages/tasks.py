@@ -119,10 +119,13 @@ def _check_pins(project: ProjectConfig, reporter: Reporter) -> None:
 
 def _load_and_smoke(project: ProjectConfig, names: tuple[str, ...], reporter: Reporter, *, smoke: bool, load: bool = True) -> None:
     # Imported here: building never needs the docker SDK or an engine.
-    from .engine import connect, load_image, smoke_test
+    from .engine import connect, load_image, read_built_image, smoke_test
 
+    configs = tuple(i for n in names for i in project.image(n))
+    for config in configs:
+        read_built_image(config, project.output_dir(config))  # "not built yet" before "no engine"
     client = connect(reporter)
-    for config in (i for n in names for i in project.image(n)):
+    for config in configs:
         output_dir = project.output_dir(config)
         if load:
             load_image(client, config, output_dir, reporter)
