@@ -119,9 +119,10 @@ def compile_binary(plan: CompilePlan, toolchain: Toolchain, workdir: Path, *, ru
             f"go build of {plan.package} for {plan.platform} failed ({toolchain.version_text}, exit {done.returncode}):\n"
             f"{(done.stderr or done.stdout).rstrip()}"
         )
-    if not output.is_file():
+    # For a non-main package `go build -o` writes an ar archive, not an executable.
+    if not output.is_file() or output.read_bytes()[:4] != b"\x7fELF":
         raise GosmallError(
-            f"go build of {plan.package} for {plan.platform} wrote no binary; is it a `package main`? "
+            f"go build of {plan.package} for {plan.platform} wrote no executable; is it a `package main`? "
             "Point `package` at the directory of your main package."
         )
     return Binary(output, plan.binary_name, plan.platform, output.stat().st_size, plan.cgo)

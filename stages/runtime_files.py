@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import posixpath
 import stat
 import zipfile
 from dataclasses import dataclass
@@ -128,38 +129,57 @@ def _system_zoneinfo(image: ImageConfig, host: Path) -> list[FileEntry]:
             f"Image '{image.name}' has tzdata = \"system\" but this machine has no {host}; "
             "install its tzdata package, or use tzdata = \"zip\" (Go's own copy)."
         )
+    entries: dict[str, FileEntry] = {}
     if image.zones:
         available = {p.relative_to(host).as_posix() for p in host.rglob("*") if p.is_file()}
         _check_zones(image, available, str(host))
-        wanted = [host / zone for zone in image.zones]
+        for zone in image.zones:
+            _add_zone_path(host / zone, host, entries)
     else:
-        wanted = sorted(p for p in host.rglob("*") if not p.is_dir() or p.is_symlink())
-    entries: dict[str, FileEntry] = {}
-    for path in wanted:
-        _add_zone_path(path, host, entries)
+        for path in sorted(p for p in host.rglob("*") if not p.is_dir() or p.is_symlink()):
+            # A whole-tree copy skips links that lead nowhere on this machine (Debian's
+            # localtime -> /etc/localtime in a container); they would dangle in the image too.
+            if path.exists():
+                _add_zone_path(path, host, entries)
     return [entries[k] for k in sorted(entries)]
 
 
 def _add_zone_path(path: Path, host: Path, entries: dict[str, FileEntry]) -> None:
     """The zone file, and when it is a link, the link and whatever it names."""
-    image_path = str(PurePosixPath(ZONEINFO_DIR) / path.relative_to(host).as_posix())
+    relative = path.relative_to(host).as_posix()
+    image_path = f"{ZONEINFO_DIR}/{relative}"
     if image_path in entries:
         return
     if path.is_symlink():
         target = os.readlink(path)
-        resolved = (path.parent / target).resolve()
-        if host.resolve() not in resolved.parents and resolved != host.resolve():
-            # A link out of the zoneinfo tree would dangle in the image: ship the bytes instead.
+        resolved = path.resolve()
+        # Where the link text leads inside the image; kept as a link only when that
+        # is the same place inside the tree as on this machine.
+        in_image = posixpath.normpath(posixpath.join(posixpath.dirname(image_path), target))
+        host_root = host.resolve()
+        same_place = (
+            not posixpath.isabs(target)
+            and in_image.startswith(ZONEINFO_DIR + "/")
+            and resolved == (host_root / in_image[len(ZONEINFO_DIR) + 1 :]).resolve()
+        )
+        if same_place and resolved.exists():
+            entries[image_path] = FileEntry(image_path, "symlink", 0o777, "tzdata", link_target=target)
+            inner = host / in_image[len(ZONEINFO_DIR) + 1 :]
+            if resolved.is_dir():
+                for child in sorted(inner.rglob("*")):
+                    if not child.is_dir() or child.is_symlink():
+                        _add_zone_path(child, host, entries)
+            else:
+                _add_zone_path(inner, host, entries)
+            return
+        if resolved.is_file():
+            # A link out of the tree (or out and back) would dangle in the image: ship the bytes.
             entries[image_path] = FileEntry(image_path, "file", 0o444, "tzdata", data=resolved.read_bytes())
             return
-        entries[image_path] = FileEntry(image_path, "symlink", 0o777, "tzdata", link_target=target)
-        if resolved.is_dir():
-            for child in sorted(resolved.rglob("*")):
-                if not child.is_dir() or child.is_symlink():
-                    _add_zone_path(host / child.relative_to(host.resolve()), host, entries)
-        elif resolved.exists():
-            _add_zone_path(host / resolved.relative_to(host.resolve()), host, entries)
-        return
+        raise GosmallError(
+            f"{path} is a link to {target}, which does not exist on this machine, so time zone {relative!r} "
+            "cannot be shipped; reinstall the tzdata package or choose other zones."
+        )
     if path.is_file():
         entries[image_path] = FileEntry(image_path, "file", 0o444, "tzdata", data=path.read_bytes())
 

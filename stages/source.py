@@ -7,10 +7,12 @@ last git commit, else 0 — never from the wall clock.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 from .errors import GosmallError
 
@@ -27,11 +29,29 @@ def describe_source(root: Path, environ: Mapping[str, str] | None = None) -> Sou
     environ = os.environ if environ is None else environ
     revision = _git(root, "rev-parse", "HEAD")
     version = _git(root, "describe", "--tags", "--always", "--dirty") or "dev"
-    url = _git(root, "config", "--get", "remote.origin.url")
-    # A local path as origin would make two clones of one commit differ.
-    if url and not ("://" in url or "@" in url):
-        url = ""
+    url = public_url(_git(root, "config", "--get", "remote.origin.url"))
     return SourceInfo(version, revision, url, source_date_epoch(root, environ, revision))
+
+
+def public_url(url: str) -> str:
+    """The origin as it may appear in an image: no local paths, no credentials.
+
+    A local path (or file://) would make two clones of one commit differ; a CI
+    job token in the URL must never be published in an annotation.
+    """
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https", "ssh", "git"):
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        user = f"{parts.username}@" if parts.scheme in ("ssh", "git") and parts.username and not parts.password else ""
+        return urlunsplit((parts.scheme, user + host, parts.path, "", ""))
+    # scp-like "git@host:path" has no scheme; anything else with no host is local.
+    if not parts.scheme and re.match(r"^[\w.-]+@[\w.-]+:", url):
+        return url
+    return ""
 
 
 def source_date_epoch(root: Path, environ: Mapping[str, str], revision: str) -> int:
