@@ -1,0 +1,244 @@
+"""Layer compression: isal (what gosmall uses) against stdlib gzip and zlib-ng.
+
+Every compressor gets the same bytes, the real go_app layer tar, in the same
+run; results are medians of N runs, shown as ratios to stdlib gzip -6 (what
+`docker push` and most Python tools produce). Absolute times are printed for
+context only: they depend on the machine, the ratios much less.
+
+It also shows why gosmall pins isal: each compressor is deterministic on its
+own (same input, same bytes, every run), but two implementations of the same
+deflate level give different bytes, so the layer digest depends on which
+library, and which version of it, did the compressing. Python's `gzip` uses
+whatever zlib the interpreter was linked against (printed below); a distro that
+upgrades zlib, or swaps it for zlib-ng's compat mode as Fedora 40 did, changes
+the bytes and so the digest, with no change to gosmall or the project.
+
+    python benchmarks/bench_compress.py [--runs 9] [--layer build|archive]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import os
+import platform
+import statistics
+import sys
+import tarfile
+import tempfile
+import time
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing gosmall
+
+BASELINE = "gzip -6"
+
+
+@dataclass(frozen=True)
+class Compressor:
+    name: str
+    library: str  # library and version: the bytes depend on both
+    compress: Callable[[bytes], bytes]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    compressor: Compressor
+    seconds: float  # median
+    size: int
+    digests: frozenset[str]  # one per distinct output seen across the runs
+
+
+def compressors() -> tuple[Compressor, ...]:
+    from isal import igzip, __version__ as isal_version
+
+    found = [
+        Compressor(f"isal -{level}", f"isal {isal_version}", lambda data, level=level: igzip.compress(data, compresslevel=level, mtime=0))
+        for level in (0, 1, 2, 3)
+    ]
+    stdlib = f"zlib {zlib.ZLIB_RUNTIME_VERSION}"
+    found += [
+        Compressor(f"gzip -{level}", stdlib, lambda data, level=level: gzip.compress(data, compresslevel=level, mtime=0))
+        for level in (1, 6, 9)
+    ]
+    try:
+        from zlib_ng import gzip_ng, zlib_ng
+    except ImportError:
+        print("zlib-ng is not installed (pip install zlib-ng); its rows are left out.\n", file=sys.stderr)
+    else:
+        library = f"zlib-ng {zlib_ng.ZLIBNG_VERSION}"
+        found += [
+            Compressor(f"zlib-ng -{level}", library, lambda data, level=level: gzip_ng.compress(data, compresslevel=level, mtime=0))
+            for level in (1, 6, 9)
+        ]
+    return tuple(found)
+
+
+# -- the input ------------------------------------------------------------------
+
+
+def layer_from_archive(archive: Path) -> bytes:
+    """The uncompressed layer gosmall wrote into image.tar (docker_archive stores it as is)."""
+    with tarfile.open(archive) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+        (layer_name,) = manifest[0]["Layers"]
+        return tar.extractfile(layer_name).read()  # type: ignore[union-attr]
+
+
+def layer_from_build() -> bytes:
+    """Build go_app for linux/amd64 with gosmall's own stages and return its layer tar."""
+    from stages.assemble import PlatformParts, build_layer_tar, layer_entries
+    from stages.compile import compile_binary, plan_compile
+    from stages.config import load_project
+    from stages.image import Platform
+    from stages.runtime_files import collect_runtime_files
+    from stages.toolchain import find_module, find_toolchain
+
+    project = load_project(REPO)
+    (image,) = project.image("hello")
+    module = find_module(image.package)
+    toolchain = find_toolchain(module)
+    with tempfile.TemporaryDirectory(prefix="gosmall-bench-") as workdir:
+        plan = plan_compile(image, module, Platform.parse("linux/amd64"), "bench")
+        binary = compile_binary(plan, toolchain, Path(workdir))
+        part = PlatformParts(binary, collect_runtime_files(image, toolchain))
+        return build_layer_tar(layer_entries(image, part), 0)
+
+
+# -- measuring ------------------------------------------------------------------
+
+
+def measure_all(data: bytes, runs: int) -> list[Measurement]:
+    chosen = compressors()
+    times: dict[str, list[float]] = {c.name: [] for c in chosen}
+    digests: dict[str, set[str]] = {c.name: set() for c in chosen}
+    sizes: dict[str, int] = {}
+    # Round-robin, one run of each compressor per round, so a noisy neighbour
+    # or a clock-speed change hits all of them alike instead of one row.
+    for _ in range(runs):
+        for compressor in chosen:
+            start = time.perf_counter()
+            output = compressor.compress(data)
+            times[compressor.name].append(time.perf_counter() - start)
+            digests[compressor.name].add(hashlib.sha256(output).hexdigest())
+            if compressor.name not in sizes:
+                # A stream that does not round-trip would make every number meaningless.
+                if zlib.decompress(output, wbits=31) != data:
+                    raise SystemExit(f"{compressor.name} produced a stream that does not decompress to its input")
+                sizes[compressor.name] = len(output)
+    return [Measurement(c, statistics.median(times[c.name]), sizes[c.name], frozenset(digests[c.name])) for c in chosen]
+
+
+# -- showing --------------------------------------------------------------------
+
+
+def show(measurements: list[Measurement], data: bytes, runs: int, source: str) -> None:
+    baseline = next(m for m in measurements if m.compressor.name == BASELINE)
+    print(f"# Layer compression, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
+    print()
+    print(f"- machine: {machine()}")
+    print(f"- SIMD the deflate libraries may dispatch on: {simd_features()}")
+    print(f"- python {platform.python_version()}, zlib compiled {zlib.ZLIB_VERSION}, zlib at run time {zlib.ZLIB_RUNTIME_VERSION}")
+    print(f"- input: the go_app linux/amd64 layer tar ({source}), {len(data):,} bytes, sha256:{hashlib.sha256(data).hexdigest()[:16]}…")
+    print(f"- {runs} runs each, interleaved; time is the median; ratios are against {BASELINE}")
+    print()
+    print("| compressor | library | median ms | MB/s | size bytes | time / gzip -6 | size / gzip -6 | same bytes every run | output sha256 |")
+    print("|---|---|---:|---:|---:|---:|---:|---|---|")
+    for m in measurements:
+        mark = " (gosmall)" if m.compressor.name == "isal -3" else ""
+        print(
+            f"| {m.compressor.name}{mark} | {m.compressor.library} | {m.seconds * 1000:.1f} | {len(data) / m.seconds / 1e6:.0f} "
+            f"| {m.size:,} | {m.seconds / baseline.seconds:.2f} | {m.size / baseline.size:.3f} "
+            f"| {'yes' if len(m.digests) == 1 else f'NO ({len(m.digests)} digests)'} | {min(m.digests)[:12]} |"
+        )
+    print()
+    show_digest_dependence(measurements)
+
+
+def show_digest_dependence(measurements: list[Measurement]) -> None:
+    """Same deflate level, different library: do the bytes (and so the layer digest) agree?"""
+    by_name = {m.compressor.name: m for m in measurements}
+    print("Same level, different implementation (the layer digest is the sha256 of these bytes):")
+    print()
+    for level in (1, 6, 9):
+        a, b = by_name.get(f"gzip -{level}"), by_name.get(f"zlib-ng -{level}")
+        if a and b:
+            same = a.digests == b.digests
+            print(
+                f"- level {level}: {a.compressor.library} -> {min(a.digests)[:12]} ({a.size:,} B), "
+                f"{b.compressor.library} -> {min(b.digests)[:12]} ({b.size:,} B): {'identical' if same else 'DIFFERENT bytes'}"
+            )
+    print(
+        f"- stdlib gzip here runs zlib {zlib.ZLIB_RUNTIME_VERSION}; its output is only as stable as that library, "
+        "which the OS, not gosmall, chooses. isal is pinned in pyproject.toml and ships its own deflate."
+    )
+
+
+def check_against_report(measurements: list[Measurement], archive: Path) -> None:
+    """When image.tar and report.json are one build, our isal -3 must give its layer digest."""
+    report_path = archive.with_name("report.json")
+    if not report_path.is_file():
+        return
+    shown = report_path.relative_to(REPO) if report_path.is_relative_to(REPO) else report_path
+    report = json.loads(report_path.read_text())
+    entry = report["platforms"].get(report.get("docker_platform", ""), {})
+    isal3 = next(m for m in measurements if m.compressor.name == "isal -3")
+    if entry.get("layer_digest") == f"sha256:{min(isal3.digests)}":
+        print(f"- isal -3 output is {entry['layer_digest'][:19]}…, the layer digest in {shown}: the bench compresses as gosmall does.")
+    else:
+        print(f"- note: isal -3 output differs from the layer digest in {shown} ({report.get('builder', {}).get('compressor', '?')}).")
+
+
+def simd_features() -> str:
+    """isal and zlib-ng pick kernels by CPU feature; worth knowing when comparing digests across machines."""
+    try:
+        flags = next(l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith(("flags", "Features"))).split(":", 1)[1].split()
+    except (OSError, StopIteration):
+        return "unknown"
+    wanted = ("sse4_2", "pclmulqdq", "avx2", "avx512f", "avx512bw", "vpclmulqdq", "asimd", "pmull", "crc32")
+    return ", ".join(f for f in wanted if f in flags) or "none of " + ", ".join(wanted)
+
+
+def machine() -> str:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = ", load average %.1f %.1f %.1f" % os.getloadavg()
+    return f"{platform.machine()} {model or platform.processor() or '?'}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}{load}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=9, help="runs per compressor (median is reported)")
+    parser.add_argument(
+        "--layer", choices=("auto", "archive", "build"), default="auto",
+        help="archive: the layer in dist/hello/image.tar; build: build go_app now; auto: archive if present",
+    )  # fmt: skip
+    parser.add_argument("--archive", type=Path, default=REPO / "dist" / "hello" / "image.tar")
+    args = parser.parse_args(argv)
+
+    use_archive = args.layer == "archive" or (args.layer == "auto" and args.archive.is_file())
+    if use_archive:
+        data, source = layer_from_archive(args.archive), f"from {args.archive.relative_to(REPO) if args.archive.is_relative_to(REPO) else args.archive}"
+    else:
+        data, source = layer_from_build(), "built now with gosmall's stages"
+    measurements = measure_all(data, args.runs)
+    show(measurements, data, args.runs, source)
+    if use_archive:
+        check_against_report(measurements, args.archive)
+
+
+if __name__ == "__main__":
+    main()
