@@ -392,6 +392,7 @@ def hardened_container(
     reporter.step(f"Smoke-testing {built.reference} as user {user}, read-only, no capabilities, network {mode}")
     container: Container | None = None
     started = time.monotonic()
+    ctrl_c = _CtrlC.install()
     try:
         try:
             container = client.containers.create(image_id, **options)
@@ -413,6 +414,36 @@ def hardened_container(
         yield RunningContainer(container, result)
     finally:
         _remove(client, container, label, reporter)
+        ctrl_c.restore()
+        if ctrl_c.seen:
+            # Python drops an exception raised inside a garbage-collection finaliser;
+            # a Ctrl-C that landed there must still stop the command.
+            raise KeyboardInterrupt
+
+
+class _CtrlC:
+    """Remembers a Ctrl-C, so it cannot be lost, and still raises KeyboardInterrupt at once."""
+
+    def __init__(self, previous: object) -> None:
+        self.previous = previous
+        self.seen = False
+
+    @classmethod
+    def install(cls) -> _CtrlC:
+        if threading.current_thread() is not threading.main_thread():
+            return cls(None)
+        recorder = cls(signal.getsignal(signal.SIGINT))
+
+        def on_sigint(signum: int, frame: object) -> None:
+            recorder.seen = True
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGINT, on_sigint)
+        return recorder
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)  # type: ignore[arg-type]
 
 
 def _loaded_image_id(client: docker.DockerClient, built: BuiltImage, image: ImageConfig) -> str:
