@@ -22,11 +22,19 @@ VECTORS = SHARED / "vectors"
 COMMIT_DATE = "2026-01-02T03:04:05+00:00"
 
 
+def gosmall_command() -> list[str]:
+    """The console script, or the same entry point through this Python when it is not installed."""
+    script = Path(sys.executable).with_name("gosmall")
+    return [str(script)] if script.exists() else [sys.executable, "-c", "from stages.cli import main; main()"]
+
+
+def gosmall_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+
+
 def gosmall(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """Run the console script the way a user does."""
-    script = Path(sys.executable).with_name("gosmall")
-    command = [str(script)] if script.exists() else [sys.executable, "-c", "from stages.cli import main; main()"]
-    return subprocess.run([*command, *args], cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*gosmall_command(), *args], cwd=cwd, env=gosmall_env(env), capture_output=True, text=True, timeout=timeout)
 
 
 def make_project(directory: Path, gosmall_table: str | None = None, *, git: bool = True) -> Path:

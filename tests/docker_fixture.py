@@ -19,11 +19,12 @@ stash, not in module state.
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
 import pytest
+
+from .net import free_loopback_port
 
 if TYPE_CHECKING:  # pragma: no cover
     import docker
@@ -91,6 +92,4 @@ def docker_client(pytestconfig: pytest.Config) -> Iterator[docker.DockerClient]:
 @pytest.fixture
 def free_port() -> int:
     """A loopback TCP port free right now (the kernel picks it; the race is small)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return free_loopback_port()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -21,6 +20,8 @@ from typing import Iterator
 
 import pytest
 import requests
+
+from .net import free_loopback_port
 
 BINARY = "docker-registry"
 
@@ -35,12 +36,6 @@ class LocalRegistry:
         return f"http://{self.host}"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
     binary = shutil.which(BINARY) or (f"/usr/bin/{BINARY}" if Path(f"/usr/bin/{BINARY}").exists() else None)
@@ -50,7 +45,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry
             pytest.fail(f"{reason}, and GOSMALL_REQUIRE_DOCKER=1 requires the registry tests to run")
         pytest.skip(reason)
     base = tmp_path_factory.mktemp("registry")
-    port = _free_port()
+    port = free_loopback_port()
     config = base / "config.yml"
     config.write_text(
         "version: 0.1\n"

@@ -19,7 +19,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tarfile
 import tempfile
 import textwrap
@@ -45,6 +44,9 @@ from stages.errors import GosmallError
 from stages.image import Platform
 from stages.reporter import RecordingReporter
 
+from stages.compile import host_platform as stages_host_platform
+
+from .conftest import gosmall, gosmall_command, gosmall_env
 from .docker_fixture import docker_required
 
 # Also registered by conftest.py; naming it here keeps this module whole when run alone.
@@ -61,12 +63,7 @@ ZONE = "America/New_York"
 
 
 def host_platform() -> str:
-    import platform
-
-    machine = platform.machine().lower()
-    return {"x86_64": "linux/amd64", "amd64": "linux/amd64", "aarch64": "linux/arm64", "arm64": "linux/arm64"}.get(
-        machine, f"linux/{machine}"
-    )
+    return str(stages_host_platform())
 
 
 # -- a hand-made image: a static C program in a scratch layer ----------------------
@@ -593,15 +590,6 @@ def test_go_app_bad_flag_exits_early_with_its_log(docker_client: Any, go_loaded:
 # -- the console script --------------------------------------------------------------
 
 
-def run_gosmall(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    script = Path(sys.executable).with_name("gosmall")
-    command = [str(script)] if script.exists() else [sys.executable, "-c", "from stages.cli import main; main()"]
-    return subprocess.run(
-        [*command, *args], cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO), **env},
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-
-
 def has_task(name: str) -> bool:
     from stages.tasks import namespace
 
@@ -611,7 +599,7 @@ def has_task(name: str) -> bool:
 @pytest.mark.slow
 def test_build_small_needs_no_engine(tmp_path: Path) -> None:
     root = go_app_project(tmp_path / "project")
-    done = run_gosmall("build-small", "--image", "hello", cwd=root, env={"DOCKER_HOST": f"unix://{dead_socket(tmp_path)}"})
+    done = gosmall("build-small", "--image", "hello", cwd=root, env={"DOCKER_HOST": f"unix://{dead_socket(tmp_path)}"})
     assert done.returncode == 0, done.stderr
     assert (root / "dist" / "hello" / "image.tar").is_file()
 
@@ -621,7 +609,7 @@ def test_gosmall_load_without_an_engine_says_how_to_start_one(go_build: GoBuild,
     if not has_task("load"):
         pytest.skip("the `load` task is not wired into stages/tasks.py yet")
     host = f"unix://{dead_socket(tmp_path)}"
-    done = run_gosmall("load", "--image", "hello", cwd=go_build.root, env={"DOCKER_HOST": host})
+    done = gosmall("load", "--image", "hello", cwd=go_build.root, env={"DOCKER_HOST": host})
     assert done.returncode == 2, done.stderr
     assert f"gosmall: error: No Docker engine answers at DOCKER_HOST={host}" in done.stderr
     assert "Traceback" not in done.stderr
@@ -638,17 +626,15 @@ def test_gosmall_build_small_smoke_then_ctrl_c_removes_the_container(docker_clie
     root = go_app_project(tmp_path / "project", port=free_port)
     repository = f"test.gosmall.local/e2e-{RUN}/hello-{free_port}"
     try:
-        done = run_gosmall("build-small", "--image", "hello", "--smoke", cwd=root, env={})
+        done = gosmall("build-small", "--image", "hello", "--smoke", cwd=root, env={})
         assert done.returncode == 0, done.stderr
         assert f"GET http://127.0.0.1:{free_port}/healthz -> 200" in done.stderr
         assert "Docker healthcheck: healthy" in done.stderr
         image_id = docker_client.images.get(f"{repository}:latest").id
         assert image_id == json.loads((root / "dist" / "hello" / "report.json").read_text())["platforms"][host_platform()]["config_digest"]
 
-        script = Path(sys.executable).with_name("gosmall")
-        command = [str(script)] if script.exists() else [sys.executable, "-c", "from stages.cli import main; main()"]
         smoking = subprocess.Popen(
-            [*command, "smoke", "--image", "hello"], cwd=root, env={**os.environ, "PYTHONPATH": str(REPO)},
+            [*gosmall_command(), "smoke", "--image", "hello"], cwd=root, env=gosmall_env(),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         try:
