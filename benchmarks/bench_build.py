@@ -3,9 +3,9 @@
 Both paths start from go_app's source and end with an image in the local
 Docker engine, for linux/amd64:
 
-- gosmall: `stages.pipeline.build_small` (go build, prove, runtime files,
+- gosmall: `gosmall.pipeline.build_small` (go build, prove, runtime files,
   assemble, OCI layout + image.tar + report.json) on a throwaway copy of the
-  sample project, then `stages.engine.load_image` (docker load through the
+  sample project, then `gosmall.engine.load_image` (docker load through the
   SDK, with its check that the engine's ID is the built config digest).
   That is what `gosmall build-small --load` does.
 - docker: `go build` with the flags the usual scratch recipe uses
@@ -39,13 +39,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run from a checkout without installing gosmall
+from gosmall.config import ImageConfig, ProjectConfig, load_project
+from gosmall.errors import GosmallError
+from gosmall.image import Platform
+from gosmall.reporter import RecordingReporter
 
-from stages.config import ImageConfig, ProjectConfig, load_project  # noqa: E402
-from stages.errors import GosmallError  # noqa: E402
-from stages.image import Platform  # noqa: E402
-from stages.reporter import RecordingReporter  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 if TYPE_CHECKING:  # pragma: no cover
     import docker
@@ -91,7 +90,7 @@ class Gosmall:
     name = "gosmall"
 
     def __init__(self, project: ProjectConfig, client: docker.DockerClient | None, tag: str) -> None:
-        from stages.pipeline import build_small
+        from gosmall.pipeline import build_small
 
         self._build_small = build_small
         (image,) = project.image("hello")
@@ -101,7 +100,7 @@ class Gosmall:
         self.client = client
 
     def run(self) -> Run:
-        from stages.engine import load_image
+        from gosmall.engine import load_image
 
         reporter = RecordingReporter()
         start = time.perf_counter()
@@ -121,8 +120,10 @@ class Gosmall:
 class DockerBuild:
     name = "docker build"
 
-    def __init__(self, project: ProjectConfig, client: docker.DockerClient | None, tag: str, context: Path, *, nocache: bool = True) -> None:
-        from stages.toolchain import find_module, find_toolchain
+    def __init__(
+        self, project: ProjectConfig, client: docker.DockerClient | None, tag: str, context: Path, *, nocache: bool = True
+    ) -> None:
+        from gosmall.toolchain import find_module, find_toolchain
 
         (image,) = project.image("hello")
         self.package = image.package
@@ -134,7 +135,7 @@ class DockerBuild:
         self.nocache = nocache
 
     def run(self) -> Run:
-        from stages.toolchain import run_go
+        from gosmall.toolchain import run_go
 
         start = time.perf_counter()
         binary = self.context / "go_app"
@@ -204,7 +205,7 @@ def make_project(directory: Path) -> ProjectConfig:
 
 
 def connect_engine() -> tuple[docker.DockerClient | None, str]:
-    from stages.engine import connect
+    from gosmall.engine import connect
 
     try:
         client = connect()
@@ -273,12 +274,16 @@ def show(results: dict[str, list[Run]], engine: str, runs: int, *, with_engine: 
         phases = ", ".join(f"{p} {s:.2f}" for p, s in median_phases(rows))
         ids = {r.image_id for r in rows if r.image_id}
         spread = f"{min(r.seconds for r in rows):.2f}–{max(r.seconds for r in rows):.2f}"
-        print(f"| {name if name == 'gosmall' else theirs_name} | {statistics.median(r.seconds for r in rows):.2f} | {spread} | {phases} | {rows[0].size:,} | {len(ids) if ids else '-'} |")
+        print(
+            f"| {name if name == 'gosmall' else theirs_name} | {statistics.median(r.seconds for r in rows):.2f} | {spread} | {phases} | {rows[0].size:,} | {len(ids) if ids else '-'} |"
+        )
     print()
     t_ours = statistics.median(r.seconds for r in ours)
     t_theirs = statistics.median(r.seconds for r in theirs)
     print(f"- time gosmall / {theirs_name}: **{t_ours / t_theirs:.2f}**")
-    print(f"- {'image size' if with_engine else 'bytes'} gosmall / {theirs_name}: **{ours[0].size / theirs[0].size:.3f}** ({ours[0].size:,} vs {theirs[0].size:,} bytes)")
+    print(
+        f"- {'image size' if with_engine else 'bytes'} gosmall / {theirs_name}: **{ours[0].size / theirs[0].size:.3f}** ({ours[0].size:,} vs {theirs[0].size:,} bytes)"
+    )
 
 
 def show_reproducibility(gosmall_runs: tuple[Run, Run], docker_runs: tuple[Run, Run], cached: tuple[str, str, float] | None) -> None:
@@ -287,7 +292,11 @@ def show_reproducibility(gosmall_runs: tuple[Run, Run], docker_runs: tuple[Run, 
     print()
     for name, (a, b) in (("gosmall", gosmall_runs), ("docker build", docker_runs)):
         verdict = "same image ID" if a.image_id == b.image_id else "DIFFERENT image IDs"
-        layers = "same layers" if a.diff_ids == b.diff_ids else f"{sum(x != y for x, y in zip(a.diff_ids, b.diff_ids))} of {len(a.diff_ids)} layers differ"
+        layers = (
+            "same layers"
+            if a.diff_ids == b.diff_ids
+            else f"{sum(x != y for x, y in zip(a.diff_ids, b.diff_ids))} of {len(a.diff_ids)} layers differ"
+        )
         created = f"created {a.created} both times" if a.created == b.created else f"created {a.created} then {b.created}"
         print(f"- {name}: {a.image_id[:19]} then {b.image_id[:19]}: {verdict} ({layers}; {created})")
     if cached:
@@ -302,10 +311,12 @@ def show_reproducibility(gosmall_runs: tuple[Run, Run], docker_runs: tuple[Run, 
 def machine() -> str:
     model = ""
     try:
-        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "")
+        model = next(
+            (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), ""
+        )
     except OSError:
         pass
-    load = ", load average %.1f %.1f %.1f at the end" % os.getloadavg()
+    load = ", load average {:.1f} {:.1f} {:.1f} at the end".format(*os.getloadavg())
     return f"{platform.machine()} {model or '?'}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}{load}"
 
 

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run from a checkout without installing gosmall
 
 BASELINE = "gzip -6"
 
@@ -57,7 +56,8 @@ class Measurement:
 
 
 def compressors() -> tuple[Compressor, ...]:
-    from isal import igzip, __version__ as isal_version
+    from isal import __version__ as isal_version
+    from isal import igzip
 
     found = [
         Compressor(f"isal -{level}", f"isal {isal_version}", lambda data, level=level: igzip.compress(data, compresslevel=level, mtime=0))
@@ -94,12 +94,12 @@ def layer_from_archive(archive: Path) -> bytes:
 
 def layer_from_build() -> bytes:
     """Build go_app for linux/amd64 with gosmall's own stages and return its layer tar."""
-    from stages.assemble import PlatformParts, build_layer_tar, layer_entries
-    from stages.compile import compile_binary, plan_compile
-    from stages.config import load_project
-    from stages.image import Platform
-    from stages.runtime_files import collect_runtime_files
-    from stages.toolchain import find_module, find_toolchain
+    from gosmall.assemble import PlatformParts, build_layer_tar, layer_entries
+    from gosmall.compile import compile_binary, plan_compile
+    from gosmall.config import load_project
+    from gosmall.image import Platform
+    from gosmall.runtime_files import collect_runtime_files
+    from gosmall.toolchain import find_module, find_toolchain
 
     project = load_project(REPO)
     (image,) = project.image("hello")
@@ -149,7 +149,9 @@ def show(measurements: list[Measurement], data: bytes, runs: int, source: str) -
     print(f"- input: the go_app linux/amd64 layer tar ({source}), {len(data):,} bytes, sha256:{hashlib.sha256(data).hexdigest()[:16]}…")
     print(f"- {runs} runs each, interleaved; time is the median; ratios are against {BASELINE}")
     print()
-    print("| compressor | library | median ms | MB/s | size bytes | time / gzip -6 | size / gzip -6 | same bytes every run | output sha256 |")
+    print(
+        "| compressor | library | median ms | MB/s | size bytes | time / gzip -6 | size / gzip -6 | same bytes every run | output sha256 |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---|---|")
     for m in measurements:
         mark = " (gosmall)" if m.compressor.name == "isal -3" else ""
@@ -199,7 +201,11 @@ def check_against_report(measurements: list[Measurement], archive: Path) -> None
 def simd_features() -> str:
     """isal and zlib-ng pick kernels by CPU feature; worth knowing when comparing digests across machines."""
     try:
-        flags = next(l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith(("flags", "Features"))).split(":", 1)[1].split()
+        flags = (
+            next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith(("flags", "Features")))
+            .split(":", 1)[1]
+            .split()
+        )
     except (OSError, StopIteration):
         return "unknown"
     wanted = ("sse4_2", "pclmulqdq", "avx2", "avx512f", "avx512bw", "vpclmulqdq", "asimd", "pmull", "crc32")
@@ -215,7 +221,7 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    load = ", load average %.1f %.1f %.1f" % os.getloadavg()
+    load = ", load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
     return f"{platform.machine()} {model or platform.processor() or '?'}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}{load}"
 
 
@@ -231,7 +237,10 @@ def main(argv: list[str] | None = None) -> None:
 
     use_archive = args.layer == "archive" or (args.layer == "auto" and args.archive.is_file())
     if use_archive:
-        data, source = layer_from_archive(args.archive), f"from {args.archive.relative_to(REPO) if args.archive.is_relative_to(REPO) else args.archive}"
+        data, source = (
+            layer_from_archive(args.archive),
+            f"from {args.archive.relative_to(REPO) if args.archive.is_relative_to(REPO) else args.archive}",
+        )
     else:
         data, source = layer_from_build(), "built now with gosmall's stages"
     measurements = measure_all(data, args.runs)

@@ -62,9 +62,7 @@ def assemble(image: ImageConfig, parts: tuple[PlatformParts, ...], source: Sourc
 
 def layer_entries(image: ImageConfig, part: PlatformParts) -> tuple[FileEntry, ...]:
     """Every path in the layer, parents included, sorted, each once."""
-    binary = FileEntry(
-        f"/{part.binary.name}", "file", 0o555, "binary", data=part.binary.path.read_bytes()
-    )
+    binary = FileEntry(f"/{part.binary.name}", "file", 0o555, "binary", data=part.binary.path.read_bytes())
     entries = {e.path: e for e in (*part.runtime.entries, binary)}
     for path in list(entries):
         for parent in PurePosixPath(path).parents:

@@ -83,7 +83,7 @@ def plan_compile(image: ImageConfig, module: GoModule, platform: Platform, versi
         raise GosmallError(
             f"Image '{image.name}' has cgo = true and platform {platform}, but this machine is {host_platform()}: "
             f"cross-compiling cgo needs a C cross compiler for {platform}, e.g. "
-            f"{_cross_cc_hint(platform)}. Install one and set cc = {{ \"{platform}\" = \"<compiler>\" }} "
+            f'{_cross_cc_hint(platform)}. Install one and set cc = {{ "{platform}" = "<compiler>" }} '
             f"in [tool.gosmall.images.{image.name}], or drop {platform} from its platforms."
         )
     return CompilePlan(

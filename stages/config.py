@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, NoReturn
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -158,7 +159,7 @@ class _Table:
             if key not in allowed:
                 self.fail(key, f"is not a known key; the keys here are: {', '.join(allowed)}.{did_you_mean(key, allowed)}")
 
-    def fail(self, key: str, why: str) -> GosmallError:
+    def fail(self, key: str, why: str) -> NoReturn:
         raise GosmallError(f"{self.pyproject} [{self.where}] {key}: {why}")
 
     def get(self, key: str, kind: type | tuple[type, ...], default: Any, what: str) -> Any:
@@ -178,7 +179,7 @@ class _Table:
         return tuple(values)
 
     def string_map(self, key: str) -> tuple[tuple[str, str], ...]:
-        values = self.get(key, dict, {}, "a table of strings, e.g. { KEY = \"value\" }")
+        values = self.get(key, dict, {}, 'a table of strings, e.g. { KEY = "value" }')
         for k, v in values.items():
             if not isinstance(v, str):
                 self.fail(f"{key}.{k}", f"must be a string, not {_toml_type(v)} {v!r}.")
@@ -233,9 +234,7 @@ def parse_project(table: Any, pyproject: Path) -> ProjectConfig:
     images_table = top.get("images", dict, {}, "a table of image tables")
     if not images_table:
         top.fail("images", 'no image is defined; add one, e.g. [tool.gosmall.images.app] with package = "./cmd/app".')
-    images = tuple(
-        _image(name, body, pyproject, root, platforms) for name, body in sorted(images_table.items())
-    )
+    images = tuple(_image(name, body, pyproject, root, platforms) for name, body in sorted(images_table.items()))
     return ProjectConfig(root, pyproject, (root / output).resolve(), platforms, pinning, images)  # type: ignore[arg-type]
 
 
@@ -244,7 +243,7 @@ def _platforms(table: _Table, key: str, default: tuple[Platform, ...]) -> tuple[
         return default
     values = table.strings(key)
     if not values:
-        table.fail(key, "must name at least one platform, e.g. [\"linux/amd64\"].")
+        table.fail(key, 'must name at least one platform, e.g. ["linux/amd64"].')
     for i, value in enumerate(values):
         if value not in SUPPORTED_PLATFORMS:
             table.fail(
@@ -270,7 +269,7 @@ def _project_path(table: _Table, key: str, value: str, root: Path) -> Path:
 def _image(name: str, body: Any, pyproject: Path, root: Path, default_platforms: tuple[Platform, ...]) -> ImageConfig:
     where = f"tool.gosmall.images.{name}"
     if not isinstance(body, dict):
-        raise GosmallError(f"{pyproject} [{where}] must be a table, e.g. [{where}] with package = \"./cmd/{name}\".")
+        raise GosmallError(f'{pyproject} [{where}] must be a table, e.g. [{where}] with package = "./cmd/{name}".')
     t = _Table(body, where, pyproject, _IMAGE_KEYS)
     if not _IMAGE_NAME.match(name):
         raise GosmallError(
@@ -280,14 +279,19 @@ def _image(name: str, body: Any, pyproject: Path, root: Path, default_platforms:
 
     if "package" not in body:
         t.fail("package", 'is required: the Go main package, relative to the project root, e.g. "./cmd/app".')
-    package_text = t.get("package", str, None, "a path string like \"./cmd/app\"")
+    package_text = t.get("package", str, None, 'a path string like "./cmd/app"')
     package = _project_path(t, "package", package_text, root)
     if not package.is_dir():
-        t.fail("package", f"{package_text!r} is not a directory ({package} does not exist); point it at the directory of your Go main package.")
+        t.fail(
+            "package", f"{package_text!r} is not a directory ({package} does not exist); point it at the directory of your Go main package."
+        )
 
-    repository = t.get("repository", str, f"gosmall.local/{name}", "an image repository name like \"example.com/app\"")
+    repository = t.get("repository", str, f"gosmall.local/{name}", 'an image repository name like "example.com/app"')
     if not _REPOSITORY.match(repository) or len(repository) > 255:
-        t.fail("repository", f"{repository!r} is not a valid repository name: lowercase path components separated by '/', optionally after a registry host, e.g. \"example.com/app\".")
+        t.fail(
+            "repository",
+            f"{repository!r} is not a valid repository name: lowercase path components separated by '/', optionally after a registry host, e.g. \"example.com/app\".",
+        )
     tags = t.strings("tags", ("latest",))
     if not tags:
         t.fail("tags", 'must name at least one tag, e.g. ["latest"].')
@@ -316,24 +320,27 @@ def _image(name: str, body: Any, pyproject: Path, root: Path, default_platforms:
     elif match:
         uid, gid = int(match.group(1)), int(match.group(2))
     else:
-        t.fail("user", f'{user!r} is not allowed; use "nonroot" (65532:65532), "root", or numeric "UID:GID" such as "1000:1000" (a scratch image has no user database to look names up in).')
+        t.fail(
+            "user",
+            f'{user!r} is not allowed; use "nonroot" (65532:65532), "root", or numeric "UID:GID" such as "1000:1000" (a scratch image has no user database to look names up in).',
+        )
 
     workdir = t.get("workdir", str, "/", "an absolute path in the image")
     if not workdir.startswith("/"):
-        t.fail("workdir", f"{workdir!r} must be an absolute path in the image, e.g. \"/\".")
+        t.fail("workdir", f'{workdir!r} must be an absolute path in the image, e.g. "/".')
 
     ports: list[str] = []
     for i, port in enumerate(t.get("ports", list, [], "a list of port numbers, e.g. [8080]")):
         number, proto = (port, "tcp") if isinstance(port, int) and not isinstance(port, bool) else _port_string(port)
         if number is None or not 1 <= number <= 65535:
-            t.fail(f"ports[{i}]", f"{port!r} is not a port; use a number from 1 to 65535 or a string like \"53/udp\".")
+            t.fail(f"ports[{i}]", f'{port!r} is not a port; use a number from 1 to 65535 or a string like "53/udp".')
         ports.append(f"{number}/{proto}")
 
     tzdata = t.choice("tzdata", ("zip", "embed", "system", "none"), "zip")
     zones = t.strings("zones")
     for i, zone in enumerate(zones):
         if not _ZONE.match(zone) or ".." in zone:
-            t.fail(f"zones[{i}]", f"{zone!r} is not an IANA time zone name such as \"Europe/Berlin\".")
+            t.fail(f"zones[{i}]", f'{zone!r} is not an IANA time zone name such as "Europe/Berlin".')
     if zones and tzdata in ("embed", "none"):
         t.fail("zones", f'only applies to tzdata = "zip" or "system", not {tzdata!r}; remove zones or change tzdata.')
 
@@ -352,7 +359,7 @@ def _image(name: str, body: Any, pyproject: Path, root: Path, default_platforms:
             t.fail(key, f'must be a table like {{ src = "static", dst = "/static" }}, not {_toml_type(entry)}.')
         ft = _Table(entry, f"{where}.files[{i}]", pyproject, ("src", "dst"))
         if "src" not in entry or "dst" not in entry:
-            t.fail(key, 'needs both src (in the project) and dst (absolute, in the image).')
+            t.fail(key, "needs both src (in the project) and dst (absolute, in the image).")
         src = _project_path(ft, "src", ft.get("src", str, "", "a path string"), root)
         dst = ft.get("dst", str, "", "an absolute path string in the image")
         if not src.exists():
@@ -369,7 +376,7 @@ def _image(name: str, body: Any, pyproject: Path, root: Path, default_platforms:
     lib_search_paths = tuple(Path(p) for p in t.strings("lib_search_paths"))
     for i, path in enumerate(lib_search_paths):
         if not path.is_absolute():
-            t.fail(f"lib_search_paths[{i}]", f"{str(path)!r} must be an absolute directory on the build machine, e.g. \"/opt/lib\".")
+            t.fail(f"lib_search_paths[{i}]", f'{str(path)!r} must be an absolute directory on the build machine, e.g. "/opt/lib".')
     cc = t.string_map("cc")
     for key, _ in cc:
         if key not in SUPPORTED_PLATFORMS:
@@ -423,7 +430,7 @@ def _size(t: _Table, value: str | int) -> int:
         return value
     m = _SIZE.match(value)
     if not m:
-        t.fail("max_size", f"{value!r} is not a size; write a number with a unit B, KB, MB, GB, KiB, MiB or GiB, e.g. \"12MiB\".")
+        t.fail("max_size", f'{value!r} is not a size; write a number with a unit B, KB, MB, GB, KiB, MiB or GiB, e.g. "12MiB".')
     return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
 
 
@@ -440,8 +447,6 @@ def _smoke(body: Any, image: _Table, where: str, pyproject: Path) -> SmokeConfig
     timeout_text = t.get("timeout", (str, int), "20s", 'a duration like "20s"')
     m = _DURATION.match(str(timeout_text))
     if not m or float(m.group(1)) <= 0:
-        t.fail("timeout", f"{timeout_text!r} is not a duration; write e.g. \"20s\", \"500ms\" or \"2m\".")
+        t.fail("timeout", f'{timeout_text!r} is not a duration; write e.g. "20s", "500ms" or "2m".')
     seconds = float(m.group(1)) * {None: 1, "s": 1, "ms": 0.001, "m": 60}[m.group(2)]
     return SmokeConfig(path, status, seconds, t.string_map("env"))
-
-

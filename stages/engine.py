@@ -21,10 +21,11 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import requests
 
@@ -243,10 +244,7 @@ def load_image(client: docker.DockerClient, image: ImageConfig, output_dir: Path
     reporter.step(f"Loading {built.archive} into the Docker engine")
     engine_platform = _engine_platform(client)
     if not _same_platform(engine_platform, built.platform):
-        reporter.warn(
-            f"image.tar was made for {built.platform} but the engine runs {engine_platform}; "
-            "it loads, but it will not run here."
-        )
+        reporter.warn(f"image.tar was made for {built.platform} but the engine runs {engine_platform}; it loads, but it will not run here.")
     try:
         with built.archive.open("rb") as archive:
             loaded = client.images.load(archive)
@@ -255,22 +253,23 @@ def load_image(client: docker.DockerClient, image: ImageConfig, output_dir: Path
                 f"The Docker engine loaded nothing from {built.archive}; the archive holds no image it understands. "
                 f"Rebuild it with `gosmall build-small --image {image.name}`."
             )
-        ids = {i.id for i in loaded}
+        ids = {str(i.id) for i in loaded}
         if len(ids) != 1:
             raise GosmallError(
                 f"{built.archive} loaded {len(ids)} different images ({', '.join(sorted(ids))}); a gosmall archive "
                 f"holds one. Rebuild it with `gosmall build-small --image {image.name}`."
             )
         loaded_image = loaded[0]
-        _check_image_id(loaded_image.id, built, image)
+        loaded_id = str(loaded_image.id)
+        _check_image_id(loaded_id, built, image)
         for reference in built.tags:
             repository, _, tag = reference.rpartition(":")
             loaded_image.tag(repository, tag)
         for reference in built.tags:
             tagged = client.images.get(reference).id
-            if tagged != loaded_image.id:
+            if tagged != loaded_id:
                 raise GosmallError(
-                    f"After loading, the engine's {reference} is {tagged}, not the loaded {loaded_image.id}; "
+                    f"After loading, the engine's {reference} is {tagged}, not the loaded {loaded_id}; "
                     "something else retagged it meanwhile. Run `gosmall load` again."
                 )
     except (APIError, ImageLoadError) as exc:
@@ -280,8 +279,8 @@ def load_image(client: docker.DockerClient, image: ImageConfig, output_dir: Path
             f"The Docker engine refused to load {built.archive}: {why}. If the archive is damaged, "
             f"rebuild it with `gosmall build-small --image {image.name}`."
         ) from None
-    reporter.detail(f"{loaded_image.id} tagged {', '.join(built.tags)}")
-    return LoadResult(loaded_image.id, built.tags, built.platform)
+    reporter.detail(f"{loaded_id} tagged {', '.join(built.tags)}")
+    return LoadResult(loaded_id, built.tags, built.platform)
 
 
 def _check_image_id(image_id: str, built: BuiltImage, image: ImageConfig) -> None:
@@ -365,7 +364,7 @@ def hardened_container(
     seconds = timeout if timeout is not None else image.smoke.timeout
     user = f"{image.uid}:{image.gid}"
     label = uuid.uuid4().hex
-    options: dict[str, object] = dict(
+    options: dict[str, Any] = dict(
         user=user,
         read_only=True,
         cap_drop=["ALL"],
@@ -452,7 +451,7 @@ def _loaded_image_id(client: docker.DockerClient, built: BuiltImage, image: Imag
 
     for digest in (built.config_digest, built.manifest_digest):
         try:
-            return client.images.get(str(digest)).id
+            return str(client.images.get(str(digest)).id)
         except ImageNotFound:
             continue
     try:
@@ -624,8 +623,8 @@ def _remove(client: docker.DockerClient, container: Container | None, label: str
     try:
         try:
             # Interrupted between create and assignment: find it by its label.
-            targets = [container] if container is not None else client.containers.list(
-                all=True, filters={"label": f"{SMOKE_LABEL}={label}"}
+            targets = (
+                [container] if container is not None else client.containers.list(all=True, filters={"label": f"{SMOKE_LABEL}={label}"})
             )
             for target in targets:
                 try:

@@ -8,6 +8,7 @@ the user sees the message and a non-zero status, never a traceback.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 
 
 class GosmallError(Exception):
@@ -22,7 +23,7 @@ class GosmallError(Exception):
         return self.message
 
 
-def did_you_mean(word: str, choices: object) -> str:
+def did_you_mean(word: str, choices: Iterable[object]) -> str:
     """' did you mean 'x'?' for the closest choice, or '' when nothing is close."""
-    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)  # type: ignore[union-attr]
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
     return f" Did you mean '{close[0]}'?" if close else ""

@@ -8,8 +8,9 @@ it afterwards (like go-containerregistry's Manifest/RawManifest twins).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from .digest import Digest
 

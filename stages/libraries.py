@@ -56,14 +56,18 @@ import shutil
 import subprocess
 import tempfile
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 from elftools.common.exceptions import ELFError
+from elftools.elf.dynamic import DynamicSegment
 from elftools.elf.elffile import ELFFile
 from elftools.elf.enums import ENUM_E_MACHINE
+from elftools.elf.segments import InterpSegment
 
+from .elf import tag_string
 from .errors import GosmallError
 
 Reason = Literal["interp", "needed", "nss", "libs"]
@@ -363,19 +367,19 @@ def _read_elf(host: Path, label: str) -> _ElfInfo:
         with host.open("rb") as stream:
             elf = ELFFile(stream)
             for segment in elf.iter_segments():
-                if segment["p_type"] == "PT_INTERP":
+                if isinstance(segment, InterpSegment):
                     interpreter = segment.get_interp_name()
-                elif segment["p_type"] == "PT_DYNAMIC":
+                elif isinstance(segment, DynamicSegment):
                     for tag in segment.iter_tags():
                         kind = tag.entry.d_tag
                         if kind == "DT_NEEDED":
-                            needed.append(tag.needed)
+                            needed.append(tag_string(tag))
                         elif kind == "DT_RPATH":
-                            rpath = tag.rpath
+                            rpath = tag_string(tag)
                         elif kind == "DT_RUNPATH":
-                            runpath = tag.runpath
+                            runpath = tag_string(tag)
                         elif kind == "DT_SONAME":
-                            soname = tag.soname
+                            soname = tag_string(tag)
                         elif kind == "DT_FLAGS_1":
                             flags_1 = tag.entry.d_val
     except (ELFError, OSError, ValueError, KeyError) as error:
@@ -590,7 +594,11 @@ class _Collector:
             where = ", ".join(f"{d.display()} ({source})" for d, source in searched)
         else:
             where = f"no directories, as {requester.image_path} is linked with -z nodefaultlib (DF_1_NODEFLIB)"
-        rejected = f" Skipped because the ELF class or machine differs from the binary's ({self.main.info.ident.describe()}): {', '.join(skipped)}." if skipped else ""
+        rejected = (
+            f" Skipped because the ELF class or machine differs from the binary's ({self.main.info.ident.describe()}): {', '.join(skipped)}."
+            if skipped
+            else ""
+        )
         return GosmallError(
             f"The shared library {name}, needed by {needer}{why}, was not found. Searched, in order, under "
             f"{self.namespace.root}: {where}.{rejected} Install the package that provides it (into the sysroot "
@@ -642,9 +650,7 @@ def collect_libraries(
         raise GosmallError(f"The binary's image path '{binary_image_path}' must be absolute, such as '/app'.")
     for directory in search_paths:
         if not str(directory).startswith("/"):
-            raise GosmallError(
-                f"lib_search_paths: '{directory}' is relative; give absolute directories, as the image will have them."
-            )
+            raise GosmallError(f"lib_search_paths: '{directory}' is relative; give absolute directories, as the image will have them.")
     info = _read_elf(binary, str(binary))
     image_dir = posixpath.dirname(_normalize(binary_image_path))
     namespace = _Namespace(root)

@@ -48,9 +48,10 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable, Literal, Protocol, Sequence
+from typing import Any, Literal, Protocol
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -211,7 +212,7 @@ def enforce_pinning(result: ScanResult, policy: Policy) -> tuple[str, ...]:
     if policy == "warn":
         return lines
     raise GosmallError(
-        f"{len(lines)} image reference problem(s) found, and pyproject.toml [tool.gosmall] pinning is \"error\":\n"
+        f'{len(lines)} image reference problem(s) found, and pyproject.toml [tool.gosmall] pinning is "error":\n'
         + "\n".join(lines)
         + "\nRun `gosmall pin` to pin each reference to the digest its registry serves now, fix the others by hand, "
         'or set pinning = "warn" in [tool.gosmall] to build anyway.'
@@ -258,9 +259,7 @@ def file_kind(relative: PurePosixPath) -> FileKind | None:
     return "kubernetes"
 
 
-def _files_to_scan(
-    root: Path, paths: Sequence[Path], output_dir: Path | None
-) -> tuple[list[tuple[Path, FileKind]], list[Finding]]:
+def _files_to_scan(root: Path, paths: Sequence[Path], output_dir: Path | None) -> tuple[list[tuple[Path, FileKind]], list[Finding]]:
     skip_under = output_dir.resolve() if output_dir is not None else None
     missing: list[Finding] = []
     chosen: dict[Path, FileKind] = {}
@@ -415,10 +414,7 @@ def _instructions(text: str) -> Iterable[list[_Word]]:
             while i < len(lines) and (not lines[i].strip() or lines[i].lstrip().startswith("#")):
                 i += 1
         logical = "".join(c for c, _, _ in chars)
-        words = [
-            _Word(m.group(), tuple((line, col) for _, line, col in chars[m.start() : m.end()]))
-            for m in re.finditer(r"\S+", logical)
-        ]
+        words = [_Word(m.group(), tuple((line, col) for _, line, col in chars[m.start() : m.end()])) for m in re.finditer(r"\S+", logical)]
         if words:
             yield words
         heredoc = _HEREDOC.search(logical)
@@ -560,44 +556,40 @@ def _yaml_occurrence(path: Path, lines: list[str], mapping: Any, key: str, prefi
 YamlHit = tuple[Any, str, str]  # (mapping, key, prefix before the reference)
 
 
-def _is_map(value: object) -> bool:
-    return isinstance(value, dict)
-
-
 def _compose_images(document: Any) -> Iterable[YamlHit]:
-    services = document.get("services") if _is_map(document) else None
-    if not _is_map(services):
+    services = document.get("services") if isinstance(document, dict) else None
+    if not isinstance(services, dict):
         return
     for service in services.values():
-        if _is_map(service) and isinstance(service.get("image"), str):
+        if isinstance(service, dict) and isinstance(service.get("image"), str):
             yield service, "image", ""
 
 
 def _workflow_images(document: Any) -> Iterable[YamlHit]:
-    jobs = document.get("jobs") if _is_map(document) else None
-    if not _is_map(jobs):
+    jobs = document.get("jobs") if isinstance(document, dict) else None
+    if not isinstance(jobs, dict):
         return
     for job in jobs.values():
-        if not _is_map(job):
+        if not isinstance(job, dict):
             continue
         container = job.get("container")
         if isinstance(container, str):
             yield job, "container", ""
-        elif _is_map(container) and isinstance(container.get("image"), str):
+        elif isinstance(container, dict) and isinstance(container.get("image"), str):
             yield container, "image", ""
         services = job.get("services")
-        if _is_map(services):
+        if isinstance(services, dict):
             for service in services.values():
-                if _is_map(service) and isinstance(service.get("image"), str):
+                if isinstance(service, dict) and isinstance(service.get("image"), str):
                     yield service, "image", ""
         steps = job.get("steps")
         for step in steps if isinstance(steps, list) else ():
-            if _is_map(step) and isinstance(step.get("uses"), str) and step["uses"].startswith("docker://"):
+            if isinstance(step, dict) and isinstance(step.get("uses"), str) and step["uses"].startswith("docker://"):
                 yield step, "uses", "docker://"
 
 
 def _kubernetes_images(document: Any) -> Iterable[YamlHit]:
-    if not _is_map(document) or "kind" not in document:
+    if not isinstance(document, dict) or "kind" not in document:
         return
     # Pod specs sit at different depths per workload kind (Pod: spec,
     # Deployment: spec.template.spec, CronJob: spec.jobTemplate.spec.template.spec,
@@ -606,11 +598,11 @@ def _kubernetes_images(document: Any) -> Iterable[YamlHit]:
 
 
 def _container_lists(node: Any) -> Iterable[YamlHit]:
-    if _is_map(node):
+    if isinstance(node, dict):
         for key, value in node.items():
             if key in WORKLOAD_CONTAINER_KEYS and isinstance(value, list):
                 for container in value:
-                    if _is_map(container) and isinstance(container.get("image"), str):
+                    if isinstance(container, dict) and isinstance(container.get("image"), str):
                         yield container, "image", ""
             else:
                 yield from _container_lists(value)
@@ -693,7 +685,11 @@ def pin_references(
         new = occurrence.written + (":latest" if ref.tag is None else "") + f"@{outcome}"
         if not occurrence.editable:
             unresolved.append(
-                Finding(*where, "resolve-failed", f"it is not written on one line as is, so it cannot be rewritten in place; write {new} there by hand")
+                Finding(
+                    *where,
+                    "resolve-failed",
+                    f"it is not written on one line as is, so it cannot be rewritten in place; write {new} there by hand",
+                )
             )
             continue
         changes.append(PinChange(occurrence.path, occurrence.line, occurrence.column, occurrence.written, new, outcome))

@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .assemble import PlatformParts, assemble
 from .compile import compile_binary, host_platform, plan_compile
@@ -20,11 +21,11 @@ from .config import ImageConfig, ProjectConfig
 from .docker_archive import write_docker_archive_file
 from .errors import GosmallError
 from .image import Image, Platform
+from .libraries import CollectedFile, collect_libraries
 from .oci_layout import write_oci_layout
 from .prove import prove_binary
 from .report import build_report, enforce_max_size, platform_sizes, report_json, show_libraries, show_size_table
 from .reporter import Reporter
-from .libraries import CollectedFile, collect_libraries
 from .runtime_files import collect_runtime_files, with_libraries
 from .source import SourceInfo, describe_source
 from .toolchain import find_module, find_toolchain
@@ -64,8 +65,7 @@ def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo,
             binary = compile_binary(plan, toolchain, Path(workdir))
             facts = prove_binary(binary)
             reporter.detail(
-                f"{platform}: {binary.name} {binary.size:,} bytes, {facts.machine}, "
-                f"{'static' if facts.static else 'dynamic'}, stripped"
+                f"{platform}: {binary.name} {binary.size:,} bytes, {facts.machine}, {'static' if facts.static else 'dynamic'}, stripped"
             )
             runtime = collect_runtime_files(config, toolchain)
             if not facts.static:
@@ -105,7 +105,9 @@ def write_outputs(
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     except OSError as exc:
-        raise GosmallError(f"Cannot create the output directory {target.parent}: {exc}. Check `output` in [tool.gosmall] and its permissions.") from None
+        raise GosmallError(
+            f"Cannot create the output directory {target.parent}: {exc}. Check `output` in [tool.gosmall] and its permissions."
+        ) from None
     try:
         write_oci_layout(image, staging / "oci", config.repository, config.tags)
         platform_image = image.for_platform(docker_platform)
@@ -135,8 +137,13 @@ def _swap_into_place(staging: Path, target: Path) -> None:
 
 
 def _library_json(library: CollectedFile) -> dict[str, Any]:
-    entry: dict[str, Any] = {"path": library.path, "kind": library.kind, "size": library.size,
-                             "needed_by": list(library.needed_by), "reason": library.reason}
+    entry: dict[str, Any] = {
+        "path": library.path,
+        "kind": library.kind,
+        "size": library.size,
+        "needed_by": list(library.needed_by),
+        "reason": library.reason,
+    }
     if library.kind == "symlink":
         entry["link_target"] = library.link_target
     return entry

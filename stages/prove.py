@@ -12,8 +12,10 @@ from pathlib import Path
 from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
+from elftools.elf.segments import InterpSegment
 
 from .compile import Binary
+from .elf import tag_string
 from .errors import GosmallError
 from .image import Platform
 
@@ -52,16 +54,16 @@ def read_elf(path: Path) -> ElfFacts:
             elf = ELFFile(stream)
             interpreter = None
             for segment in elf.iter_segments():
-                if segment["p_type"] == "PT_INTERP":
+                if isinstance(segment, InterpSegment):
                     interpreter = segment.get_interp_name()
             needed: list[str] = []
             names: list[str] = []
             for section in elf.iter_sections():
                 names.append(section.name)
                 if isinstance(section, DynamicSection):
-                    needed.extend(tag.needed for tag in section.iter_tags() if tag.entry.d_tag == "DT_NEEDED")
+                    needed.extend(tag_string(tag) for tag in section.iter_tags() if tag.entry.d_tag == "DT_NEEDED")
             return ElfFacts(elf["e_machine"], elf.elfclass, interpreter, tuple(needed), tuple(names))
-    except (ELFError, OSError) as exc:
+    except (ELFError, OSError, ValueError) as exc:
         raise GosmallError(f"{path} is not a readable ELF binary ({exc}); the Go build did not produce a Linux executable.") from None
 
 

@@ -141,8 +141,8 @@ class Reference:
             domain = ""
             # Only one level under library/ is an official image; nested
             # paths keep the prefix, as in familiarizeName.
-            if path.startswith(OFFICIAL_REPO_PREFIX) and "/" not in path[len(OFFICIAL_REPO_PREFIX):]:
-                path = path[len(OFFICIAL_REPO_PREFIX):]
+            if path.startswith(OFFICIAL_REPO_PREFIX) and "/" not in path[len(OFFICIAL_REPO_PREFIX) :]:
+                path = path[len(OFFICIAL_REPO_PREFIX) :]
         return f"{domain}/{path}" if domain else path
 
     @property
@@ -228,9 +228,7 @@ def _split_docker_domain(name: str) -> tuple[str, str]:
 def parse_normalized_named(text: str) -> Reference:
     """Go's `ParseNormalizedNamed`: Docker's reading of what a user typed."""
     if ANCHORED_IDENTIFIER_RE.fullmatch(text):
-        raise ReferenceError(
-            text, "", f"invalid repository name ({text}), cannot specify 64-byte hexadecimal strings"
-        )
+        raise ReferenceError(text, "", f"invalid repository name ({text}), cannot specify 64-byte hexadecimal strings")
     domain, remainder = _split_docker_domain(text)
     remote = remainder.split(":", 1)[0]
     if remote.lower() != remote:

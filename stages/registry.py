@@ -24,9 +24,10 @@ import base64
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urljoin
 
 import requests
@@ -76,9 +77,7 @@ def load_docker_auths(config: Path | None = None) -> dict[str, tuple[str, str]]:
         try:
             user, _, password = base64.b64decode(encoded).decode("utf-8").partition(":")
         except (ValueError, UnicodeDecodeError):
-            raise GosmallError(
-                f"{config} auths.{key}.auth is not base64 of 'user:password'; run `docker login {key}` again."
-            ) from None
+            raise GosmallError(f"{config} auths.{key}.auth is not base64 of 'user:password'; run `docker login {key}` again.") from None
         # Keys are written as "host", "https://host" or "https://host/v1/".
         host = re.sub(r"^https?://", "", key).split("/", 1)[0]
         out[host] = (user, password)
@@ -146,14 +145,10 @@ class RegistryClient:
         except requests.RequestException as exc:
             raise GosmallError(f"{method} {url} failed: {exc}. Check that the registry is reachable.") from None
 
-    def _fetch_token(
-        self, domain: str, params: Mapping[str, str], scope: str, credentials: tuple[str, str] | None
-    ) -> str:
+    def _fetch_token(self, domain: str, params: Mapping[str, str], scope: str, credentials: tuple[str, str] | None) -> str:
         query = {"service": params.get("service", ""), "scope": params.get("scope", scope)}
         try:
-            response = self.session.get(
-                params["realm"], params={k: v for k, v in query.items() if v}, auth=credentials, timeout=TIMEOUT
-            )
+            response = self.session.get(params["realm"], params={k: v for k, v in query.items() if v}, auth=credentials, timeout=TIMEOUT)
         except requests.RequestException as exc:
             raise GosmallError(f"Getting a token for {domain} from {params['realm']} failed: {exc}.") from None
         if response.status_code != 200:
@@ -302,9 +297,7 @@ class _Pusher:
             for descriptor in (document["config"], *document.get("layers", [])):
                 self.blob(Digest.parse(descriptor["digest"]))
         url = f"/v2/{self.ref.path}/manifests/{where}"
-        response = self.client.request(
-            "PUT", self.ref.domain, url, self.scope, headers={"Content-Type": media_type}, data=data
-        )
+        response = self.client.request("PUT", self.ref.domain, url, self.scope, headers={"Content-Type": media_type}, data=data)
         if response.status_code not in (200, 201):
             raise _fail(self.ref, f"pushing manifest {where}", response)
         digest = Digest.of(data)

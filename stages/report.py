@@ -51,7 +51,7 @@ def enforce_max_size(config: ImageConfig, sizes: tuple[PlatformSizes, ...]) -> N
             raise GosmallError(
                 f"Image '{config.name}' for {s.platform} is {human(s.image_size)} uncompressed ({s.image_size} bytes), "
                 f"over its max_size of {human(config.max_size)} ({config.max_size} bytes) in [tool.gosmall.images.{config.name}]. "
-                "Nothing was written. Shrink it (tzdata = \"embed\" or zones, fewer files) or raise max_size."
+                'Nothing was written. Shrink it (tzdata = "embed" or zones, fewer files) or raise max_size.'
             )
 
 
@@ -110,8 +110,12 @@ def show_size_table(reporter: Reporter, config: ImageConfig, sizes: tuple[Platfo
 def show_libraries(reporter: Reporter, platform: Platform, closure: LibraryClosure) -> None:
     """Every file the dynamic binary pulls in, and who needed it: nothing in the image goes unexplained."""
     rows = [
-        (f.path + (f" -> {f.link_target}" if f.kind == "symlink" else ""), human(f.size) if f.kind == "file" else "link",
-         f.reason, ", ".join(f.needed_by))
+        (
+            f.path + (f" -> {f.link_target}" if f.kind == "symlink" else ""),
+            human(f.size) if f.kind == "file" else "link",
+            f.reason,
+            ", ".join(f.needed_by),
+        )
         for f in closure.files
     ]
     reporter.table(f"{platform}: shared libraries", ("path", "size", "why", "needed by"), rows)

@@ -7,8 +7,9 @@ terminal, plain lines in CI or a pipe, and a recording one in tests.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, Sequence, TextIO
+from typing import Literal, Protocol, TextIO
 
 Kind = Literal["step", "detail", "warn"]
 

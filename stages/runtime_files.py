@@ -14,7 +14,7 @@ import posixpath
 import stat
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Literal
 
 from .config import NONROOT_ID, ImageConfig
@@ -92,7 +92,7 @@ def collect_runtime_files(image: ImageConfig, toolchain: Toolchain, *, host_zone
 
 def _zoneinfo_zip(image: ImageConfig, source: Path) -> FileEntry:
     if not source.is_file():
-        raise GosmallError(f"The Go toolchain has no {source}; use tzdata = \"embed\" or \"system\" for image '{image.name}'.")
+        raise GosmallError(f'The Go toolchain has no {source}; use tzdata = "embed" or "system" for image \'{image.name}\'.')
     data = source.read_bytes()
     if image.zones:
         data = _reduced_zip(image, data, source)
@@ -127,7 +127,7 @@ def _system_zoneinfo(image: ImageConfig, host: Path) -> list[FileEntry]:
     if not host.is_dir():
         raise GosmallError(
             f"Image '{image.name}' has tzdata = \"system\" but this machine has no {host}; "
-            "install its tzdata package, or use tzdata = \"zip\" (Go's own copy)."
+            'install its tzdata package, or use tzdata = "zip" (Go\'s own copy).'
         )
     entries: dict[str, FileEntry] = {}
     if image.zones:
@@ -185,10 +185,7 @@ def _add_zone_path(path: Path, host: Path, entries: dict[str, FileEntry]) -> Non
 
 
 def _users(image: ImageConfig) -> list[FileEntry]:
-    passwd = (
-        "root:x:0:0:root:/root:/sbin/nologin\n"
-        f"nonroot:x:{NONROOT_ID}:{NONROOT_ID}:nonroot:/home/nonroot:/sbin/nologin\n"
-    )
+    passwd = f"root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:{NONROOT_ID}:{NONROOT_ID}:nonroot:/home/nonroot:/sbin/nologin\n"
     group = f"root:x:0:\nnonroot:x:{NONROOT_ID}:\n"
     entries = [
         FileEntry("/etc/passwd", "file", 0o444, "users", data=passwd.encode()),

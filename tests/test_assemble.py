@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from stages.assemble import PlatformParts, assemble, build_layer_tar, compress_layer, layer_entries
-from stages.compile import Binary
-from stages.config import ImageConfig, parse_project
-from stages.image import MEDIA_INDEX, MEDIA_LAYER_GZIP, MEDIA_MANIFEST, Platform
-from stages.runtime_files import FileEntry, RuntimeFiles
-from stages.source import SourceInfo
+from gosmall.assemble import PlatformParts, assemble, build_layer_tar, compress_layer, layer_entries
+from gosmall.compile import Binary
+from gosmall.config import ImageConfig, parse_project
+from gosmall.image import MEDIA_INDEX, MEDIA_LAYER_GZIP, MEDIA_MANIFEST, Platform
+from gosmall.runtime_files import FileEntry, RuntimeFiles
+from gosmall.source import SourceInfo
 
 from .oci_schema import errors
 
@@ -154,7 +154,9 @@ def test_the_config_carries_what_the_user_configured(tmp_path: Path) -> None:
     assert config["Healthcheck"] == {"Test": ["CMD", "/app", "health"], "Interval": 5_000_000_000, "Timeout": 3_000_000_000, "Retries": 3}
     assert config["WorkingDir"] == "/srv"
     assert document["created"] == "2026-01-02T03:04:05Z"
-    assert document["history"] == [{"created": "2026-01-02T03:04:05Z", "created_by": "gosmall: static app and its runtime files on scratch"}]
+    assert document["history"] == [
+        {"created": "2026-01-02T03:04:05Z", "created_by": "gosmall: static app and its runtime files on scratch"}
+    ]
     assert (document["os"], document["architecture"]) == ("linux", "amd64") and "variant" not in document
     assert document["rootfs"] == {"type": "layers", "diff_ids": [str(result.manifests[0].layers[0].diff_id)]}
 

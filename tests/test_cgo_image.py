@@ -22,12 +22,7 @@ FIXTURE = REPO / "tests" / "fixtures" / "cgo_app"
 def cgo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("cgo") / "project"
     shutil.copytree(FIXTURE, root / "cgo_app")
-    (root / "pyproject.toml").write_text(
-        "[tool.gosmall.images.cgo]\n"
-        'package = "./cgo_app"\n'
-        'repository = "gosmall.test/cgo"\n'
-        "cgo = true\n"
-    )
+    (root / "pyproject.toml").write_text('[tool.gosmall.images.cgo]\npackage = "./cgo_app"\nrepository = "gosmall.test/cgo"\ncgo = true\n')
     git_commit(root)
     done = gosmall("build-small", cwd=root)
     assert done.returncode == 0, done.stderr

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from stages.compile import binary_name, compile_binary, host_platform, plan_compile
-from stages.config import ImageConfig, parse_project
-from stages.errors import GosmallError
-from stages.image import Platform
-from stages.prove import read_elf
-from stages.toolchain import GoModule, Toolchain, find_module, find_toolchain
+from gosmall.compile import binary_name, compile_binary, host_platform, plan_compile
+from gosmall.config import ImageConfig, parse_project
+from gosmall.errors import GosmallError
+from gosmall.image import Platform
+from gosmall.prove import read_elf
+from gosmall.toolchain import GoModule, Toolchain, find_module, find_toolchain
 
 MAIN_GO = """package main
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from stages.config import NONROOT_ID, find_pyproject, load_project, parse_project
-from stages.errors import GosmallError
-from stages.image import Platform
+from gosmall.config import NONROOT_ID, find_pyproject, load_project, parse_project
+from gosmall.errors import GosmallError
+from gosmall.image import Platform
 
 from .conftest import gosmall, make_project
 
@@ -69,26 +69,59 @@ def test_config_is_found_by_walking_up(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("table", "expected"),
     [
-        ('[tool.gosmall]\noutptu = "x"\n[tool.gosmall.images.a]\npackage = "go_app"\n', ["[tool.gosmall] outptu: is not a known key", "Did you mean 'output'?"]),
-        ('[tool.gosmall.images.a]\npackage = "go_app"\ntzdta = "zip"\n', ["[tool.gosmall.images.a] tzdta: is not a known key", "Did you mean 'tzdata'?"]),
-        ('[tool.gosmall.images.a]\npackage = "go_app"\ncgo = "yes"\n', ["[tool.gosmall.images.a] cgo: must be true or false, not a string 'yes'"]),
+        (
+            '[tool.gosmall]\noutptu = "x"\n[tool.gosmall.images.a]\npackage = "go_app"\n',
+            ["[tool.gosmall] outptu: is not a known key", "Did you mean 'output'?"],
+        ),
+        (
+            '[tool.gosmall.images.a]\npackage = "go_app"\ntzdta = "zip"\n',
+            ["[tool.gosmall.images.a] tzdta: is not a known key", "Did you mean 'tzdata'?"],
+        ),
+        (
+            '[tool.gosmall.images.a]\npackage = "go_app"\ncgo = "yes"\n',
+            ["[tool.gosmall.images.a] cgo: must be true or false, not a string 'yes'"],
+        ),
         ('[tool.gosmall.images.a]\npackage = "go_app"\nports = [true]\n', ["ports[0]: True is not a port"]),
         ('[tool.gosmall.images.a]\npackage = "go_app"\ntags = "latest"\n', ["tags: must be a list of strings, not a string"]),
-        ('[tool.gosmall.images.a]\npackage = "go_app"\nplatforms = ["linux/amd46"]\n', ["platforms[0]: 'linux/amd46' is not a platform gosmall can build", "Did you mean 'linux/amd64'?"]),
-        ('[tool.gosmall]\nplatforms = ["windows/amd64"]\n[tool.gosmall.images.a]\npackage = "go_app"\n', ["[tool.gosmall] platforms[0]: 'windows/amd64'"]),
+        (
+            '[tool.gosmall.images.a]\npackage = "go_app"\nplatforms = ["linux/amd46"]\n',
+            ["platforms[0]: 'linux/amd46' is not a platform gosmall can build", "Did you mean 'linux/amd64'?"],
+        ),
+        (
+            '[tool.gosmall]\nplatforms = ["windows/amd64"]\n[tool.gosmall.images.a]\npackage = "go_app"\n',
+            ["[tool.gosmall] platforms[0]: 'windows/amd64'"],
+        ),
         ('[tool.gosmall.images.a]\npackage = "./nope"\n', ["package: './nope' is not a directory"]),
         ('[tool.gosmall.images.a]\nrepository = "x/y"\n', ["package: is required"]),
         ('[tool.gosmall.images.a]\npackage = "../elsewhere"\n', ["package: '../elsewhere' points outside the project root"]),
-        ('[tool.gosmall.images.a]\npackage = "go_app"\nfiles = [{ src = "../etc", dst = "/etc" }]\n', ["files[0]] src: '../etc' points outside the project root"]),
-        ('[tool.gosmall.images.a]\npackage = "go_app"\nfiles = [{ src = "/etc/passwd", dst = "/x" }]\n', ["files[0]] src: '/etc/passwd' is absolute"]),
-        ('[tool.gosmall.images.a]\npackage = "go_app"\nfiles = [{ src = "go_app", dst = "static" }]\n', ["files[0]] dst: 'static' must be an absolute path"]),
+        (
+            '[tool.gosmall.images.a]\npackage = "go_app"\nfiles = [{ src = "../etc", dst = "/etc" }]\n',
+            ["files[0]] src: '../etc' points outside the project root"],
+        ),
+        (
+            '[tool.gosmall.images.a]\npackage = "go_app"\nfiles = [{ src = "/etc/passwd", dst = "/x" }]\n',
+            ["files[0]] src: '/etc/passwd' is absolute"],
+        ),
+        (
+            '[tool.gosmall.images.a]\npackage = "go_app"\nfiles = [{ src = "go_app", dst = "static" }]\n',
+            ["files[0]] dst: 'static' must be an absolute path"],
+        ),
         ('[tool.gosmall.images.a]\npackage = "go_app"\nuser = "app"\n', ["user: 'app' is not allowed", "UID:GID"]),
         ('[tool.gosmall.images.a]\npackage = "go_app"\ntzdata = "zipped"\n', ["tzdata: 'zipped' is not allowed", "Did you mean 'zip'?"]),
         ('[tool.gosmall.images.a]\npackage = "go_app"\ntzdata = "embed"\nzones = ["Europe/Berlin"]\n', ["zones: only applies to tzdata"]),
         ('[tool.gosmall.images.a]\npackage = "go_app"\nmax_size = "12 parsecs"\n', ["max_size: '12 parsecs' is not a size"]),
-        ('[tool.gosmall.images.a]\npackage = "go_app"\nrepository = "Example.com/Hello"\n', ["repository: 'Example.com/Hello' is not a valid repository name"]),
-        ('[tool.gosmall.images.a]\npackage = "go_app"\nsmoke = { timeout = "soon" }\n', ["[tool.gosmall.images.a.smoke] timeout: 'soon' is not a duration"]),
-        ('[tool.gosmall.images.a]\npackage = "go_app"\nextra_ca_certs = ["go_app"]\nca_certs = true\n', ["extra_ca_certs[0]:", "is not a file"]),
+        (
+            '[tool.gosmall.images.a]\npackage = "go_app"\nrepository = "Example.com/Hello"\n',
+            ["repository: 'Example.com/Hello' is not a valid repository name"],
+        ),
+        (
+            '[tool.gosmall.images.a]\npackage = "go_app"\nsmoke = { timeout = "soon" }\n',
+            ["[tool.gosmall.images.a.smoke] timeout: 'soon' is not a duration"],
+        ),
+        (
+            '[tool.gosmall.images.a]\npackage = "go_app"\nextra_ca_certs = ["go_app"]\nca_certs = true\n',
+            ["extra_ca_certs[0]:", "is not a file"],
+        ),
         ('[tool.gosmall]\npinning = "strict"\n[tool.gosmall.images.a]\npackage = "go_app"\n', ["pinning: 'strict' is not allowed"]),
         ("[tool.gosmall]\n", ["images: no image is defined"]),
         ("[tool.gosmall\n", ["is not valid TOML"]),

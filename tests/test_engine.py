@@ -23,16 +23,18 @@ import tarfile
 import tempfile
 import textwrap
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 import requests
 
-from stages.config import ImageConfig, SmokeConfig, load_project
-from stages.engine import (
+from gosmall.compile import host_platform as stages_host_platform
+from gosmall.config import ImageConfig, SmokeConfig, load_project
+from gosmall.engine import (
     SMOKE_LABEL,
     connect,
     hardened_container,
@@ -40,11 +42,9 @@ from stages.engine import (
     read_built_image,
     smoke_test,
 )
-from stages.errors import GosmallError
-from stages.image import Platform
-from stages.reporter import RecordingReporter
-
-from stages.compile import host_platform as stages_host_platform
+from gosmall.errors import GosmallError
+from gosmall.image import Platform
+from gosmall.reporter import RecordingReporter
 
 from .conftest import gosmall, gosmall_command, gosmall_env
 from .docker_fixture import docker_required
@@ -127,7 +127,18 @@ def write_tiny_build(directory: Path, binary: bytes, repository: str, *, label: 
         for name, data in (
             (f"{config_hex}.json", config),
             (f"{diff_id[7:]}/layer.tar", layer_bytes),
-            ("manifest.json", json.dumps([{"Config": f"{config_hex}.json", "RepoTags": [f"{repository}:{t}" for t in tags], "Layers": [f"{diff_id[7:]}/layer.tar"]}]).encode()),
+            (
+                "manifest.json",
+                json.dumps(
+                    [
+                        {
+                            "Config": f"{config_hex}.json",
+                            "RepoTags": [f"{repository}:{t}" for t in tags],
+                            "Layers": [f"{diff_id[7:]}/layer.tar"],
+                        }
+                    ]
+                ).encode(),
+            ),
         ):
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -279,7 +290,9 @@ def connect_as_nobody() -> tuple[str, int]:
 
 def test_load_without_a_build_says_build_first(tmp_path: Path) -> None:
     image = ImageConfig(name="app", package=tmp_path, repository="example.com/app", tags=("latest",), platforms=())
-    with pytest.raises(GosmallError, match=r"Image 'app' has not been built: .*report.json does not exist\. Run `gosmall build-small --image app`"):
+    with pytest.raises(
+        GosmallError, match=r"Image 'app' has not been built: .*report.json does not exist\. Run `gosmall build-small --image app`"
+    ):
         # The report is read before the engine is asked, so no client is needed.
         load_image(None, image, tmp_path, RecordingReporter())  # type: ignore[arg-type]
 
@@ -319,7 +332,9 @@ def test_load_of_a_damaged_archive_says_rebuild(docker_client: Any, tiny: TinyBu
     shutil.copytree(tiny.output_dir, tmp_path / "out")
     archive = tmp_path / "out" / "image.tar"
     archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
-    with pytest.raises(GosmallError, match=rf"The Docker engine refused to load {archive}: .*rebuild it with `gosmall build-small --image tiny`"):
+    with pytest.raises(
+        GosmallError, match=rf"The Docker engine refused to load {archive}: .*rebuild it with `gosmall build-small --image tiny`"
+    ):
         load_image(docker_client, tiny.image, tmp_path / "out", RecordingReporter())
 
 
@@ -356,7 +371,10 @@ def test_container_is_removed_when_interrupted(docker_client: Any, tiny: TinyBui
 @pytest.mark.docker
 def test_smoke_of_an_image_not_loaded_says_load_first(docker_client: Any, tiny_binary: bytes, tmp_path: Path) -> None:
     build = write_tiny_build(tmp_path / "out", tiny_binary, f"test.gosmall.local/e2e-{RUN}/never-loaded", label="unloaded")
-    with pytest.raises(GosmallError, match=r"has no image test\.gosmall\.local/.*/never-loaded:latest: it has not been loaded\. Run `gosmall load --image tiny`"):
+    with pytest.raises(
+        GosmallError,
+        match=r"has no image test\.gosmall\.local/.*/never-loaded:latest: it has not been loaded\. Run `gosmall load --image tiny`",
+    ):
         smoke_test(docker_client, build.image, build.output_dir, RecordingReporter())
 
 
@@ -380,7 +398,9 @@ def go_app_project(directory: Path, port: int = 8080) -> Path:
     shutil.copytree(REPO / "go_app", directory / "go_app")
     listen = "" if port == 8080 else f'args = ["-addr", "127.0.0.1:{port}"]\n'
     check = "" if port == 8080 else f', "-addr", "127.0.0.1:{port}"'
-    common = listen + f"""
+    common = (
+        listen
+        + f"""
         package = "./go_app"
         tags = ["latest"]
         ldflags = ["-X main.version={{version}}"]
@@ -391,6 +411,7 @@ def go_app_project(directory: Path, port: int = 8080) -> Path:
         labels = {{ "dev.gosmall.test-run" = "{RUN}" }}
         smoke = {{ path = "/healthz", expect_status = 200, timeout = "30s", env = {{ TZ_NAME = "{ZONE}" }} }}
     """
+    )
     (directory / "pyproject.toml").write_text(
         textwrap.dedent(
             f"""
@@ -403,7 +424,7 @@ def go_app_project(directory: Path, port: int = 8080) -> Path:
             platforms = ["{host_platform()}"]
 
             [tool.gosmall.images.hello]
-            repository = "test.gosmall.local/e2e-{RUN}/hello{'' if port == 8080 else f'-{port}'}"
+            repository = "test.gosmall.local/e2e-{RUN}/hello{"" if port == 8080 else f"-{port}"}"
             tzdata = "zip"
             """
         )
@@ -411,7 +432,7 @@ def go_app_project(directory: Path, port: int = 8080) -> Path:
         + textwrap.dedent(
             f"""
             [tool.gosmall.images.hello-notz]
-            repository = "test.gosmall.local/e2e-{RUN}/hello-notz{'' if port == 8080 else f'-{port}'}"
+            repository = "test.gosmall.local/e2e-{RUN}/hello-notz{"" if port == 8080 else f"-{port}"}"
             tzdata = "none"
             """
         )
@@ -428,7 +449,7 @@ def go_app_project(directory: Path, port: int = 8080) -> Path:
 @pytest.fixture(scope="session")
 def go_build(tmp_path_factory: pytest.TempPathFactory) -> GoBuild:
     """go_app built once per session by the real pipeline, into a throwaway project."""
-    from stages.pipeline import build_small
+    from gosmall.pipeline import build_small
 
     root = go_app_project(tmp_path_factory.mktemp("go_app") / "project")
     project = load_project(root)
@@ -439,7 +460,10 @@ def go_build(tmp_path_factory: pytest.TempPathFactory) -> GoBuild:
 
 @pytest.fixture(scope="session")
 def go_loaded(go_build: GoBuild, docker_client: Any) -> Iterator[GoBuild]:
-    ids = [load_image(docker_client, image, go_build.output_dirs[name], RecordingReporter()).image_id for name, image in go_build.images.items()]
+    ids = [
+        load_image(docker_client, image, go_build.output_dirs[name], RecordingReporter()).image_id
+        for name, image in go_build.images.items()
+    ]
     yield go_build
     for image_id in ids:
         remove_image(docker_client, image_id)
@@ -514,7 +538,9 @@ def test_go_app_root_filesystem_is_read_only_and_it_has_no_shell(docker_client: 
     from docker.errors import APIError
 
     image = go_loaded.images["hello"]
-    with hardened_container(docker_client, image, go_loaded.output_dirs["hello"], RecordingReporter(), **on_port(free_port, image)) as running:
+    with hardened_container(
+        docker_client, image, go_loaded.output_dirs["hello"], RecordingReporter(), **on_port(free_port, image)
+    ) as running:
         # The app serves from a read-only root; the engine refuses a write into it.
         assert requests.get(running.url("/"), timeout=5).status_code == 200
         with pytest.raises(APIError, match=r"read-only"):
@@ -544,7 +570,9 @@ def test_go_app_own_healthcheck_turns_healthy_without_network(docker_client: Any
 @pytest.mark.slow
 def test_go_app_without_tzdata_cannot_load_its_zone(docker_client: Any, go_loaded: GoBuild, free_port: int) -> None:
     image = go_loaded.images["hello-notz"]
-    with hardened_container(docker_client, image, go_loaded.output_dirs["hello-notz"], RecordingReporter(), **on_port(free_port, image)) as running:
+    with hardened_container(
+        docker_client, image, go_loaded.output_dirs["hello-notz"], RecordingReporter(), **on_port(free_port, image)
+    ) as running:
         # Healthy and serving: only asking for the time shows the missing zone data.
         assert running.result.health == "healthy"
         answer = requests.get(running.url("/"), timeout=5)
@@ -591,7 +619,7 @@ def test_go_app_bad_flag_exits_early_with_its_log(docker_client: Any, go_loaded:
 
 
 def has_task(name: str) -> bool:
-    from stages.tasks import namespace
+    from gosmall.tasks import namespace
 
     return name in namespace.task_names
 
@@ -607,7 +635,7 @@ def test_build_small_needs_no_engine(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_gosmall_load_without_an_engine_says_how_to_start_one(go_build: GoBuild, tmp_path: Path) -> None:
     if not has_task("load"):
-        pytest.skip("the `load` task is not wired into stages/tasks.py yet")
+        pytest.skip("the `load` task is not wired into gosmall.tasks yet")
     host = f"unix://{dead_socket(tmp_path)}"
     done = gosmall("load", "--image", "hello", cwd=go_build.root, env={"DOCKER_HOST": host})
     assert done.returncode == 2, done.stderr
@@ -622,7 +650,7 @@ def test_gosmall_build_small_smoke_then_ctrl_c_removes_the_container(docker_clie
     import time
 
     if not has_task("smoke"):
-        pytest.skip("the `smoke` task is not wired into stages/tasks.py yet")
+        pytest.skip("the `smoke` task is not wired into gosmall.tasks yet")
     root = go_app_project(tmp_path / "project", port=free_port)
     repository = f"test.gosmall.local/e2e-{RUN}/hello-{free_port}"
     try:

@@ -12,13 +12,13 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pytest
 
-from stages.errors import GosmallError
-from stages.libraries import (
+from gosmall.errors import GosmallError
+from gosmall.libraries import (
     NSSWITCH_CONF,
     CollectedFile,
     LibraryClosure,
@@ -170,7 +170,9 @@ def test_a_librarys_runpath_hides_the_rpath_of_its_loaders(tmp_path: Path, leaf:
     binary = shared_library(tmp_path / "bin" / "app", "mid.c", needs=[with_runpath], rpath="/opt/x")
 
     # ld.so: "When the object has the RUNPATH information we don't use any RPATHs."
-    with pytest.raises(GosmallError, match=r"libleaf\.so\.1, needed by /opt/x/libmid\.so\.1,.*/opt/empty \(DT_RUNPATH of /opt/x/libmid\.so\.1\)"):
+    with pytest.raises(
+        GosmallError, match=r"libleaf\.so\.1, needed by /opt/x/libmid\.so\.1,.*/opt/empty \(DT_RUNPATH of /opt/x/libmid\.so\.1\)"
+    ):
         collect_libraries(binary, binary_image_path="/app", root=root)
 
     without_runpath = shared_library(place(root, "/opt/x/libmid.so.1"), "mid.c", needs=[leaf])
@@ -201,11 +203,7 @@ def test_ld_so_conf_include_lines_are_read_inside_the_root(tmp_path: Path, leaf:
     # An absolute symlink must mean root/etc/conf-real, not the host's /etc.
     (etc / "ld.so.conf.d").symlink_to("/etc/conf-real")
     (etc / "ld.so.conf").write_text(
-        "# the libc default\n"
-        "include /etc/ld.so.conf.d/*.conf\n"
-        "include extra.d/*.conf\n"
-        "/opt/plain/\n"
-        "hwcap 0 nosegneg\n"
+        "# the libc default\ninclude /etc/ld.so.conf.d/*.conf\ninclude extra.d/*.conf\n/opt/plain/\nhwcap 0 nosegneg\n"
     )
     (etc / "conf-real" / "20-b.conf").write_text("/opt/b\n")
     (etc / "conf-real" / "10-a.conf").write_text("/opt/a   # trailing comment\n\n")
@@ -269,7 +267,9 @@ def test_symlink_chains_and_directory_symlinks_are_kept(tmp_path: Path, leaf: Pa
 
 def test_the_hosts_loader_path_with_its_directory_symlinks(tmp_path: Path) -> None:
     """/lib64/ld-linux-x86-64.so.2 on this host, rebuilt and resolved again."""
-    gcc = subprocess.run(["gcc", "-o", str(tmp_path / "hello"), "-x", "c", "-", "-lm"], input="int main(void){return 0;}", text=True, capture_output=True)
+    gcc = subprocess.run(
+        ["gcc", "-o", str(tmp_path / "hello"), "-x", "c", "-", "-lm"], input="int main(void){return 0;}", text=True, capture_output=True
+    )
     assert gcc.returncode == 0, gcc.stderr
     closure = collect_libraries(tmp_path / "hello", binary_image_path="/hello")
     interpreter = closure.interpreter
@@ -387,7 +387,7 @@ def test_a_foreign_binary_searches_its_own_multiarch_directories(tmp_path: Path,
     ],
 )
 def test_multiarch_directories_per_machine(machine: int, bits: int, little: bool, flags: int, triplet: str) -> None:
-    from stages.libraries import ElfIdent
+    from gosmall.libraries import ElfIdent
 
     ident = ElfIdent(bits, little, machine, flags)
     assert multiarch_triplet(ident) == triplet
@@ -442,7 +442,16 @@ def test_runpath_origin_library_resolves_and_the_program_runs(tmp_path: Path) ->
     greet = shared_library(tree / "lib" / "libgreet.so.1", "greet.c")
     program = tree / "app"
     subprocess.run(
-        ["gcc", "-o", str(program), str(ELF_SOURCES / "greet_main.c"), f"-L{greet.parent}", "-l:libgreet.so.1", "-Wl,--enable-new-dtags", "-Wl,-rpath,$ORIGIN/lib"],
+        [
+            "gcc",
+            "-o",
+            str(program),
+            str(ELF_SOURCES / "greet_main.c"),
+            f"-L{greet.parent}",
+            "-l:libgreet.so.1",
+            "-Wl,--enable-new-dtags",
+            "-Wl,-rpath,$ORIGIN/lib",
+        ],
         check=True,
         capture_output=True,
     )
@@ -466,7 +475,9 @@ def test_a_library_beside_the_binary_may_not_collide_with_a_root_symlink(tmp_pat
     binary = shared_library(tree / "app", "mid.c", needs=[greet, leaf], runpath="$ORIGIN/lib")
 
     # At /app, $ORIGIN/lib is /lib, which the root has as a symlink to usr/lib.
-    with pytest.raises(GosmallError, match=r"The image would need /lib both as a symlink to usr/lib .* and as a directory holding /lib/libgreet\.so\.1"):
+    with pytest.raises(
+        GosmallError, match=r"The image would need /lib both as a symlink to usr/lib .* and as a directory holding /lib/libgreet\.so\.1"
+    ):
         collect_libraries(binary, binary_image_path="/app", root=root)
 
     closure = collect_libraries(binary, binary_image_path="/app/bin/app", root=root)
@@ -477,7 +488,10 @@ def test_a_needed_path_with_a_slash_is_used_as_is(tmp_path: Path) -> None:
     library = shared_library(tmp_path / "abs" / "libabs.so", "leaf.c", soname="")
     binary = tmp_path / "bin" / "app"
     binary.parent.mkdir()
-    subprocess.run(["gcc", "-shared", "-fPIC", "-nostdlib", "-o", str(binary), str(ELF_SOURCES / "mid.c"), "-Wl,--no-as-needed", str(library)], check=True)
+    subprocess.run(
+        ["gcc", "-shared", "-fPIC", "-nostdlib", "-o", str(binary), str(ELF_SOURCES / "mid.c"), "-Wl,--no-as-needed", str(library)],
+        check=True,
+    )
     assert f"Shared library: [{library}]" in dynamic_tags(binary)
 
     closure = collect_libraries(binary, binary_image_path="/app")
@@ -598,7 +612,9 @@ def go_build(out: Path, *, ldflags: str = "") -> Path:
         "GOPROXY": "off",
         "CGO_LDFLAGS": ldflags,
     }
-    done = subprocess.run([command, "build", "-trimpath", "-o", str(out), "."], cwd=CGO_APP, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [command, "build", "-trimpath", "-o", str(out), "."], cwd=CGO_APP, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr
     return out
 
@@ -679,7 +695,9 @@ def test_cgo_app_runs_on_a_tree_of_nothing_but_its_closure(cgo_app: Path, tmp_pa
 def test_cgo_app_with_its_own_library_through_runpath_origin(tmp_path: Path) -> None:
     tree = tmp_path / "dist"
     greet = shared_library(tree / "lib" / "libgreet.so.1", "greet.c")
-    app = go_build(tree / "cgo_app", ldflags=f"-L{greet.parent} -Wl,--no-as-needed -l:libgreet.so.1 -Wl,--enable-new-dtags -Wl,-rpath,$ORIGIN/lib")
+    app = go_build(
+        tree / "cgo_app", ldflags=f"-L{greet.parent} -Wl,--no-as-needed -l:libgreet.so.1 -Wl,--enable-new-dtags -Wl,-rpath,$ORIGIN/lib"
+    )
     assert "Library runpath: [$ORIGIN/lib]" in dynamic_tags(app)
 
     closure = collect_libraries(app, binary_image_path="/app/cgo_app")

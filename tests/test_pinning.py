@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from stages.digest import Digest
-from stages.errors import GosmallError
-from stages.pinning import enforce_pinning, format_findings, format_pin_result, pin_references, scan_project
-from stages.reference import Reference
-from stages.registry import RegistryClient, RegistryResolver, push_layout
+from gosmall.digest import Digest
+from gosmall.errors import GosmallError
+from gosmall.pinning import enforce_pinning, format_findings, format_pin_result, pin_references, scan_project
+from gosmall.reference import Reference
+from gosmall.registry import RegistryClient, RegistryResolver, push_layout
 from tests.test_registry import make_layout
 
 if TYPE_CHECKING:
@@ -238,7 +238,7 @@ def test_pin_rewrites_in_place_and_is_idempotent(registry: LocalRegistry, tmp_pa
         "compose.yaml": (
             "# keep me\n"
             "services:\n"
-            f"  web:\n    image: \"{host}/pin/base:1.0\"   # quoted, comment after\n"
+            f'  web:\n    image: "{host}/pin/base:1.0"   # quoted, comment after\n'
             f"  tool: {{image: {host}/pin/tool}}\n"
         ),
         "k8s/pod.yaml": f"kind: Pod\nspec:\n  containers:\n  - name: a\n    image: '{host}/pin/base:1.0'\n",

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from stages.prove import read_elf
+from gosmall.prove import read_elf
 
-from .conftest import VECTORS, BuiltProject, git_commit, gosmall, make_project
+from .conftest import VECTORS, BuiltProject, gosmall, make_project
 from .oci_schema import errors
 
 pytestmark = pytest.mark.slow
@@ -160,7 +160,9 @@ def test_report_has_the_contract_fields(built_hello: BuiltProject) -> None:
 
 def test_version_ldflag_is_git_describe(built_hello: BuiltProject, tmp_path: Path) -> None:
     members = layer_members(built_hello, "linux/amd64")
-    described = subprocess.run(["git", "describe", "--tags", "--always", "--dirty"], cwd=built_hello.root, capture_output=True, text=True).stdout.strip()
+    described = subprocess.run(
+        ["git", "describe", "--tags", "--always", "--dirty"], cwd=built_hello.root, capture_output=True, text=True
+    ).stdout.strip()
     assert described.encode() in members["go_app"][1]
     binary = tmp_path / "go_app"
     binary.write_bytes(members["go_app"][1])
@@ -179,7 +181,9 @@ def test_skopeo_accepts_the_layout(built_hello: BuiltProject) -> None:
         )
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["architecture"] == platform
-    copy = subprocess.run(["skopeo", "copy", "--all", f"oci:{layout}:latest", f"dir:{built_hello.root / 'copied'}"], capture_output=True, text=True)
+    copy = subprocess.run(
+        ["skopeo", "copy", "--all", f"oci:{layout}:latest", f"dir:{built_hello.root / 'copied'}"], capture_output=True, text=True
+    )
     assert copy.returncode == 0, copy.stderr
 
 
@@ -229,7 +233,7 @@ def test_max_size_fails_the_build_and_writes_nothing(tmp_path: Path) -> None:
 
 def test_a_two_line_tasks_py_gives_invoke_the_same_tasks(tmp_path: Path) -> None:
     root = make_project(tmp_path / "p", '[tool.gosmall.images.one]\npackage = "./go_app"\n')
-    (root / "tasks.py").write_text("from stages.tasks import namespace  # noqa: F401\n")
+    (root / "tasks.py").write_text("from gosmall.tasks import namespace  # noqa: F401\n")
     invoke = Path(sys.executable).with_name("invoke")
     done = subprocess.run([str(invoke), "build-small"], cwd=root, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

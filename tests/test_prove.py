@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from stages.compile import Binary, compile_binary, host_platform, plan_compile
-from stages.config import parse_project
-from stages.errors import GosmallError
-from stages.image import Platform
-from stages.prove import prove_binary, read_elf
-from stages.toolchain import Toolchain, find_module, find_toolchain
+from gosmall.compile import Binary, compile_binary, host_platform, plan_compile
+from gosmall.config import parse_project
+from gosmall.errors import GosmallError
+from gosmall.image import Platform
+from gosmall.prove import prove_binary, read_elf
+from gosmall.toolchain import Toolchain, find_module, find_toolchain
 
 AMD64 = Platform.parse("linux/amd64")
 ARM64 = Platform.parse("linux/arm64")
@@ -107,9 +107,7 @@ def test_a_binary_for_the_wrong_machine_is_rejected(go_src: Path, toolchain: Too
     arm64 = gosmall_binary(go_src, toolchain, ARM64, tmp_path)
     with pytest.raises(GosmallError) as caught:
         prove_binary(as_binary(arm64.path, AMD64))
-    assert caught.value.message == (
-        f"{arm64.path} is a 64-bit EM_AARCH64 binary, but platform linux/amd64 needs 64-bit EM_X86_64."
-    )
+    assert caught.value.message == (f"{arm64.path} is a 64-bit EM_AARCH64 binary, but platform linux/amd64 needs 64-bit EM_X86_64.")
 
 
 def test_a_file_that_is_not_elf_gives_a_clear_error(tmp_path: Path) -> None:

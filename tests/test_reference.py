@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from stages import reference as r
-from stages.reference import Reference, ReferenceError
+from gosmall import reference as r
+from gosmall.reference import Reference, ReferenceError
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "reference_cases.json"
+VECTORS = Path(__file__).resolve().parent / "vectors" / "reference_cases.json"
 CASES: list[dict[str, Any]] = json.loads(VECTORS.read_text(encoding="utf-8")) if VECTORS.is_file() else []
 
 PARSERS = {

@@ -11,18 +11,19 @@ import shutil
 import subprocess
 import tarfile
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 import requests
 
-from stages.digest import Digest
-from stages.errors import GosmallError
-from stages.image import MEDIA_CONFIG, MEDIA_INDEX, MEDIA_LAYER_GZIP, MEDIA_MANIFEST
-from stages.reference import parse_normalized_named
-from stages.registry import (
+from gosmall.digest import Digest
+from gosmall.errors import GosmallError
+from gosmall.image import MEDIA_CONFIG, MEDIA_INDEX, MEDIA_LAYER_GZIP, MEDIA_MANIFEST
+from gosmall.reference import parse_normalized_named
+from gosmall.registry import (
     MANIFEST_ACCEPT,
     RegistryClient,
     RegistryResolver,
@@ -79,11 +80,16 @@ def make_layout(directory: Path, content: bytes = b"hello\n", platforms: tuple[s
             "config": {"mediaType": MEDIA_CONFIG, **config},
             "layers": [{"mediaType": MEDIA_LAYER_GZIP, **layer}],
         }
-        manifests.append({"mediaType": MEDIA_MANIFEST, **_put_blob(directory, _json(manifest)), "platform": {"architecture": arch, "os": os_}})
+        manifests.append(
+            {"mediaType": MEDIA_MANIFEST, **_put_blob(directory, _json(manifest)), "platform": {"architecture": arch, "os": os_}}
+        )
     if len(manifests) == 1:
         top = manifests[0]
     else:
-        top = {"mediaType": MEDIA_INDEX, **_put_blob(directory, _json({"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": manifests}))}
+        top = {
+            "mediaType": MEDIA_INDEX,
+            **_put_blob(directory, _json({"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": manifests})),
+        }
     (directory / "index.json").write_bytes(_json({"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": [top]}))
     return directory
 

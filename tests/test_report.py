@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 
-from stages.assemble import PlatformParts, assemble
-from stages.compile import Binary
-from stages.config import ImageConfig, parse_project
-from stages.errors import GosmallError
-from stages.image import Image, Platform
-from stages.report import PlatformSizes, build_report, enforce_max_size, human, platform_sizes, report_json, show_size_table
-from stages.reporter import RecordingReporter
-from stages.runtime_files import FileEntry, RuntimeFiles
-from stages.source import SourceInfo
+from gosmall.assemble import PlatformParts, assemble
+from gosmall.compile import Binary
+from gosmall.config import ImageConfig, parse_project
+from gosmall.errors import GosmallError
+from gosmall.image import Image, Platform
+from gosmall.report import PlatformSizes, build_report, enforce_max_size, human, platform_sizes, report_json, show_size_table
+from gosmall.reporter import RecordingReporter
+from gosmall.runtime_files import FileEntry, RuntimeFiles
+from gosmall.source import SourceInfo
 
 AMD64 = Platform.parse("linux/amd64")
 ARM64 = Platform.parse("linux/arm64")

@@ -13,11 +13,11 @@ from typing import Any
 import certifi
 import pytest
 
-from stages.compile import compile_binary, host_platform, plan_compile
-from stages.config import ImageConfig, parse_project
-from stages.errors import GosmallError
-from stages.runtime_files import FileEntry, RuntimeFiles, collect_runtime_files
-from stages.toolchain import Toolchain, find_module, find_toolchain
+from gosmall.compile import compile_binary, host_platform, plan_compile
+from gosmall.config import ImageConfig, parse_project
+from gosmall.errors import GosmallError
+from gosmall.runtime_files import FileEntry, RuntimeFiles, collect_runtime_files
+from gosmall.toolchain import Toolchain, find_module, find_toolchain
 
 ZIP = "/usr/share/zoneinfo.zip"
 
@@ -137,7 +137,9 @@ def host_zoneinfo(tmp_path: Path) -> Path:
     return host
 
 
-def test_tzdata_system_keeps_a_linked_zone_as_a_link_and_ships_its_target(tmp_path: Path, toolchain: Toolchain, host_zoneinfo: Path) -> None:
+def test_tzdata_system_keeps_a_linked_zone_as_a_link_and_ships_its_target(
+    tmp_path: Path, toolchain: Toolchain, host_zoneinfo: Path
+) -> None:
     image = image_config(tmp_path, tzdata="system", zones=["Europe/Busingen"])
     files = collect_runtime_files(image, toolchain, host_zoneinfo=host_zoneinfo)
     tz = {e.path: e for e in files.entries if e.role == "tzdata"}
@@ -229,8 +231,7 @@ def test_embed_and_none_ship_no_time_zone_files(tmp_path: Path, toolchain: Toolc
 def test_the_user_database_has_root_and_nonroot_only(tmp_path: Path, toolchain: Toolchain) -> None:
     files = by_path(collect_runtime_files(image_config(tmp_path, tzdata="none"), toolchain))
     assert files["/etc/passwd"].data == (
-        b"root:x:0:0:root:/root:/sbin/nologin\n"
-        b"nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n"
+        b"root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n"
     )
     assert files["/etc/group"].data == b"root:x:0:\nnonroot:x:65532:\n"
     for path in ("/etc/passwd", "/etc/group"):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from stages.errors import GosmallError
-from stages.source import describe_source
+from gosmall.errors import GosmallError
+from gosmall.source import describe_source
 
 from .conftest import git_commit
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-import stages.toolchain
-from stages.errors import GosmallError
-from stages.toolchain import find_module, find_toolchain, run_go
+import gosmall.toolchain
+from gosmall.errors import GosmallError
+from gosmall.toolchain import find_module, find_toolchain, run_go
 
 
 def write_module(directory: Path, go_mod: str) -> Path:
@@ -91,7 +91,7 @@ def test_a_go_on_path_that_is_new_enough_wins(tmp_path: Path, monkeypatch: pytes
 
 def test_with_no_go_at_all_the_error_names_both_fixes_and_the_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "")
-    monkeypatch.setattr(stages.toolchain, "_go_bin", lambda: None)
+    monkeypatch.setattr(gosmall.toolchain, "_go_bin", lambda: None)
     module = find_module(write_module(tmp_path, "module example.com/m\n\ngo 1.23.1\n"))
     with pytest.raises(GosmallError) as caught:
         find_toolchain(module)
@@ -106,7 +106,7 @@ def test_with_no_go_at_all_the_error_names_both_fixes_and_the_version(tmp_path: 
 def test_an_old_go_and_no_go_bin_says_which_version_was_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     go = fake_go(tmp_path / "bin", "go1.19")
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
-    monkeypatch.setattr(stages.toolchain, "_go_bin", lambda: None)
+    monkeypatch.setattr(gosmall.toolchain, "_go_bin", lambda: None)
     module = find_module(write_module(tmp_path / "m", "module example.com/m\n\ngo 1.22\n"))
     with pytest.raises(GosmallError) as caught:
         find_toolchain(module)

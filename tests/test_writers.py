@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from stages.assemble import PlatformParts, assemble
-from stages.compile import Binary
-from stages.config import parse_project
-from stages.docker_archive import write_docker_archive, write_docker_archive_file
-from stages.image import Image, Platform
-from stages.oci_layout import read_index, write_oci_layout
-from stages.runtime_files import FileEntry, RuntimeFiles
-from stages.source import SourceInfo
+from gosmall.assemble import PlatformParts, assemble
+from gosmall.compile import Binary
+from gosmall.config import parse_project
+from gosmall.docker_archive import write_docker_archive, write_docker_archive_file
+from gosmall.image import Image, Platform
+from gosmall.oci_layout import read_index, write_oci_layout
+from gosmall.runtime_files import FileEntry, RuntimeFiles
+from gosmall.source import SourceInfo
 
 from .oci_schema import errors
 
