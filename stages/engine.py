@@ -154,7 +154,6 @@ def _connect_error(exc: BaseException, where: str) -> GosmallError:
             f"Permission denied talking to the Docker engine at {where}. Your user may not use that socket: "
             "add it to the docker group (sudo usermod -aG docker $USER, then log in again), run rootless Docker "
             "and set DOCKER_HOST to its socket (e.g. unix://$XDG_RUNTIME_DIR/docker.sock), or run gosmall with sudo.",
-            code=2,
         )
     reason = str(cause) if cause is not None else str(exc)
     return GosmallError(
@@ -163,7 +162,6 @@ def _connect_error(exc: BaseException, where: str) -> GosmallError:
         "`docker context`, so for a context use DOCKER_HOST=$(docker context inspect --format "
         "'{{.Endpoints.docker.Host}}'). Only --load, --smoke, load and smoke need an engine; build-small alone "
         "does not.",
-        code=2,
     )
 
 

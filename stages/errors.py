@@ -10,11 +10,19 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+# Exit statuses, like grep and ruff: a check found something, or the command could not do its job.
+FOUND = 1
+COULD_NOT_RUN = 2
+
 
 class GosmallError(Exception):
-    """A mistake the user can fix; the message says how."""
+    """A mistake the user can fix; the message says how.
 
-    def __init__(self, message: str, *, code: int = 1) -> None:
+    `code` is the exit status: COULD_NOT_RUN (bad flag, config, input, toolchain, engine) unless a
+    check that ran found something (FOUND: max_size exceeded, unpinned references).
+    """
+
+    def __init__(self, message: str, *, code: int = COULD_NOT_RUN) -> None:
         super().__init__(message)
         self.message = message
         self.code = code

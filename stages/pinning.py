@@ -62,7 +62,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from .digest import Digest
-from .errors import GosmallError
+from .errors import FOUND, GosmallError
 from .reference import Reference, ReferenceError, parse_normalized_named
 
 Problem = Literal["not-pinned", "unresolvable", "invalid-reference", "resolve-failed", "unreadable", "invalid-yaml"]
@@ -215,7 +215,8 @@ def enforce_pinning(result: ScanResult, policy: Policy) -> tuple[str, ...]:
         f'{len(lines)} image reference problem(s) found, and pyproject.toml [tool.gosmall] pinning is "error":\n'
         + "\n".join(lines)
         + "\nRun `gosmall pin` to pin each reference to the digest its registry serves now, fix the others by hand, "
-        'or set pinning = "warn" in [tool.gosmall] to build anyway.'
+        'or set pinning = "warn" in [tool.gosmall] to build anyway.',
+        code=FOUND,
     )
 
 

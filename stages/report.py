@@ -13,7 +13,7 @@ from typing import Any
 from . import __version__
 from .assemble import GZIP_LEVEL
 from .config import ImageConfig
-from .errors import GosmallError
+from .errors import FOUND, GosmallError
 from .image import Image, Platform
 from .libraries import LibraryClosure
 from .reporter import Reporter
@@ -51,7 +51,8 @@ def enforce_max_size(config: ImageConfig, sizes: tuple[PlatformSizes, ...]) -> N
             raise GosmallError(
                 f"Image '{config.name}' for {s.platform} is {human(s.image_size)} uncompressed ({s.image_size} bytes), "
                 f"over its max_size of {human(config.max_size)} ({config.max_size} bytes) in [tool.gosmall.images.{config.name}]. "
-                'Nothing was written. Shrink it (tzdata = "embed" or zones, fewer files) or raise max_size.'
+                'Nothing was written. Shrink it (tzdata = "embed" or zones, fewer files) or raise max_size.',
+                code=FOUND,
             )
 
 

@@ -84,7 +84,7 @@ def cgo_project_with(tmp_path: Path, table: str) -> Path:
 def test_a_missing_library_names_it_and_the_binary(tmp_path: Path) -> None:
     root = cgo_project_with(tmp_path, 'cgo = true\nlibs = ["libdoesnotexist.so.9"]\n')
     done = gosmall("build-small", cwd=root)
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert "libdoesnotexist.so.9" in done.stderr and "Traceback" not in done.stderr
     assert not (root / "dist" / "cgo").exists()
 
@@ -92,7 +92,7 @@ def test_a_missing_library_names_it_and_the_binary(tmp_path: Path) -> None:
 def test_cross_cgo_without_a_cross_compiler_says_what_it_needs(tmp_path: Path) -> None:
     root = cgo_project_with(tmp_path, 'cgo = true\nplatforms = ["linux/amd64", "linux/arm64"]\n')
     done = gosmall("build-small", cwd=root)
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert "platform linux/arm64" in done.stderr and "aarch64-linux-gnu-gcc" in done.stderr
     assert 'cc = { "linux/arm64" = "<compiler>" }' in done.stderr
 

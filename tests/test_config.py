@@ -161,7 +161,7 @@ def test_the_command_reports_bad_config_without_traceback_or_output(tmp_path: Pa
     assert old in pyproject.read_text()
     pyproject.write_text(pyproject.read_text().replace(old, new))
     done = gosmall("build-small", cwd=root)
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert fragment in done.stderr
     assert done.stderr.startswith("gosmall: error: ")
     assert "Traceback" not in done.stderr + done.stdout

@@ -216,7 +216,7 @@ def test_a_failed_build_leaves_the_previous_output_intact(built_hello: BuiltProj
     before = (root / "dist" / "hello" / "report.json").read_bytes()
     (root / "go_app" / "main.go").write_text((root / "go_app" / "main.go").read_text() + "\nfunc broken( {\n")
     done = gosmall("build-small", cwd=root)
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert "go build of" in done.stderr and "syntax error" in done.stderr  # the compiler's own words
     assert "Traceback" not in done.stderr
     assert (root / "dist" / "hello" / "report.json").read_bytes() == before
