@@ -116,6 +116,10 @@ class ProjectConfig:
         return self.output / image.name
 
 
+class NoProjectError(GosmallError):
+    """No pyproject.toml with [tool.gosmall] at or above the start: verify-pins and pin then scan paths as they are."""
+
+
 def find_pyproject(start: Path) -> Path:
     """The nearest pyproject.toml at or above `start` that has [tool.gosmall]."""
     start = start.resolve()
@@ -123,7 +127,7 @@ def find_pyproject(start: Path) -> Path:
         candidate = directory / "pyproject.toml"
         if candidate.is_file() and "gosmall" in _read_toml(candidate).get("tool", {}):
             return candidate
-    raise GosmallError(
+    raise NoProjectError(
         f"No pyproject.toml with a [tool.gosmall] table was found in {start} or any directory above it. "
         "Run gosmall inside your Go project, and add a table such as\n"
         '[tool.gosmall.images.app]\npackage = "./cmd/app"\nrepository = "example.com/app"\n'
@@ -131,9 +135,10 @@ def find_pyproject(start: Path) -> Path:
     )
 
 
-def load_project(start: Path | None = None) -> ProjectConfig:
+def load_project(start: Path | None = None, *, images_required: bool = True) -> ProjectConfig:
+    """The project at or above `start`; `images_required=False` for tasks that need only its top-level keys."""
     pyproject = find_pyproject(start or Path.cwd())
-    return parse_project(_read_toml(pyproject)["tool"]["gosmall"], pyproject)
+    return parse_project(_read_toml(pyproject)["tool"]["gosmall"], pyproject, images_required=images_required)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -221,7 +226,7 @@ _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m)?\s*$")
 _ZONE = re.compile(r"^[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*$")
 
 
-def parse_project(table: Any, pyproject: Path) -> ProjectConfig:
+def parse_project(table: Any, pyproject: Path, *, images_required: bool = True) -> ProjectConfig:
     root = pyproject.parent.resolve()
     if not isinstance(table, dict):
         raise GosmallError(f"{pyproject} [tool.gosmall] must be a table.")
@@ -232,7 +237,7 @@ def parse_project(table: Any, pyproject: Path) -> ProjectConfig:
     platforms = _platforms(top, "platforms", (Platform.parse("linux/amd64"),))
     pinning = top.choice("pinning", ("error", "warn", "off"), "error")
     images_table = top.get("images", dict, {}, "a table of image tables")
-    if not images_table:
+    if not images_table and images_required:
         top.fail("images", 'no image is defined; add one, e.g. [tool.gosmall.images.app] with package = "./cmd/app".')
     images = tuple(_image(name, body, pyproject, root, platforms) for name, body in sorted(images_table.items()))
     return ProjectConfig(root, pyproject, (root / output).resolve(), platforms, pinning, images)  # type: ignore[arg-type]
