@@ -8,15 +8,16 @@ are part of the digest); canonical JSON for config, manifest and index.
 from __future__ import annotations
 
 import io
+import posixpath
 import tarfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import PurePosixPath
 
 from isal import igzip
 
 from .compile import Binary
 from .config import ImageConfig
+from .errors import GosmallError
 from .image import (
     MEDIA_CONFIG,
     MEDIA_INDEX,
@@ -28,7 +29,8 @@ from .image import (
     PlatformImage,
     canonical_json,
 )
-from .runtime_files import FileEntry, RuntimeFiles
+from .layer_files import EXECUTABLE, FileEntry, merge_entries
+from .runtime_files import RuntimeFiles
 from .source import SourceInfo
 
 # isal level 3 is its densest; it still compresses a 7 MB Go binary in well under 100 ms.
@@ -61,14 +63,29 @@ def assemble(image: ImageConfig, parts: tuple[PlatformParts, ...], source: Sourc
 
 
 def layer_entries(image: ImageConfig, part: PlatformParts) -> tuple[FileEntry, ...]:
-    """Every path in the layer, parents included, sorted, each once."""
-    binary = FileEntry(f"/{part.binary.name}", "file", 0o555, "binary", data=part.binary.path.read_bytes())
-    entries = {e.path: e for e in (*part.runtime.entries, binary)}
-    for path in list(entries):
-        for parent in PurePosixPath(path).parents:
-            if str(parent) != "/" and str(parent) not in entries:
-                entries[str(parent)] = FileEntry(str(parent), "dir", 0o755, "dirs")
-    return tuple(entries[p] for p in sorted(entries, key=lambda p: PurePosixPath(p).parts))
+    """Every path in the layer, parents included, sorted, each once; the entrypoint must be one of them."""
+    binary = FileEntry(f"/{part.binary.name}", "file", EXECUTABLE, "binary", data=part.binary.path.read_bytes(), origin="go build")
+    entries = merge_entries((*part.runtime.entries, binary))
+    if image.entrypoint:
+        _check_entrypoint(image, entries, binary.path)
+    return entries
+
+
+def _check_entrypoint(image: ImageConfig, entries: tuple[FileEntry, ...], binary: str) -> None:
+    """A scratch image has no shell and no PATH: the entrypoint must name an executable file in the layer."""
+    program = image.entrypoint[0]
+    by_path = {e.path: e for e in entries}
+    entry = by_path.get(program)
+    seen: set[str] = set()
+    while entry is not None and entry.kind == "symlink" and entry.path not in seen:
+        seen.add(entry.path)
+        entry = by_path.get(posixpath.normpath(posixpath.join(posixpath.dirname(entry.path), entry.link_target)))
+    if entry is None or entry.kind != "file" or not entry.mode & 0o111:
+        files = sorted(e.path for e in entries if e.kind == "file" and e.mode & 0o111)
+        raise GosmallError(
+            f"[tool.gosmall.images.{image.name}] entrypoint: {program!r} is not an executable file in the image; "
+            f"the executables there are: {', '.join(files)}. Point entrypoint at one of them, or remove it to run {binary}."
+        )
 
 
 def build_layer_tar(entries: tuple[FileEntry, ...], epoch: int) -> bytes:

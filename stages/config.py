@@ -7,10 +7,12 @@ allowed, before anything is built or written.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, NoReturn
 
@@ -38,6 +40,7 @@ SUPPORTED_PLATFORMS = (
 TzData = Literal["zip", "embed", "system", "none"]
 Pinning = Literal["error", "warn", "off"]
 NONROOT_ID = 65532
+MAX_ID = 4294967294
 
 
 @dataclass(frozen=True)
@@ -85,9 +88,14 @@ class ImageConfig:
     lib_search_paths: tuple[Path, ...] = ()
     strip_libs: bool = False
     cc: tuple[tuple[str, str], ...] = ()  # (platform, C compiler) for cross cgo
+    sysroot: tuple[tuple[str, Path], ...] = ()  # (platform, that platform's root) where cross cgo's libraries are found
+    project_root: Path | None = None  # links under a `files` src may lead anywhere inside it, never out
 
     def cc_for(self, platform: Platform) -> str | None:
         return dict(self.cc).get(str(platform))
+
+    def sysroot_for(self, platform: Platform) -> Path | None:
+        return dict(self.sysroot).get(str(platform))
 
 
 @dataclass(frozen=True)
@@ -125,7 +133,7 @@ def find_pyproject(start: Path) -> Path:
     start = start.resolve()
     for directory in (start, *start.parents):
         candidate = directory / "pyproject.toml"
-        if candidate.is_file() and "gosmall" in _read_toml(candidate).get("tool", {}):
+        if candidate.is_file() and "gosmall" in _tool_table(candidate):
             return candidate
     raise NoProjectError(
         f"No pyproject.toml with a [tool.gosmall] table was found in {start} or any directory above it. "
@@ -138,7 +146,14 @@ def find_pyproject(start: Path) -> Path:
 def load_project(start: Path | None = None, *, images_required: bool = True) -> ProjectConfig:
     """The project at or above `start`; `images_required=False` for tasks that need only its top-level keys."""
     pyproject = find_pyproject(start or Path.cwd())
-    return parse_project(_read_toml(pyproject)["tool"]["gosmall"], pyproject, images_required=images_required)
+    return parse_project(_tool_table(pyproject)["gosmall"], pyproject, images_required=images_required)
+
+
+def _tool_table(pyproject: Path) -> Mapping[str, Any]:
+    tool = _read_toml(pyproject).get("tool", {})
+    if not isinstance(tool, dict):
+        raise GosmallError(f"{pyproject}: `tool` must be a table ([tool.gosmall], [tool.other], ...), not {_toml_type(tool)}.")
+    return tool
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -211,7 +226,7 @@ _TOP_KEYS = ("output", "platforms", "pinning", "images")
 _IMAGE_KEYS = (
     "package", "repository", "tags", "platforms", "cgo", "build_tags", "ldflags", "env", "entrypoint", "args",
     "user", "workdir", "ports", "labels", "tzdata", "zones", "ca_certs", "extra_ca_certs", "files",
-    "healthcheck", "max_size", "smoke", "libs", "lib_search_paths", "strip_libs", "cc",
+    "healthcheck", "max_size", "smoke", "libs", "lib_search_paths", "strip_libs", "cc", "sysroot",
 )  # fmt: skip
 _SMOKE_KEYS = ("path", "expect_status", "timeout", "env")
 _REPOSITORY = re.compile(
@@ -221,6 +236,7 @@ _REPOSITORY = re.compile(
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 _IMAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$")
+MAX_SIZE = 2**40
 _SIZE_UNITS = {None: 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m)?\s*$")
 _ZONE = re.compile(r"^[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*$")
@@ -240,7 +256,44 @@ def parse_project(table: Any, pyproject: Path, *, images_required: bool = True) 
     if not images_table and images_required:
         top.fail("images", 'no image is defined; add one, e.g. [tool.gosmall.images.app] with package = "./cmd/app".')
     images = tuple(_image(name, body, pyproject, root, platforms) for name, body in sorted(images_table.items()))
-    return ProjectConfig(root, pyproject, (root / output).resolve(), platforms, pinning, images)  # type: ignore[arg-type]
+    return ProjectConfig(root, pyproject, _output_dir(top, output, root, images), platforms, pinning, images)  # type: ignore[arg-type]
+
+
+def _output_dir(top: _Table, text: str, root: Path, images: tuple[ImageConfig, ...]) -> Path:
+    """Where <output>/<image> may be replaced: never the project, its parents, .git, or any source gosmall reads."""
+    written = Path(text).expanduser() if text.startswith("~") else Path(text)
+    if not written.is_absolute():
+        lexical = Path(os.path.normpath(root / written))
+        if lexical != root and root not in lexical.parents:
+            top.fail("output", f"{text!r} leads out of the project {root}; write an absolute path if you mean a directory outside it.")
+        resolved = lexical.resolve()
+        if resolved != root and root not in resolved.parents:
+            top.fail(
+                "output",
+                f"{text!r} is inside the project, but a symbolic link takes it to {resolved}, outside; gosmall never follows a "
+                "link out of the project. Remove the link, or write that absolute path as output if you mean it.",
+            )
+    else:
+        resolved = Path(os.path.normpath(written)).resolve()
+    if resolved == root or resolved in root.parents:
+        top.fail(
+            "output",
+            f"{text!r} is {'the project root' if resolved == root else 'a parent of the project'} ({resolved}); gosmall replaces "
+            '<output>/<image> on every build, so output must be a directory of its own, e.g. "dist".',
+        )
+    if ".git" in resolved.parts:
+        top.fail("output", f'{text!r} is inside a git repository\'s metadata ({resolved}); use a directory of its own, e.g. "dist".')
+    for image in images:
+        sources = [("package", image.package), *((f"files[{i}].src", f.src) for i, f in enumerate(image.files))]
+        sources += [(f"extra_ca_certs[{i}]", p) for i, p in enumerate(image.extra_ca_certs)]
+        for key, source in sources:
+            if source == resolved or resolved in source.parents:
+                top.fail(
+                    "output",
+                    f"{text!r} ({resolved}) holds [tool.gosmall.images.{image.name}] {key} ({source}); gosmall would replace "
+                    'sources it reads. Give output a directory of its own, e.g. "dist".',
+                )
+    return resolved
 
 
 def _platforms(table: _Table, key: str, default: tuple[Platform, ...]) -> tuple[Platform, ...]:
@@ -324,6 +377,8 @@ def _image(name: str, body: Any, pyproject: Path, root: Path, default_platforms:
         uid = gid = 0
     elif match:
         uid, gid = int(match.group(1)), int(match.group(2))
+        if uid > MAX_ID or gid > MAX_ID:
+            t.fail("user", f"{user!r}: a UID or GID is at most {MAX_ID} (4294967295 is the kernel's 'no user').")
     else:
         t.fail(
             "user",
@@ -344,7 +399,7 @@ def _image(name: str, body: Any, pyproject: Path, root: Path, default_platforms:
     tzdata = t.choice("tzdata", ("zip", "embed", "system", "none"), "zip")
     zones = t.strings("zones")
     for i, zone in enumerate(zones):
-        if not _ZONE.match(zone) or ".." in zone:
+        if not _ZONE.match(zone) or ".." in zone or zone.split("/")[-1] == "localtime":
             t.fail(f"zones[{i}]", f'{zone!r} is not an IANA time zone name such as "Europe/Berlin".')
     if zones and tzdata in ("embed", "none"):
         t.fail("zones", f'only applies to tzdata = "zip" or "system", not {tzdata!r}; remove zones or change tzdata.')
@@ -386,6 +441,23 @@ def _image(name: str, body: Any, pyproject: Path, root: Path, default_platforms:
     for key, _ in cc:
         if key not in SUPPORTED_PLATFORMS:
             t.fail(f"cc.{key}", f"keys are platforms; use one of {', '.join(SUPPORTED_PLATFORMS)}.")
+    sysroot = t.string_map("sysroot")
+    for key, value in sysroot:
+        if key not in SUPPORTED_PLATFORMS:
+            t.fail(f"sysroot.{key}", f"keys are platforms; use one of {', '.join(SUPPORTED_PLATFORMS)}.")
+        if not Path(value).is_absolute() or not Path(value).is_dir():
+            t.fail(
+                f"sysroot.{key}",
+                f'{value!r} must be an existing absolute directory holding that platform\'s C library, e.g. "/usr/aarch64-linux-gnu".',
+            )
+    entrypoint = t.strings("entrypoint")
+    if "entrypoint" in body and not entrypoint:
+        t.fail("entrypoint", "is empty; remove it to run the binary, or name an absolute path in the image first.")
+    if entrypoint and (not entrypoint[0].startswith("/") or entrypoint[0].rstrip("/") == ""):
+        t.fail(
+            "entrypoint",
+            f'{entrypoint[0]!r} must be an absolute path of an executable in the image (a scratch image has no shell and no PATH), e.g. "/app".',
+        )
 
     return ImageConfig(
         name=name,
@@ -397,7 +469,7 @@ def _image(name: str, body: Any, pyproject: Path, root: Path, default_platforms:
         build_tags=build_tags,
         ldflags=ldflags,
         env=env,
-        entrypoint=t.strings("entrypoint"),
+        entrypoint=entrypoint,
         args=t.strings("args"),
         user=user,
         uid=uid,
@@ -417,6 +489,8 @@ def _image(name: str, body: Any, pyproject: Path, root: Path, default_platforms:
         lib_search_paths=lib_search_paths,
         strip_libs=t.get("strip_libs", bool, False, "true or false"),
         cc=cc,
+        sysroot=tuple((k, Path(v)) for k, v in sysroot),
+        project_root=root,
     )
 
 
@@ -430,13 +504,16 @@ def _port_string(value: Any) -> tuple[int | None, str]:
 
 def _size(t: _Table, value: str | int) -> int:
     if isinstance(value, int):
-        if value <= 0:
-            t.fail("max_size", f"{value} must be a positive number of bytes.")
-        return value
-    m = _SIZE.match(value)
-    if not m:
-        t.fail("max_size", f'{value!r} is not a size; write a number with a unit B, KB, MB, GB, KiB, MiB or GiB, e.g. "12MiB".')
-    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+        size = value
+    else:
+        m = _SIZE.match(value)
+        if not m or len(m.group(1)) > 30:
+            t.fail("max_size", f'{value[:40]!r} is not a size; write a number with a unit B, KB, MB, GB, KiB, MiB or GiB, e.g. "12MiB".')
+        # Decimal, not float: "0.1MiB" is exact and 400 nines cannot overflow.
+        size = int(Decimal(m.group(1)) * _SIZE_UNITS[m.group(2)])
+    if not 0 < size <= MAX_SIZE:
+        t.fail("max_size", f"{str(value)[:40]!r} must be more than 0 bytes and at most 1 TiB.")
+    return size
 
 
 def _smoke(body: Any, image: _Table, where: str, pyproject: Path) -> SmokeConfig:

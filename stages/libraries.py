@@ -69,6 +69,7 @@ from elftools.elf.segments import InterpSegment
 
 from .elf import tag_string
 from .errors import GosmallError
+from .layer_files import READ_ONLY, SYMLINK, file_mode, read_regular_file
 
 Reason = Literal["interp", "needed", "nss", "libs"]
 Kind = Literal["file", "symlink"]
@@ -106,16 +107,16 @@ class CollectedFile:
     needed_by: tuple[str, ...]  # image paths of the objects (or the binary) that needed it
     reason: Reason
     data: bytes | None = None  # stripped library or generated file; None means read host_path
-    # 0o755 or 0o644 after the host's execute bits, so umask and odd host
-    # modes cannot change the layer; the kernel will not map a loader
+    # layer_files.file_mode of the host's bits (0o555 or 0o444), so umask and
+    # odd host modes cannot change the layer; the kernel will not map a loader
     # without its execute bit. Symlinks are 0o777.
-    mode: int = 0o644
+    mode: int = READ_ONLY
 
     def read(self) -> bytes:
         """The bytes to put in the layer for a file entry."""
         if self.kind != "file":
             raise ValueError(f"{self.path} is a symlink, not a file")
-        return self.data if self.data is not None else self.host_path.read_bytes()
+        return self.data if self.data is not None else read_regular_file(self.host_path, "cgo library closure")[0]
 
 
 @dataclass(frozen=True)
@@ -452,15 +453,15 @@ class _Collector:
             raise GosmallError(
                 f"{self.binary_label} names the loader {interpreter} (PT_INTERP), which does not exist under "
                 f"{self.namespace.root}. Install the C library for the binary's platform there (for a cross "
-                "build, set root to a sysroot of that platform), or build with CGO_ENABLED=0 for a static binary."
+                "build, set sysroot for that platform to a root that has it), or build with CGO_ENABLED=0 for a static binary."
             )
         ident = read_elf_ident(resolved.host)
         if ident is None or not ident.matches(self.main.info.ident):
             found = ident.describe() if ident else "not ELF"
             raise GosmallError(
                 f"{self.binary_label} names the loader {interpreter} (PT_INTERP), but {resolved.host} is {found} "
-                f"while the binary is {self.main.info.ident.describe()}. Set root to a sysroot of the binary's "
-                "platform, or build the binary for the host's."
+                f"while the binary is {self.main.info.ident.describe()}. Set sysroot for the binary's "
+                "platform to a root of that platform, or build the binary for the host's."
             )
         info = _read_elf(resolved.host, interpreter)
         loader = _Object(resolved.path, _Place(posixpath.dirname(_normalize(interpreter))), resolved.host, info, None)
@@ -706,13 +707,13 @@ def _freeze(entry: _Entry, ident: ElfIdent, strip: bool) -> CollectedFile:
         stripped = strip_debug(entry.host, ident)
         data = stripped if stripped != entry.host.read_bytes() else None
     if entry.kind == "symlink":
-        size, mode = 0, 0o777
+        size, mode = 0, SYMLINK
     elif entry.data is not None:
-        size, mode = len(entry.data), 0o644
+        size, mode = len(entry.data), READ_ONLY
     else:
         stat = entry.host.stat()
         size = len(data) if data is not None else stat.st_size
-        mode = 0o755 if stat.st_mode & 0o111 else 0o644
+        mode = file_mode(stat.st_mode)
     return CollectedFile(
         path=entry.path,
         kind=entry.kind,

@@ -73,31 +73,43 @@ class PlainReporter:
 
 
 class RichReporter:
-    """Colour and a real table when a person is watching."""
+    """Colour and a real table when a person is watching.
 
-    def __init__(self) -> None:
+    Messages carry user data (paths, container logs, registry answers): they are
+    rich `Text`, never markup, so a `[/x]` in a log line is shown, not parsed.
+    """
+
+    def __init__(self, stderr: TextIO | None = None, stdout: TextIO | None = None) -> None:
         from rich.console import Console
 
-        self._err = Console(stderr=True)
-        self._out = Console()
+        self._err = Console(stderr=True, file=stderr)
+        self._out = Console(file=stdout)
+
+    def _say(self, prefix: str, style: str, message: str) -> None:
+        from rich.text import Text
+
+        line = Text(prefix, style=style)
+        line.append(message, style="dim" if prefix.isspace() else "")
+        self._err.print(line, highlight=False)
 
     def step(self, message: str) -> None:
-        self._err.print(f"[bold cyan]==>[/] {message}", highlight=False)
+        self._say("==> ", "bold cyan", message)
 
     def detail(self, message: str) -> None:
-        self._err.print(f"    [dim]{message}[/]", highlight=False)
+        self._say("    ", "", message)
 
     def warn(self, message: str) -> None:
-        self._err.print(f"[bold yellow]WARNING:[/] {message}", highlight=False)
+        self._say("WARNING: ", "bold yellow", message)
 
     def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         from rich.table import Table
+        from rich.text import Text
 
-        table = Table(title=title)
+        table = Table(title=Text(title))
         for i, column in enumerate(columns):
             table.add_column(column, justify="left" if i == 0 else "right")
         for row in rows:
-            table.add_row(*[str(v) for v in row])
+            table.add_row(*[Text(str(v)) for v in row])
         self._out.print(table)
 
 

@@ -16,7 +16,8 @@ from gosmall.assemble import PlatformParts, assemble, build_layer_tar, compress_
 from gosmall.compile import Binary
 from gosmall.config import ImageConfig, parse_project
 from gosmall.image import MEDIA_INDEX, MEDIA_LAYER_GZIP, MEDIA_MANIFEST, Platform
-from gosmall.runtime_files import FileEntry, RuntimeFiles
+from gosmall.layer_files import FileEntry
+from gosmall.runtime_files import RuntimeFiles
 from gosmall.source import SourceInfo
 
 from .oci_schema import errors

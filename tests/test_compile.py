@@ -108,9 +108,22 @@ def test_cgo_for_another_platform_without_a_cc_names_the_compiler_it_needs(tmp_p
 def test_cgo_for_another_platform_with_a_cc_plans_that_cc(tmp_path: Path) -> None:
     go_project(tmp_path)
     target = other_platform()
-    image = image_config(tmp_path, cgo=True, platforms=[str(target)], cc={str(target): "my-cross-gcc"})
+    image = image_config(
+        tmp_path, cgo=True, platforms=[str(target)], cc={str(target): "my-cross-gcc"}, sysroot={str(target): str(tmp_path)}
+    )
     plan = plan_compile(image, find_module(image.package), target, "dev")
     assert plan.tags == () and plan.env()["CC"] == "my-cross-gcc" and plan.env()["CGO_ENABLED"] == "1"
+
+
+def test_cross_cgo_without_a_sysroot_is_refused_before_compiling(tmp_path: Path) -> None:
+    # Found: with cc set, the binary compiled, then collecting libraries failed with "set root to a
+    # sysroot", a key that did not exist.
+    go_project(tmp_path)
+    target = other_platform()
+    image = image_config(tmp_path, cgo=True, platforms=[str(target)], cc={str(target): "my-cross-gcc"})
+    with pytest.raises(GosmallError) as caught:
+        plan_compile(image, find_module(image.package), target, "dev")
+    assert f'sysroot = {{ "{target}" = "<dir>" }}' in caught.value.message and "[tool.gosmall.images.app]" in caught.value.message
 
 
 def test_a_main_package_that_imports_c_is_built_with_cgo(tmp_path: Path) -> None:

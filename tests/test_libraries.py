@@ -678,7 +678,7 @@ def test_cgo_app_runs_on_a_tree_of_nothing_but_its_closure(cgo_app: Path, tmp_pa
     shutil.copy2(cgo_app, tree / "cgo_app")
     (tree / "etc" / "passwd").write_text("root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n")
     (tree / "etc" / "group").write_text("root:x:0:\nnonroot:x:65532:\n")
-    assert entry(closure, str(Path(closure.interpreter or "").resolve())).mode == 0o755
+    assert entry(closure, str(Path(closure.interpreter or "").resolve())).mode == 0o555
     chroot = shutil.which("chroot")
     if chroot is None or os.geteuid() != 0:
         pytest.skip("needs root and chroot(8)")

@@ -14,9 +14,10 @@ from gosmall.compile import Binary
 from gosmall.config import ImageConfig, parse_project
 from gosmall.errors import GosmallError
 from gosmall.image import Image, Platform
+from gosmall.layer_files import FileEntry
 from gosmall.report import PlatformSizes, build_report, enforce_max_size, human, platform_sizes, report_json, show_size_table
 from gosmall.reporter import RecordingReporter
-from gosmall.runtime_files import FileEntry, RuntimeFiles
+from gosmall.runtime_files import RuntimeFiles
 from gosmall.source import SourceInfo
 
 AMD64 = Platform.parse("linux/amd64")

@@ -15,8 +15,9 @@ from gosmall.compile import Binary
 from gosmall.config import parse_project
 from gosmall.docker_archive import write_docker_archive, write_docker_archive_file
 from gosmall.image import Image, Platform
+from gosmall.layer_files import FileEntry
 from gosmall.oci_layout import read_index, write_oci_layout
-from gosmall.runtime_files import FileEntry, RuntimeFiles
+from gosmall.runtime_files import RuntimeFiles
 from gosmall.source import SourceInfo
 
 from .oci_schema import errors
