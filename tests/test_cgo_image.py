@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,43 @@ def test_a_package_that_imports_c_is_built_with_cgo_even_unasked(tmp_path: Path)
     assert done.returncode == 0, done.stderr
     libraries = report(root)["platforms"]["linux/amd64"]["libraries"]
     assert any(e["path"].endswith("libm.so.6") for e in libraries)
+
+
+CROSS_CC = "aarch64-linux-gnu-gcc"
+ARM64_SYSROOT = Path("/usr/aarch64-linux-gnu")
+
+
+def _cross_tools_missing() -> str:
+    missing = [t for t in (CROSS_CC, "qemu-aarch64") if shutil.which(t) is None]
+    if not (ARM64_SYSROOT / "lib" / "ld-linux-aarch64.so.1").exists():
+        missing.append(f"{ARM64_SYSROOT} (libc6-dev-arm64-cross)")
+    return ", ".join(missing)
+
+
+def test_cross_cgo_with_a_sysroot_ships_that_platforms_libraries_and_runs_from_them(tmp_path: Path) -> None:
+    """Found: cross cgo with cc compiled, then failed asking for a `root` key that did not exist."""
+    missing = _cross_tools_missing()
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI installs gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user; missing: {missing}")
+        pytest.skip(f"needs {missing}")
+    root = cgo_project_with(
+        tmp_path,
+        f'cgo = true\nplatforms = ["linux/arm64"]\ncc = {{ "linux/arm64" = "{CROSS_CC}" }}\n'
+        f'sysroot = {{ "linux/arm64" = "{ARM64_SYSROOT}" }}\n',
+    )
+    done = gosmall("build-small", cwd=root)
+    assert done.returncode == 0, done.stderr
+    libraries = {entry["path"] for entry in report(root)["platforms"]["linux/arm64"]["libraries"]}
+    assert {"/lib/ld-linux-aarch64.so.1", "/lib/libc.so.6", "/lib/libm.so.6", "/lib/libnss_files.so.2"} <= libraries
+    # The image's own files are the only root the program gets: the loader, libc and NSS come from the layer.
+    layout = root / "dist" / "cgo" / "oci"
+    blobs = layout / "blobs" / "sha256"
+    top = json.loads((layout / "index.json").read_text())["manifests"][0]["digest"].split(":")[1]
+    manifest = json.loads((blobs / top).read_text())
+    unpacked = tmp_path / "rootfs"
+    with tarfile.open(blobs / manifest["layers"][0]["digest"].split(":")[1]) as layer:
+        layer.extractall(unpacked, filter="tar")
+    ran = subprocess.run(["qemu-aarch64", "-L", str(unpacked), str(unpacked / "cgo_app")], capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    assert "cos(0) = 1.0" in ran.stdout and "uid 65532 = nonroot" in ran.stdout
