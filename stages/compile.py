@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import platform as host
 import re
-import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from .config import ImageConfig
 from .errors import GosmallError
 from .image import Platform
+from .interrupts import run_as_group
 from .toolchain import GoModule, Runner, Toolchain, run_go
 
 _GOARM = {"v6": "6", "v7": "7"}
@@ -109,10 +109,15 @@ def binary_name(package: Path, module: GoModule) -> str:
     return parts[-1]
 
 
-def compile_binary(plan: CompilePlan, toolchain: Toolchain, workdir: Path, *, runner: Runner = subprocess.run) -> Binary:
+def compile_binary(plan: CompilePlan, toolchain: Toolchain, workdir: Path, *, runner: Runner = run_as_group) -> Binary:
     output = workdir / plan.platform.__str__().replace("/", "_") / plan.binary_name
     output.parent.mkdir(parents=True, exist_ok=True)
-    done = run_go(toolchain, plan.module, plan.args(output), cwd=plan.package, env=plan.env(), runner=runner)
+    # go build's own work directory, and the C compiler's temporary files, inside gosmall's work
+    # directory: a killed build leaves nothing in TMPDIR that the next one cannot tell is its own.
+    scratch = workdir / "go-tmp"
+    scratch.mkdir(exist_ok=True)
+    env = {**plan.env(), "GOTMPDIR": str(scratch), "TMPDIR": str(scratch)}
+    done = run_go(toolchain, plan.module, plan.args(output), cwd=plan.package, env=env, runner=runner)
     if done.returncode != 0:
         # The compiler's own words, as it printed them.
         raise GosmallError(

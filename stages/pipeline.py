@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,11 @@ from .config import ImageConfig, ProjectConfig
 from .docker_archive import write_docker_archive_file
 from .errors import GosmallError
 from .image import Image, Platform
+from .interrupts import Interrupted
+from .leftovers import make_owned_dir, owned_name_pattern, remove_stale, report_removed
 from .libraries import CollectedFile, collect_libraries
 from .oci_layout import write_oci_layout
+from .outputs import check_replaceable, make_staging_dir, prepare_output_dir, remove_leftovers, swap_into_place
 from .prove import prove_binary
 from .report import build_report, enforce_max_size, platform_sizes, report_json, show_libraries, show_size_table
 from .reporter import Reporter
@@ -47,8 +51,17 @@ def build_small(
     environ: Mapping[str, str] | None = None,
 ) -> tuple[BuildResult, ...]:
     images = project.images if not names else tuple(i for n in names for i in project.image(n))
+    for image in images:
+        check_replaceable(project.output_dir(image))  # before any work, not after minutes of it
     source = describe_source(project.root, environ)
-    return tuple(build_image(project, image, source, reporter) for image in images)
+    results: list[BuildResult] = []
+    try:
+        for image in images:
+            results.append(build_image(project, image, source, reporter))
+    except KeyboardInterrupt as stop:
+        # Say what is true: outputs already replaced stay replaced.
+        raise Interrupted.of(stop, tuple(r.output_dir for r in results)) from None
+    return tuple(results)
 
 
 def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo, reporter: Reporter) -> BuildResult:
@@ -59,7 +72,7 @@ def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo,
 
     parts: list[PlatformParts] = []
     libraries: dict[Platform, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory(prefix="gosmall-build-") as workdir:
+    with _workdir(reporter) as workdir:
         for platform in config.platforms:
             plan = plan_compile(config, module, platform, source.version)
             binary = compile_binary(plan, toolchain, Path(workdir))
@@ -91,23 +104,49 @@ def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo,
     docker_platform = host_platform() if host_platform() in config.platforms else config.platforms[0]
     report = build_report(config, image, sizes, source, docker_platform, libraries)
     output_dir = project.output_dir(config)
-    write_outputs(image, config, report, docker_platform, source, output_dir)
+    write_outputs(image, config, report, docker_platform, source, output_dir, reporter)
     reporter.step(f"{config.name}: {image.digest} -> {output_dir}")
     show_size_table(reporter, config, sizes, str(image.digest))
     return BuildResult(config, image, output_dir, report)
 
 
-def write_outputs(
-    image: Image, config: ImageConfig, report: Mapping[str, Any], docker_platform: Platform, source: SourceInfo, target: Path
-) -> None:
-    """All outputs into a temp dir beside `target`, then swapped in: a failure leaves the old output intact."""
+WORKDIR_PREFIX = "gosmall-build-"
+
+
+@contextmanager
+def _workdir(reporter: Reporter) -> Iterator[Path]:
+    """A work directory in TMPDIR (Go's own go-build* directories go inside), after removing those of killed builds."""
+    temp = Path(tempfile.gettempdir())
+    report_removed(reporter, remove_stale(temp, owned_name_pattern(WORKDIR_PREFIX)))
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        workdir = make_owned_dir(temp, WORKDIR_PREFIX)
     except OSError as exc:
         raise GosmallError(
-            f"Cannot create the output directory {target.parent}: {exc}. Check `output` in [tool.gosmall] and its permissions."
+            f"Cannot create a work directory in {temp}: {exc.strerror or exc}. Set TMPDIR to a writable directory."
         ) from None
+    try:
+        yield workdir
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def write_outputs(
+    image: Image,
+    config: ImageConfig,
+    report: Mapping[str, Any],
+    docker_platform: Platform,
+    source: SourceInfo,
+    target: Path,
+    reporter: Reporter,
+) -> None:
+    """All outputs into a temp dir beside `target`, then swapped in: a failure leaves the old output intact.
+
+    Only a directory gosmall wrote is replaced (outputs.py); anything else at `target` is refused.
+    """
+    prepare_output_dir(target.parent)
+    check_replaceable(target)
+    remove_leftovers(target.parent, reporter)
+    staging = make_staging_dir(target)
     try:
         write_oci_layout(image, staging / "oci", config.repository, config.tags)
         platform_image = image.for_platform(docker_platform)
@@ -115,25 +154,10 @@ def write_outputs(
         write_docker_archive_file(platform_image, staging / "image.tar", config.repository, config.tags, source.epoch)
         (staging / "report.json").write_bytes(report_json(dict(report)))
         os.chmod(staging, 0o755)
-        _swap_into_place(staging, target)
+        swap_into_place(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-
-
-def _swap_into_place(staging: Path, target: Path) -> None:
-    previous = None
-    if target.exists():
-        previous = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.rename(target, previous)
-    try:
-        os.rename(staging, target)
-    except BaseException:
-        if previous is not None:
-            os.rename(previous, target)
-        raise
-    if previous is not None:
-        shutil.rmtree(previous, ignore_errors=True)
 
 
 def _library_json(library: CollectedFile) -> dict[str, Any]:

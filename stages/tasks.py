@@ -17,6 +17,7 @@ from invoke import Collection, Exit, task
 
 from .config import ProjectConfig, load_project
 from .errors import GosmallError
+from .interrupts import Interrupted, sigterm_as_ctrl_c
 from .pipeline import build_small as run_build_small
 from .reporter import Reporter, make_reporter
 
@@ -27,18 +28,30 @@ PATH_HELP = "A file or directory to look at (repeatable; `gosmall verify-pins a 
 
 
 def speaks_to_user(function: F) -> F:
-    """The one place a GosmallError becomes a message on stderr and an exit status."""
+    """The one place a GosmallError, Ctrl-C or SIGTERM becomes a message on stderr and an exit status.
+
+    SIGTERM (kill, systemd, CI, docker stop) is handled like Ctrl-C while the task runs, so the same cleanup runs.
+    """
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return function(*args, **kwargs)
+            with sigterm_as_ctrl_c():
+                return function(*args, **kwargs)
         except GosmallError as error:
             raise Exit(f"gosmall: error: {error.message}", code=error.code) from None
-        except KeyboardInterrupt:
-            raise Exit("gosmall: interrupted; earlier outputs were left as they were.", code=130) from None
+        except KeyboardInterrupt as stop:
+            interrupted = Interrupted.of(stop)
+            raise Exit(_interrupted_message(interrupted), code=interrupted.exit_status) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _interrupted_message(stop: Interrupted) -> str:
+    if not stop.replaced:
+        return "gosmall: interrupted; earlier outputs were left as they were."
+    done = ", ".join(map(str, stop.replaced))
+    return f"gosmall: interrupted; the new build is already in place in {done}; any other output was left as it was."
 
 
 @task(help={"image": IMAGE_HELP, "load": "Then load image.tar into the Docker engine and check its image ID.",
@@ -51,7 +64,10 @@ def build_small(c: Any, image: str | None = None, load: bool = False, smoke: boo
     _check_pins(project, reporter)
     results = run_build_small(project, reporter, names=(image,) if image else ())
     if load or smoke:
-        _load_and_smoke(project, tuple(r.config.name for r in results), reporter, smoke=smoke)
+        try:
+            _load_and_smoke(project, tuple(r.config.name for r in results), reporter, smoke=smoke)
+        except KeyboardInterrupt as stop:
+            raise Interrupted.of(stop, tuple(r.output_dir for r in results)) from None
 
 
 @task(help={"image": IMAGE_HELP})
@@ -65,7 +81,11 @@ def load(c: Any, image: str | None = None) -> None:
 @task(help={"image": IMAGE_HELP})
 @speaks_to_user
 def smoke(c: Any, image: str | None = None) -> None:
-    """Run the loaded image hardened (user, read-only, no capabilities) until it is healthy, then remove it."""
+    """Run the loaded image hardened (user, read-only, no capabilities) until it is healthy, then remove it.
+
+    Exit status 1 when the image fails its checks (exits early, unhealthy, not ready in time), 2 when it could not be
+    run (not built or loaded, no engine, port taken). Smoke containers left running by a killed gosmall are removed first.
+    """
     project = load_project()
     _load_and_smoke(project, tuple(i.name for i in project.image(image)), make_reporter(), smoke=True, load=False)
 

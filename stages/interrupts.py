@@ -1,0 +1,97 @@
+"""How gosmall stops: SIGTERM like Ctrl-C, and the few steps no signal may cut in half.
+
+`kill`, systemd, CI runners and `docker stop` send SIGTERM; Python's default
+for it ends the process on the spot, with no cleanup. While a task runs,
+SIGTERM raises `Interrupted` (a KeyboardInterrupt) instead, so the same
+`finally` blocks run as for Ctrl-C: temporary directories are removed, the
+`go build` process group is killed, a smoke container is removed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM, and the outputs this run had already replaced when it came."""
+
+    def __init__(self, signum: int = signal.SIGINT, replaced: tuple[Path, ...] = ()) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.replaced = replaced
+
+    @classmethod
+    def of(cls, stop: KeyboardInterrupt, replaced: Sequence[Path] = ()) -> Interrupted:
+        """`stop` (a plain KeyboardInterrupt is Ctrl-C), with `replaced` before what it already names."""
+        if isinstance(stop, Interrupted):
+            return cls(stop.signum, (*replaced, *stop.replaced))
+        return cls(signal.SIGINT, tuple(replaced))
+
+    @property
+    def exit_status(self) -> int:
+        # What a shell reports for a process ended by that signal: 130 for Ctrl-C, 143 for SIGTERM.
+        return 128 + self.signum
+
+
+@contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """While the block runs, SIGTERM raises `Interrupted(SIGTERM)`; the previous handler comes back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; signals are delivered there anyway
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+@contextmanager
+def held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block is done, and are delivered right after it.
+
+    For steps that must not be cut in half: swapping an output into place, removing a container.
+    """
+    blocking = threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask")
+    if not blocking:
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def run_as_group(args: Sequence[str], **options: Any) -> subprocess.CompletedProcess[str]:
+    """`subprocess.run(args, capture_output=True, ...)`, the child in a process group of its own.
+
+    `go build` starts compilers and the linker; when gosmall is interrupted,
+    killing `go` alone would leave them running, writing into a directory that
+    is being removed. The whole group is killed instead. (It is also why a
+    Ctrl-C reaches gosmall only, which then does this.)
+    """
+    options.pop("capture_output", None)
+    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, **options) as process:
+        try:
+            stdout, stderr = process.communicate()
+        except BaseException:
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
