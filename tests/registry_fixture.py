@@ -6,16 +6,25 @@ throw-away filesystem store on a free 127.0.0.1 port, waits until `/v2/`
 answers, yields a `LocalRegistry`, and stops the process at the end. Without
 the binary the tests that use it are skipped, unless GOSMALL_REQUIRE_DOCKER=1
 says this run must prove the real thing, which makes it a failure.
+
+For what a real registry does not do (hang, drip, echo credentials), two
+small loopback servers: `http_server(handler)` runs a `BaseHTTPRequestHandler`,
+`raw_server(handle)` hands each accepted TCP connection to `handle` and keeps
+count of the connections open at once.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -79,3 +88,106 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry
             process.kill()
             process.wait()
         log.close()
+
+
+@contextmanager
+def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """`handler` serving on a free loopback port; yields its "127.0.0.1:<port>"."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@dataclass
+class RawServer:
+    host: str  # "127.0.0.1:<port>"
+    stop: threading.Event = field(default_factory=threading.Event)
+    accepted: int = 0
+    open_now: int = 0
+    most_open: int = 0  # the most connections open at one time
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    closed_by_client: threading.Event = field(default_factory=threading.Event)
+
+
+@contextmanager
+def raw_server(handle: Callable[[socket.socket, RawServer], None]) -> Iterator[RawServer]:
+    """A loopback TCP server calling `handle(connection, server)` per connection, each in its own thread."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    listener.settimeout(0.2)
+    server = RawServer(f"127.0.0.1:{listener.getsockname()[1]}")
+    connections: list[socket.socket] = []
+
+    def serve(connection: socket.socket) -> None:
+        try:
+            handle(connection, server)
+        finally:
+            with server.lock:
+                server.open_now -= 1
+            connection.close()
+
+    def accept() -> None:
+        while not server.stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except (socket.timeout, OSError):
+                continue
+            with server.lock:
+                server.accepted += 1
+                server.open_now += 1
+                server.most_open = max(server.most_open, server.open_now)
+                connections.append(connection)
+            threading.Thread(target=serve, args=(connection,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.stop.set()
+        thread.join(timeout=5)
+        listener.close()
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def drip_headers(every: float) -> Callable[[socket.socket, RawServer], None]:
+    """A registry that reads the request, then sends one more header line every `every` seconds, for ever."""
+
+    def handle(connection: socket.socket, server: RawServer) -> None:
+        connection.recv(65536)
+        try:
+            connection.sendall(b"HTTP/1.1 200 OK\r\n")
+            n = 0
+            while not server.stop.wait(every):
+                n += 1
+                connection.sendall(f"X-Still-Thinking: {n}\r\n".encode())
+        except OSError:
+            server.closed_by_client.set()  # the client hung up: it stopped waiting
+
+    return handle
+
+
+def never_answer(connection: socket.socket, server: RawServer) -> None:
+    """A registry that accepts the connection and then says nothing at all; notes when the client hangs up."""
+    connection.settimeout(0.2)
+    while not server.stop.is_set():
+        try:
+            if connection.recv(65536) == b"":
+                server.closed_by_client.set()
+                return
+        except socket.timeout:
+            continue
+        except OSError:
+            server.closed_by_client.set()
+            return

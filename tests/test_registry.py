@@ -10,9 +10,9 @@ import json
 import shutil
 import subprocess
 import tarfile
-import threading
+import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +31,7 @@ from gosmall.registry import (
     push_layout,
     registry_base,
 )
+from tests.registry_fixture import drip_headers, http_server, never_answer, raw_server
 
 if TYPE_CHECKING:
     from tests.registry_fixture import LocalRegistry
@@ -219,15 +220,9 @@ class _TokenRegistry(BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def token_registry() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _TokenRegistry)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     _TokenRegistry.token_requests = []
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(_TokenRegistry) as host:
+        yield host
 
 
 def test_bearer_token_flow_with_docker_config_credentials(token_registry: str) -> None:
@@ -238,3 +233,165 @@ def test_bearer_token_flow_with_docker_config_credentials(token_registry: str) -
     assert path.startswith("/token?")
     assert "service=test-registry" in path and "scope=repository%3Ateam%2Fapp%3Apull" in path
     assert authorization == "Basic " + base64.b64encode(b"alice:s3cret").decode()
+
+
+# -- never hang: every request has a total deadline, not only a per-read timeout
+
+
+def test_a_registry_dripping_header_lines_is_stopped_at_the_deadline() -> None:
+    # One header line a second never trips a per-read timeout of 4 s; the total deadline must.
+    with raw_server(drip_headers(every=1.0)) as server:
+        started = time.monotonic()
+        with pytest.raises(GosmallError) as caught:
+            RegistryResolver(RegistryClient(timeout=4)).resolve(parse_normalized_named(f"{server.host}/team/app:1"))
+        took = time.monotonic() - started
+        assert server.closed_by_client.wait(10), "the client must hang up, not leave the request running"
+    message = caught.value.message
+    assert f"gosmall stopped waiting for the registry {server.host}" in message
+    assert "did not finish answering within 4 s" in message
+    assert caught.value.code == 2
+    assert took < 30  # generous: it did not hang
+
+
+def test_a_registry_that_never_answers_costs_one_deadline() -> None:
+    with raw_server(never_answer) as server:
+        with pytest.raises(GosmallError, match="did not finish answering within 2 s"):
+            RegistryClient(timeout=2).request("GET", server.host, "/v2/", "")
+        assert server.closed_by_client.wait(10)
+
+
+def test_the_run_deadline_bounds_every_request() -> None:
+    with raw_server(drip_headers(every=0.5)) as server:
+        client = RegistryClient(timeout=30, deadline=time.monotonic() + 2)
+        with pytest.raises(GosmallError, match="the time this run may take ran out"):
+            client.request("HEAD", server.host, "/v2/a/manifests/1", "")
+        # Once the run's time is out, no request is even sent.
+        accepted = server.accepted
+        with pytest.raises(GosmallError, match="the time this run may take ran out"):
+            client.request("HEAD", server.host, "/v2/b/manifests/1", "")
+        assert server.accepted == accepted
+
+
+class _Flood(BaseHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()  # no length: the body goes on until the connection ends
+        chunk = b"x" * 65536
+        try:
+            for _ in range(200):  # 12.5 MiB
+                self.wfile.write(chunk)
+        except OSError:
+            pass
+
+
+def test_an_endless_body_is_not_read_into_memory() -> None:
+    with http_server(_Flood) as host:
+        with pytest.raises(GosmallError, match="answered with more than 4 MiB"):
+            RegistryClient().request("GET", host, "/v2/team/app/manifests/1", "")
+
+
+# -- no tracebacks: what the Docker config and token services may hold
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[{"auths": {}}]', "its top level must be a JSON object"),
+        ('{"auths": ["ghcr.io"]}', "auths: must be an object of registry hosts"),
+        ('{"auths": {"ghcr.io": {"auth": 5}}}', "auths.ghcr.io.auth is not base64"),
+        ("[" * 100_000, "cannot be read as JSON"),
+    ],
+)
+def test_a_docker_config_of_the_wrong_shape_is_named(tmp_path: Path, text: str, expected: str) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(text)
+    with pytest.raises(GosmallError) as caught:
+        load_docker_auths(config)
+    assert str(config) in caught.value.message and expected in caught.value.message
+
+
+def test_a_docker_config_without_auths_is_no_credentials(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text('{"credsStore": "desktop"}')
+    assert load_docker_auths(config) == {}
+
+
+def _challenging(token_body: bytes, *, status: int = 200, echo: bool = False) -> type[BaseHTTPRequestHandler]:
+    """A registry that asks for a bearer token from its own /token; with `echo`, its 403 echoes the request."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _answer(self, code: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+            self.send_response(code)
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            if self.path.startswith("/token"):
+                self._answer(status, token_body)
+            elif self.headers.get("Authorization", "").startswith("Bearer ") and self.command == "HEAD":
+                self._answer(405)  # as some registries do: the resolver then GETs the manifest
+            elif self.headers.get("Authorization", "").startswith("Bearer "):
+                # What a confused proxy or registry does: echo the request it refused.
+                sent = self.headers.get("Authorization")
+                echoed = (
+                    f"denied: request was GET {self.path}\nAuthorization: {sent}\nHost: {self.headers.get('Host')}" if echo else "denied"
+                )
+                echoed = echoed.encode()
+                self._answer(403, echoed)
+            else:
+                realm = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+                self._answer(401, b"", {"WWW-Authenticate": f'Bearer realm="{realm}",service="t",scope="repository:team/app:pull"'})
+
+        do_HEAD = do_GET
+
+    return Handler
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"<html><body>Sign in to continue</body></html>", "something that is not a JSON object"),
+        (b'["tok"]', "something that is not a JSON object"),
+        (b'{"expires_in": 60}', "JSON without a token"),
+        (b'{"token": 5}', "JSON without a token"),
+    ],
+)
+def test_a_token_service_answering_200_without_a_token_is_named(body: bytes, expected: str) -> None:
+    with http_server(_challenging(body)) as host:
+        with pytest.raises(GosmallError) as caught:
+            RegistryClient().request("GET", host, "/v2/team/app/manifests/1", "repository:team/app:pull")
+    message = caught.value.message
+    assert f"The token service http://{host}/token for {host} answered HTTP 200 with {expected}" in message
+    assert "WWW-Authenticate realm" in message  # the fix
+
+
+def test_a_refused_token_names_the_registry() -> None:
+    with http_server(_challenging(b'{"details": "no"}', status=401)) as host:
+        with pytest.raises(GosmallError, match=f"{host} refused a token for 'repository:team/app:pull'"):
+            RegistryClient().request("GET", host, "/v2/team/app/manifests/1", "repository:team/app:pull")
+
+
+# -- redaction: a server's words are shown, its echo of our credentials is not
+
+
+def test_an_error_body_echoing_the_token_is_redacted() -> None:
+    token = "tok-THIS-IS-SECRET-42"
+    with http_server(_challenging(json.dumps({"token": token}).encode(), echo=True)) as host:
+        client = RegistryClient({host: ("alice", "s3cret-pw")})
+        with pytest.raises(GosmallError) as caught:
+            RegistryResolver(client).resolve(parse_normalized_named(f"{host}/team/app:1"))
+    message = caught.value.message
+    assert "HTTP 403 (denied: request was GET /v2/team/app/manifests/1" in message  # the server's words are shown
+    assert "[redacted]" in message
+    assert token not in message and "THIS-IS-SECRET" not in message
+    assert base64.b64encode(b"alice:s3cret-pw").decode() not in message and "s3cret" not in message
