@@ -31,7 +31,9 @@ import requests
 
 from .config import ImageConfig
 from .digest import Digest
-from .errors import GosmallError
+from .errors import FOUND, GosmallError
+from .interrupts import STOP_SIGNALS, Interrupted, held
+from .leftovers import Owner
 from .reporter import Reporter
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,9 +47,14 @@ DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 # handful of OS threads, each counted as a pid; the healthcheck's exec adds one.
 PIDS_LIMIT = 128
 MEMORY_LIMIT = "256m"
-# The label every smoke container carries, so a container whose ID was lost to
-# a Ctrl-C between "created" and "assigned" can still be found and removed.
+# Every smoke container carries these labels: the image it smoke-tests; this
+# run's ID, so a container whose ID was lost to a Ctrl-C between "created" and
+# "assigned" can still be found and removed; and the gosmall process that runs
+# it (leftovers.Owner), so a later smoke test can remove what a killed one left
+# running, and nothing else.
 SMOKE_LABEL = "dev.gosmall.smoke"
+RUN_LABEL = "dev.gosmall.smoke.run"
+OWNER_LABEL = "dev.gosmall.smoke.owner"
 # Connecting asks the engine for its API version; a dead TCP DOCKER_HOST must
 # not hang for the SDK's default minute. Loading a large archive may take
 # longer, so the client gets its longer timeout back once connected.
@@ -339,7 +346,9 @@ def hardened_container(
     """`smoke_test`, keeping the container running while the caller's block runs.
 
     The container is removed when the block ends, however it ends: a failed
-    check, an error, or Ctrl-C.
+    check, an error, Ctrl-C or SIGTERM. One a killed gosmall left running is
+    removed first (see `_remove_stale_containers`). A failed check is a finding
+    (exit status 1); what stops the check from running is status 2.
     """
     from docker.errors import APIError, ImageNotFound
 
@@ -351,6 +360,7 @@ def hardened_container(
             "cannot run here. Smoke-test on a machine of that platform, or build on this one."
         )
     image_id = _loaded_image_id(client, built, image)
+    _remove_stale_containers(client, reporter)  # a killed run's container may hold the port
     mode: NetworkMode = network_mode or ("host" if image.ports else "none")
     probe_ports = tuple(ports) if ports is not None else _tcp_ports(image)
     if mode == "host":
@@ -371,7 +381,7 @@ def hardened_container(
         mem_limit=MEMORY_LIMIT,
         network_mode=mode,
         environment=[f"{k}={v}" for k, v in image.smoke.env],
-        labels={SMOKE_LABEL: label},
+        labels={SMOKE_LABEL: image.name, RUN_LABEL: label, OWNER_LABEL: Owner.current().token},
         name=f"gosmall-smoke-{image.name}-{label[:12]}",
         detach=True,
     )
@@ -412,35 +422,36 @@ def hardened_container(
     finally:
         _remove(client, container, label, reporter)
         ctrl_c.restore()
-        if ctrl_c.seen:
+        if ctrl_c.seen is not None:
             # Python drops an exception raised inside a garbage-collection finaliser;
-            # a Ctrl-C that landed there must still stop the command.
-            raise KeyboardInterrupt
+            # a Ctrl-C or SIGTERM that landed there must still stop the command.
+            raise Interrupted(ctrl_c.seen)
 
 
 class _CtrlC:
-    """Remembers a Ctrl-C, so it cannot be lost, and still raises KeyboardInterrupt at once."""
+    """Remembers a Ctrl-C or SIGTERM, so neither can be lost, and still raises at once (SIGTERM as Interrupted)."""
 
-    def __init__(self, previous: object) -> None:
+    def __init__(self, previous: dict[int, Any]) -> None:
         self.previous = previous
-        self.seen = False
+        self.seen: int | None = None  # the signal number
 
     @classmethod
     def install(cls) -> _CtrlC:
         if threading.current_thread() is not threading.main_thread():
-            return cls(None)
-        recorder = cls(signal.getsignal(signal.SIGINT))
+            return cls({})
+        recorder = cls({signum: signal.getsignal(signum) for signum in STOP_SIGNALS})
 
-        def on_sigint(signum: int, frame: object) -> None:
-            recorder.seen = True
-            raise KeyboardInterrupt
+        def on_signal(signum: int, frame: object) -> None:
+            recorder.seen = signum
+            raise KeyboardInterrupt if signum == signal.SIGINT else Interrupted(signum)
 
-        signal.signal(signal.SIGINT, on_sigint)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, on_signal)
         return recorder
 
     def restore(self) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)  # type: ignore[arg-type]
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
 
 
 def _loaded_image_id(client: docker.DockerClient, built: BuiltImage, image: ImageConfig) -> str:
@@ -518,7 +529,8 @@ def _wait_until_ready(
             oom = " It was killed for using more than the memory limit." if state.get("OOMKilled") else ""
             raise GosmallError(
                 f"The container of {built.reference} exited early with code {code} "
-                f"after {time.monotonic() - started:.1f}s.{oom} Its last log lines:\n{_log_tail(container)}"
+                f"after {time.monotonic() - started:.1f}s.{oom} Its last log lines:\n{_log_tail(container)}",
+                code=FOUND,
             )
         if has_healthcheck and health != "healthy":
             health = (state.get("Health") or {}).get("Status")
@@ -526,7 +538,8 @@ def _wait_until_ready(
                 _report_logs(container, reporter)
                 raise GosmallError(
                     f"The Docker healthcheck of {built.reference} reports unhealthy: {_health_output(state)}. "
-                    f"The container's last log lines:\n{_log_tail(container)}"
+                    f"The container's last log lines:\n{_log_tail(container)}",
+                    code=FOUND,
                 )
         for port in ports:
             if port not in answered:
@@ -549,7 +562,8 @@ def _wait_until_ready(
             raise GosmallError(
                 f"The container of {built.reference} was not ready within {timeout:g}s: {'; '.join(waiting)}. "
                 f"Raise [tool.gosmall.images.{image.name}.smoke] timeout or fix smoke.path/expect_status if they are "
-                f"wrong. The container's last log lines:\n{_log_tail(container)}"
+                f"wrong. The container's last log lines:\n{_log_tail(container)}",
+                code=FOUND,
             )
         time.sleep(POLL_SECONDS)
     seconds = time.monotonic() - started
@@ -610,20 +624,15 @@ def _report_logs(container: Container, reporter: Reporter) -> None:
 
 
 def _remove(client: docker.DockerClient, container: Container | None, label: str, reporter: Reporter) -> None:
-    """Remove the smoke container, even when Ctrl-C interrupted anything before."""
+    """Remove the smoke container, even when Ctrl-C or SIGTERM interrupted anything before."""
     from docker.errors import APIError, NotFound
 
-    # A second Ctrl-C during removal must not leave the container behind: hold
-    # SIGINT until it is gone (it is delivered right after).
-    blocked = threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask")
-    if blocked:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
+    # A second Ctrl-C or SIGTERM during removal must not leave the container
+    # behind: both are held until it is gone (and delivered right after).
+    with held():
         try:
             # Interrupted between create and assignment: find it by its label.
-            targets = (
-                [container] if container is not None else client.containers.list(all=True, filters={"label": f"{SMOKE_LABEL}={label}"})
-            )
+            targets = [container] if container is not None else client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={label}"})
             for target in targets:
                 try:
                     target.remove(force=True)
@@ -632,9 +641,31 @@ def _remove(client: docker.DockerClient, container: Container | None, label: str
         except APIError as exc:
             # Raising here would hide why the smoke test stopped; say what is left instead.
             reporter.warn(
-                f"The smoke container labelled {SMOKE_LABEL}={label} could not be removed ({exc.explanation or exc}); "
-                f"remove it with: docker rm -f $(docker ps -aq --filter label={SMOKE_LABEL}={label})"
+                f"The smoke container labelled {RUN_LABEL}={label} could not be removed ({exc.explanation or exc}); "
+                f"remove it with: docker rm -f $(docker ps -aq --filter label={RUN_LABEL}={label})"
             )
-    finally:
-        if blocked:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _remove_stale_containers(client: docker.DockerClient, reporter: Reporter) -> None:
+    """Remove smoke containers whose gosmall process no longer runs on this machine; a live run's are left alone."""
+    from docker.errors import APIError, NotFound
+
+    try:
+        containers = client.containers.list(all=True, filters={"label": OWNER_LABEL})
+    except APIError:
+        return  # not being able to tidy up must not stop the smoke test; a port still taken says so
+    for container in containers:
+        owner = Owner.parse(str((container.labels or {}).get(OWNER_LABEL, "")))
+        if owner is None or not owner.is_gone():
+            continue
+        try:
+            with held():
+                container.remove(force=True)
+        except NotFound:
+            continue  # another run removed it first
+        except APIError as exc:
+            reporter.warn(
+                f"Could not remove smoke container {container.name}, left by gosmall process {owner.pid}: {exc.explanation or exc}"
+            )
+            continue
+        reporter.detail(f"removed smoke container {container.name}, left running by gosmall process {owner.pid}, which no longer runs")

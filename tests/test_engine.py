@@ -35,6 +35,7 @@ import requests
 from gosmall.compile import host_platform as stages_host_platform
 from gosmall.config import ImageConfig, SmokeConfig, load_project
 from gosmall.engine import (
+    OWNER_LABEL,
     SMOKE_LABEL,
     connect,
     hardened_container,
@@ -44,6 +45,7 @@ from gosmall.engine import (
 )
 from gosmall.errors import GosmallError
 from gosmall.image import Platform
+from gosmall.leftovers import Owner
 from gosmall.reporter import RecordingReporter
 
 from .conftest import gosmall, gosmall_command, gosmall_env
@@ -354,6 +356,7 @@ def test_smoke_shows_exit_code_and_logs_of_an_early_exit(docker_client: Any, tin
     with pytest.raises(GosmallError) as caught:
         smoke_test(docker_client, tiny.image, tiny.output_dir, reporter, args=["fail"])
     assert "exited early with code 3" in caught.value.message
+    assert caught.value.code == 1  # the check ran and found something
     assert "tiny: failing on purpose" in caught.value.message
     assert "tiny: failing on purpose" in reporter.messages("detail")  # the full log, printed
     assert not leftover_containers(docker_client, tiny.config_digest)
@@ -374,8 +377,9 @@ def test_smoke_of_an_image_not_loaded_says_load_first(docker_client: Any, tiny_b
     with pytest.raises(
         GosmallError,
         match=r"has no image test\.gosmall\.local/.*/never-loaded:latest: it has not been loaded\. Run `gosmall load --image tiny`",
-    ):
+    ) as caught:
         smoke_test(docker_client, build.image, build.output_dir, RecordingReporter())
+    assert caught.value.code == 2  # could not run
 
 
 # -- go_app, built by the pipeline --------------------------------------------------
@@ -588,8 +592,9 @@ def test_smoke_refuses_a_port_already_taken(docker_client: Any, go_loaded: GoBui
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
         squatter.bind(("127.0.0.1", free_port))
         squatter.listen()
-        with pytest.raises(GosmallError, match=rf"Port {free_port} is already in use on this machine\. .*host network"):
+        with pytest.raises(GosmallError, match=rf"Port {free_port} is already in use on this machine\. .*host network") as caught:
             smoke_test(docker_client, image, go_loaded.output_dirs["hello"], RecordingReporter(), **on_port(free_port, image))
+    assert caught.value.code == 2
 
 
 @pytest.mark.docker
@@ -599,6 +604,7 @@ def test_smoke_times_out_naming_what_it_waited_for(docker_client: Any, go_loaded
     with pytest.raises(GosmallError) as caught:
         smoke_test(docker_client, image, go_loaded.output_dirs["hello"], RecordingReporter(), timeout=3, **on_port(free_port, image))
     message = caught.value.message
+    assert caught.value.code == 1
     assert "was not ready within 3s" in message
     assert f"GET http://127.0.0.1:{free_port}/missing wanted 200, got 404" in message
     assert "listening on 127.0.0.1" in message  # the container's log
@@ -613,6 +619,7 @@ def test_go_app_bad_flag_exits_early_with_its_log(docker_client: Any, go_loaded:
         smoke_test(docker_client, image, go_loaded.output_dirs["hello"], RecordingReporter(), **options)
     assert "exited early with code 1" in caught.value.message
     assert "missing port in address" in caught.value.message
+    assert caught.value.code == 1
 
 
 # -- the console script --------------------------------------------------------------
@@ -681,3 +688,104 @@ def test_gosmall_build_small_smoke_then_ctrl_c_removes_the_container(docker_clie
     finally:
         for tag in (f"{repository}:latest",):
             remove_image(docker_client, tag)
+
+
+@dataclass(frozen=True)
+class ConsoleProject:
+    """go_app built and loaded by the console script, serving on `port` of the host network."""
+
+    root: Path
+    port: int
+    image_id: str
+
+
+@pytest.fixture(scope="module")
+def console_project(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Iterator[ConsoleProject]:
+    from .net import free_loopback_port
+
+    port = free_loopback_port()
+    root = go_app_project(tmp_path_factory.mktemp("console") / "project", port=port)
+    done = gosmall("build-small", "--image", "hello", "--load", cwd=root, env={})
+    assert done.returncode == 0, done.stderr
+    image_id = json.loads((root / "dist" / "hello" / "report.json").read_text())["platforms"][host_platform()]["config_digest"]
+    yield ConsoleProject(root, port, image_id)
+    remove_image(docker_client, image_id)
+
+
+def start_smoke(project: ConsoleProject, docker_client: Any) -> tuple[subprocess.Popen[str], Any]:
+    """`gosmall smoke` started as a user would, once its container runs."""
+    import time
+
+    smoking = subprocess.Popen(
+        [*gosmall_command(), "smoke", "--image", "hello"], cwd=project.root, env=gosmall_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while True:
+        running = [c for c in leftover_containers(docker_client, project.image_id) if c.status == "running"]
+        if running:
+            return smoking, running[0]
+        if smoking.poll() is not None or time.monotonic() > deadline:
+            smoking.kill()
+            pytest.fail(f"the smoke container never ran: {smoking.communicate()[0]}")
+        time.sleep(0.1)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_gosmall_smoke_on_sigterm_removes_the_container(docker_client: Any, console_project: ConsoleProject) -> None:
+    import signal
+
+    smoking, _ = start_smoke(console_project, docker_client)
+    try:
+        smoking.send_signal(signal.SIGTERM)  # what kill, systemd and CI runners send
+        output, _ = smoking.communicate(timeout=120)
+    finally:
+        if smoking.poll() is None:
+            smoking.kill()
+    assert smoking.returncode == 143, output
+    assert "gosmall: interrupted" in output and "Traceback" not in output
+    assert not leftover_containers(docker_client, console_project.image_id)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_gosmall_smoke_removes_the_container_a_killed_run_left(docker_client: Any, console_project: ConsoleProject) -> None:
+    smoking, container = start_smoke(console_project, docker_client)
+    smoking.kill()  # SIGKILL: no cleanup runs
+    smoking.communicate(timeout=120)
+    container.reload()
+    assert container.status == "running"  # still holding the port on the host network
+    assert container.labels[SMOKE_LABEL] == "hello"
+    owner = Owner.parse(container.labels[OWNER_LABEL])
+    assert owner is not None and owner.pid == smoking.pid and owner.is_gone()
+    # A smoke container of a run that is alive (this test's process stands in for it) is not touched.
+    live = docker_client.containers.create(
+        console_project.image_id, network_mode="none", labels={SMOKE_LABEL: "hello", OWNER_LABEL: Owner.current().token}
+    )
+    try:
+        done = gosmall("smoke", "--image", "hello", cwd=console_project.root, env={}, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert f"removed smoke container {container.name}, left running by gosmall process {smoking.pid}" in done.stderr
+        assert f"GET http://127.0.0.1:{console_project.port}/healthz -> 200" in done.stderr
+        assert [c.id for c in leftover_containers(docker_client, console_project.image_id)] == [live.id]
+    finally:
+        live.remove(force=True)
+        for left in leftover_containers(docker_client, console_project.image_id):
+            left.remove(force=True)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_gosmall_smoke_that_fails_its_check_exits_1(docker_client: Any, console_project: ConsoleProject, tmp_path: Path) -> None:
+    # The same loaded image, asked for a path it does not serve: a finding, not a failure to run.
+    root = tmp_path / "project"
+    shutil.copytree(console_project.root, root)
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace('path = "/healthz"', 'path = "/missing"').replace('timeout = "30s"', 'timeout = "3s"')
+    )
+    done = gosmall("smoke", "--image", "hello", cwd=root, env={}, timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert f"GET http://127.0.0.1:{console_project.port}/missing wanted 200, got 404" in done.stderr
+    assert not leftover_containers(docker_client, console_project.image_id)
