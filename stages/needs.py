@@ -1,0 +1,86 @@
+"""What a Go binary needs at run time, read from the function names it links.
+
+Go keeps every linked function's name in its pclntab, even with `-s -w` (which
+drop only the symbol table and DWARF). A binary that can call
+`time.LoadLocation` may read the zone database; one that links
+`crypto/x509`'s system-root loader reads a CA bundle. Neither is a guess
+from the source: it is what the linker kept.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+from .errors import GosmallError
+
+# The names that make each need; any one of them linked is enough.
+NEED_FUNCTIONS: dict[str, tuple[str, ...]] = {
+    "tzdata": ("time.LoadLocation",),
+    "ca_certs": ("crypto/x509.loadSystemRoots", "crypto/x509.initSystemRoots"),
+}
+# pclntab magics whose header gives funcnametab and cutab offsets (Go 1.18 and 1.20+).
+_MAGICS = (0xFFFFFFF0, 0xFFFFFFF1)
+
+
+@dataclass(frozen=True)
+class Needs:
+    """Per need ("tzdata", "ca_certs"), the linked function names that make it."""
+
+    evidence: tuple[tuple[str, tuple[str, ...]], ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(need for need, _ in self.evidence)
+
+    def __contains__(self, need: object) -> bool:
+        return need in self.names
+
+    def to_json(self) -> list[dict[str, object]]:
+        return [{"need": need, "because": list(functions)} for need, functions in self.evidence]
+
+
+def read_needs(binary: Path) -> Needs:
+    names = go_function_names(binary)
+    evidence = []
+    for need, functions in sorted(NEED_FUNCTIONS.items()):
+        linked = tuple(f for f in functions if f in names)
+        if linked:
+            evidence.append((need, linked))
+    return Needs(tuple(evidence))
+
+
+def go_function_names(binary: Path) -> frozenset[str]:
+    """Every function name in the binary's .gopclntab."""
+    try:
+        with binary.open("rb") as stream:
+            section = ELFFile(stream).get_section_by_name(".gopclntab")
+            if section is None:
+                raise GosmallError(f"{binary} has no .gopclntab section; it is not a Go binary gosmall can read.")
+            data = section.data()
+    except (ELFError, OSError) as exc:
+        raise GosmallError(f"{binary} cannot be read as an ELF file: {exc}.") from None
+    return frozenset(name.decode("utf-8", "replace") for name in _funcname_table(data).split(b"\0") if name)
+
+
+def _funcname_table(data: bytes) -> bytes:
+    """The funcnametab region (NUL-separated names); the whole section when the header is not one we know."""
+    if len(data) < 8:
+        return data
+    byteorder = "<" if struct.unpack_from("<I", data)[0] in _MAGICS else ">"
+    if struct.unpack_from(byteorder + "I", data)[0] not in _MAGICS:
+        return data
+    pointer = data[7]
+    if pointer not in (4, 8):
+        return data
+    word = byteorder + ("Q" if pointer == 8 else "I")
+    # header: magic, pad, minLC, ptrSize, then nfunc, nfiles, textStart, funcnameOffset, cuOffset, ...
+    funcname_offset = struct.unpack_from(word, data, 8 + 3 * pointer)[0]
+    cu_offset = struct.unpack_from(word, data, 8 + 4 * pointer)[0]
+    if not 0 < funcname_offset < cu_offset <= len(data):
+        return data
+    return data[funcname_offset:cu_offset]

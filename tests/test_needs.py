@@ -1,0 +1,59 @@
+"""Runtime needs read from the function names a stripped Go binary links (its pclntab)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gosmall.compile import compile_binary, plan_compile
+from gosmall.config import parse_project
+from gosmall.errors import GosmallError
+from gosmall.image import Platform
+from gosmall.needs import go_function_names, read_needs
+from gosmall.toolchain import find_module, find_toolchain
+
+pytestmark = pytest.mark.slow
+
+PROGRAMS = {
+    "zone": 'package main\n\nimport (\n\t"fmt"\n\t"os"\n\t"time"\n)\n\nfunc main() {\n\tl, err := time.LoadLocation(os.Args[1])\n\tfmt.Println(l, err)\n}\n',
+    "server": 'package main\n\nimport "net/http"\n\nfunc main() { _ = http.ListenAndServe(":8080", nil) }\n',
+    "plain": 'package main\n\nimport "os"\n\nfunc main() { os.Stdout.WriteString("hi\\n") }\n',
+}
+
+
+def build(tmp_path: Path, name: str, platform: str = "linux/amd64") -> Path:
+    """The program built the way build-small builds it: static, -trimpath, -s -w."""
+    root = tmp_path / name
+    (root / "app").mkdir(parents=True, exist_ok=True)
+    (root / "go.mod").write_text("module example.com/needs\n\ngo 1.22\n")
+    (root / "app" / "main.go").write_text(PROGRAMS[name])
+    image = parse_project({"images": {"app": {"package": "app", "platforms": [platform]}}}, root / "pyproject.toml").images[0]
+    module = find_module(image.package)
+    plan = plan_compile(image, module, Platform.parse(platform), "dev")
+    return compile_binary(plan, find_toolchain(module), tmp_path / f"work-{name}-{platform.replace('/', '_')}").path
+
+
+@pytest.mark.parametrize("platform", ["linux/amd64", "linux/arm64"])
+def test_a_program_that_loads_a_zone_needs_tzdata(tmp_path: Path, platform: str) -> None:
+    needs = read_needs(build(tmp_path, "zone", platform))
+    assert "tzdata" in needs and dict(needs.evidence)["tzdata"] == ("time.LoadLocation",)
+
+
+def test_a_server_that_loads_no_zone_needs_only_ca_certs(tmp_path: Path) -> None:
+    # Every net/http program links crypto/x509's system-root loader; none of them LoadLocation unasked.
+    needs = read_needs(build(tmp_path, "server"))
+    assert needs.names == ("ca_certs",)
+    assert needs.to_json() == [{"need": "ca_certs", "because": ["crypto/x509.loadSystemRoots", "crypto/x509.initSystemRoots"]}]
+
+
+def test_a_plain_program_needs_nothing(tmp_path: Path) -> None:
+    binary = build(tmp_path, "plain")
+    assert read_needs(binary).names == ()
+    assert "main.main" in go_function_names(binary)  # the names are there; just none of the needs
+
+
+def test_a_file_that_is_not_go_is_one_message(tmp_path: Path) -> None:
+    (tmp_path / "x").write_bytes(b"#!/bin/sh\n")
+    with pytest.raises(GosmallError, match="cannot be read as an ELF file"):
+        read_needs(tmp_path / "x")
