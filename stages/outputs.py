@@ -100,8 +100,11 @@ def _read_regular(path: Path, limit: int) -> bytes | None:
 def prepare_output_dir(output: Path) -> None:
     """`<output>` exists and is a real directory: created if missing, never a link that is followed."""
     try:
-        output.mkdir(parents=True, exist_ok=True)
-        info = os.lstat(output)
+        try:
+            info = os.lstat(output)
+        except FileNotFoundError:
+            output.mkdir(parents=True, exist_ok=True)  # exist_ok: a concurrent build may create it first
+            info = os.lstat(output)
     except OSError as exc:
         raise GosmallError(
             f"Cannot create the output directory {output}: {exc.strerror or exc}. Check `output` in [tool.gosmall] and its permissions."

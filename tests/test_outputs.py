@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from gosmall.compile import host_platform
+from gosmall.errors import GosmallError
 from gosmall.leftovers import Owner
 from gosmall.outputs import MARKER, MARKER_TEXT, prepare_output_dir
 from gosmall.toolchain import find_module, find_toolchain
@@ -304,14 +305,16 @@ def test_a_non_directory_at_the_output_is_refused_and_not_followed(project: Proj
     assert listing(project.root / "dist") == ["hello"]
 
 
-def test_a_link_at_output_is_not_followed_when_writing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("dangling", [False, True], ids=["to-a-directory", "dangling"])
+def test_a_link_at_output_is_not_followed_when_writing(tmp_path: Path, dangling: bool) -> None:
     # config.py resolves `output` before a build; this is the write-time rule for any other caller.
-    (tmp_path / "elsewhere").mkdir()
+    if not dangling:
+        (tmp_path / "elsewhere").mkdir()
     (tmp_path / "dist").symlink_to(tmp_path / "elsewhere")
-    from gosmall.errors import GosmallError
-
-    with pytest.raises(GosmallError, match=r"is a symbolic link, which gosmall does not follow"):
+    with pytest.raises(GosmallError, match=r"dist is a symbolic link, which gosmall does not follow"):
         prepare_output_dir(tmp_path / "dist")
+    assert listing(tmp_path) == (["dist"] if dangling else ["dist", "elsewhere"])
+    assert listing(tmp_path / "elsewhere") == []
 
 
 # -- SIGTERM is Ctrl-C; SIGKILL's leftovers go with the next build ---------------------------
