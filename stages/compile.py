@@ -86,6 +86,14 @@ def plan_compile(image: ImageConfig, module: GoModule, platform: Platform, versi
             f'{_cross_cc_hint(platform)}. Install one and set cc = {{ "{platform}" = "<compiler>" }} '
             f"in [tool.gosmall.images.{image.name}], or drop {platform} from its platforms."
         )
+    if image.cgo and platform != host_platform() and image.sysroot_for(platform) is None:
+        # Checked before any compiling: the binary would build, then its libraries could not be found.
+        raise GosmallError(
+            f"Image '{image.name}' has cgo = true and platform {platform}, but this machine is {host_platform()}: "
+            f"the image needs {platform}'s C library and the shared libraries the binary names, which are not this "
+            f'machine\'s. Set sysroot = {{ "{platform}" = "<dir>" }} in [tool.gosmall.images.{image.name}] to a root '
+            f"holding them ({_cross_sysroot_hint(platform)}), or drop {platform} from its platforms."
+        )
     return CompilePlan(
         package=image.package,
         module=module,
@@ -148,6 +156,17 @@ _CROSS_CC = {
 
 def host_platform() -> Platform:
     return Platform.parse(_MACHINES.get(host.machine().lower(), "linux/amd64"))
+
+
+_DEBIAN_ARCH = {
+    "linux/amd64": "amd64", "linux/arm64": "arm64", "linux/arm/v7": "armhf", "linux/arm/v6": "armel",
+    "linux/386": "i386", "linux/ppc64le": "ppc64el", "linux/s390x": "s390x", "linux/riscv64": "riscv64",
+}  # fmt: skip
+
+
+def _cross_sysroot_hint(platform: Platform) -> str:
+    triplet = _CROSS_CC.get(str(platform), "a cross gcc").removesuffix("-gcc")
+    return f"Debian: apt-get install libc6-dev-{_DEBIAN_ARCH.get(str(platform), '<arch>')}-cross, then sysroot /usr/{triplet}"
 
 
 def _cross_cc_hint(platform: Platform) -> str:

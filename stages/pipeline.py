@@ -73,18 +73,25 @@ def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo,
     parts: list[PlatformParts] = []
     libraries: dict[Platform, dict[str, Any]] = {}
     with _workdir(reporter) as workdir:
-        for platform in config.platforms:
-            plan = plan_compile(config, module, platform, source.version)
+        # Every platform planned, and the runtime files read, before anything is compiled:
+        # a refused combination or a bad `files` entry costs no build.
+        plans = [plan_compile(config, module, platform, source.version) for platform in config.platforms]
+        common = collect_runtime_files(config, toolchain, never_ship=(project.output,))
+        for skipped in common.skipped:
+            reporter.detail(f"not shipped: {skipped}")
+        for plan in plans:
+            platform = plan.platform
             binary = compile_binary(plan, toolchain, Path(workdir))
             facts = prove_binary(binary)
             reporter.detail(
                 f"{platform}: {binary.name} {binary.size:,} bytes, {facts.machine}, {'static' if facts.static else 'dynamic'}, stripped"
             )
-            runtime = collect_runtime_files(config, toolchain)
+            runtime = common
             if not facts.static:
                 closure = collect_libraries(
                     binary.path,
                     binary_image_path=f"/{binary.name}",
+                    root=config.sysroot_for(platform) or Path("/"),
                     extra_libs=config.libs,
                     search_paths=config.lib_search_paths,
                     strip=config.strip_libs,
