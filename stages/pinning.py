@@ -18,7 +18,14 @@ The public surface, all returning values and never printing:
   dir are skipped either way. Files that cannot be read or parsed do not stop
   the scan: they become findings too (problem `unreadable` or
   `invalid-yaml`, with the position of the fault), so `ScanResult.findings`
-  is the one list to show and `ScanResult.ok` the one answer.
+  is the one list to show and `ScanResult.ok` the one answer. A named path
+  that does not exist is a `GosmallError`: the scan could not do its job.
+  Only regular files are opened (a FIFO would hang the scan, a device never
+  end it). A symbolic link is followed only to a file inside `root`; a file
+  reached both directly and through links is scanned once, under its own
+  name.
+- `scan_root(start) -> Path`: where a scan looks when there is no gosmall
+  project: the git work tree holding `start`, else `start`.
 - `format_findings(result, fmt, root) -> str`: `path:line:col: message`
   lines, or a JSON list of {path, line, column, reference, problem,
   message}; paths relative to `root`.
@@ -30,9 +37,12 @@ The public surface, all returning values and never printing:
   reference's registry for the digest of its tag and rewrite the reference
   to `name:tag@sha256:…` in place. Only the reference's own characters
   change: files are edited as text by line and column (never re-dumped), so
-  comments, quoting, spacing and order stay byte for byte. With `check=True`
-  nothing is written. A reference that cannot be resolved is listed in
-  `PinResult.unresolved`, never guessed or dropped.
+  comments, quoting, spacing and order stay byte for byte; a link is kept
+  and its target edited. With `check=True` nothing is written. A reference
+  that cannot be resolved is listed in `PinResult.unresolved`, never guessed
+  or dropped. Up to `RESOLVE_WORKERS` references are resolved at once, and
+  the whole run is bounded by `timeout` seconds: a registry that never
+  answers costs one bound, not one per reference.
 
 Positions are 1-based; a column points at the first character of the
 reference as written (after `docker://` in a workflow, after a quote in
@@ -45,10 +55,13 @@ import fnmatch
 import json
 import os
 import re
+import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, Protocol
@@ -62,7 +75,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from .digest import Digest
-from .errors import FOUND, GosmallError
+from .errors import COULD_NOT_RUN, FOUND, GosmallError
+from .redact import printable
 from .reference import Reference, ReferenceError, parse_normalized_named
 
 Problem = Literal["not-pinned", "unresolvable", "invalid-reference", "resolve-failed", "unreadable", "invalid-yaml"]
@@ -74,6 +88,8 @@ SKIPPED_DIRS = frozenset({".git", "vendor", "node_modules"})
 DOCKERFILE_NAMES = ("Dockerfile", "*.Dockerfile", "Dockerfile.*", "Containerfile")
 COMPOSE_NAMES = ("compose*.yml", "compose*.yaml", "docker-compose*.yml", "docker-compose*.yaml")
 WORKLOAD_CONTAINER_KEYS = ("containers", "initContainers", "ephemeralContainers")
+RESOLVE_WORKERS = 8  # registries at once: enough to hide latency, few enough not to look like a flood
+RUN_TIMEOUT = 120.0  # seconds a whole `pin` may spend asking registries
 
 
 # -- values ---------------------------------------------------------------------
@@ -102,6 +118,7 @@ class Finding:
     reference: str
     problem: Problem
     detail: str = ""
+    code: int = FOUND  # the exit status it calls for: COULD_NOT_RUN when a registry could not be asked
 
     @property
     def message(self) -> str:
@@ -121,7 +138,8 @@ class Finding:
         return (self.path.as_posix(), self.line, self.column, self.reference)
 
     def render(self, root: Path) -> str:
-        return f"{_shown(self.path, root)}:{self.line}:{self.column}: {self.message}"
+        # Paths and references are the user's text: no escape sequence in them reaches the terminal.
+        return printable(f"{_shown(self.path, root)}:{self.line}:{self.column}: {self.message}")
 
     def to_json(self, root: Path) -> dict[str, object]:
         return {
@@ -165,8 +183,14 @@ class PinResult:
 
     @property
     def ok(self) -> bool:
-        """The exit status: nothing left unpinned (and, with --check, nothing to change)."""
+        """Nothing left unpinned (and, with --check, nothing to change)."""
         return not self.unresolved and not (self.check and self.changes)
+
+    @property
+    def exit_status(self) -> int:
+        """0 all pinned; FOUND something left or (--check) to change; COULD_NOT_RUN a registry could not be asked."""
+        codes = [f.code for f in self.unresolved] + ([FOUND] if self.check and self.changes else [])
+        return max(codes, default=0)
 
 
 class Resolver(Protocol):
@@ -180,7 +204,7 @@ class Resolver(Protocol):
 
 def scan_project(root: Path, paths: Sequence[Path] = (), *, output_dir: Path | None = None) -> ScanResult:
     """Every image reference under `root` (or in `paths`) and what is wrong with them."""
-    root = root.resolve()
+    root = Path(os.path.realpath(root))
     files, missing = _files_to_scan(root, paths, output_dir)
     occurrences: list[Occurrence] = []
     findings: list[Finding] = list(missing)
@@ -261,9 +285,9 @@ def file_kind(relative: PurePosixPath) -> FileKind | None:
 
 
 def _files_to_scan(root: Path, paths: Sequence[Path], output_dir: Path | None) -> tuple[list[tuple[Path, FileKind]], list[Finding]]:
-    skip_under = output_dir.resolve() if output_dir is not None else None
-    missing: list[Finding] = []
-    chosen: dict[Path, FileKind] = {}
+    skip_under = Path(os.path.realpath(output_dir)) if output_dir is not None else None
+    refused: dict[Path, Finding] = {}
+    chosen: dict[Path, tuple[Path, FileKind]] = {}  # real path -> (the name it is shown and read by, kind)
     project = _project_files(root)
 
     def consider(path: Path, explicit: bool) -> None:
@@ -280,14 +304,26 @@ def _files_to_scan(root: Path, paths: Sequence[Path], output_dir: Path | None) -
             # Named on the command line under another name (`prod.docker`):
             # the user says it is a Dockerfile.
             kind = "dockerfile"
-        if kind is not None:
-            chosen[path] = kind
+        if kind is None:
+            return
+        real = Path(os.path.realpath(path))
+        if real != path and not _inside(real, root):
+            refused[path] = Finding(
+                path, 1, 1, "", "unreadable",
+                f"it is a symbolic link to {real}, outside the project ({root}); gosmall never follows a link out of "
+                "the project. Check or pin that file where it lives, or copy it into the project.",
+            )  # fmt: skip
+            return
+        # One file, one scan: a link and its target are the same references. The
+        # file's own name wins over a link's.
+        if real not in chosen or path == real:
+            chosen[real] = (path, kind)
 
     if not paths:
         for path in project:
             consider(path, explicit=False)
     for given in paths:
-        path = (root / given).resolve() if not given.is_absolute() else given.resolve()
+        path = Path(os.path.abspath(given if given.is_absolute() else root / given))
         if path.is_dir():
             for candidate in project if root == path or root in path.parents else _walk(path):
                 if candidate == path or path in candidate.parents:
@@ -295,8 +331,27 @@ def _files_to_scan(root: Path, paths: Sequence[Path], output_dir: Path | None) -
         elif path.exists() or path.is_symlink():
             consider(path, explicit=True)
         else:
-            missing.append(Finding(path, 1, 1, "", "unreadable", "no such file or directory"))
-    return sorted(chosen.items(), key=lambda item: item[0].as_posix()), missing
+            raise GosmallError(
+                f"{given}: no such file or directory. Name files or directories that exist, or none to look at the whole project ({root})."
+            )
+    files = sorted(((shown, kind) for shown, kind in chosen.values()), key=lambda item: item[0].as_posix())
+    return files, list(refused.values())
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def scan_root(start: Path) -> Path:
+    """Where to look without a gosmall project: the git work tree holding `start`, else `start` itself."""
+    start = Path(os.path.realpath(start))
+    try:
+        top = subprocess.run(["git", "-C", str(start), "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=False)
+    except OSError:
+        return start
+    if top.returncode != 0 or not top.stdout.strip():
+        return start
+    return Path(os.path.realpath(top.stdout.strip()))
 
 
 def _project_files(root: Path) -> list[Path]:
@@ -328,9 +383,11 @@ def _walk(top: Path) -> list[Path]:
 
 def _read_text(path: Path) -> tuple[str | None, Finding | None]:
     try:
-        data = path.read_bytes()
+        data = _read_regular(path)
     except OSError as exc:
         return None, Finding(path, 1, 1, "", "unreadable", exc.strerror or str(exc))
+    if data is None:
+        return None, Finding(path, 1, 1, "", "unreadable", "it is not a regular file (a FIFO, socket or device); gosmall reads only files")
     # A NUL never appears in a text file; without this check a binary file
     # that happens to decode would be scanned as gibberish instructions.
     if b"\0" in data:
@@ -340,6 +397,18 @@ def _read_text(path: Path) -> tuple[str | None, Finding | None]:
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         return None, Finding(path, line, 1, "", "unreadable", f"it is not UTF-8 text ({exc.reason} at byte {exc.start})")
+
+
+def _read_regular(path: Path) -> bytes | None:
+    """The bytes of a regular file, or None for anything else, which is never opened: a FIFO would block, /dev/zero never end."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        return None
+    # O_NONBLOCK: should a FIFO take the file's place after the stat, opening it still returns.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return handle.read()
 
 
 def _scan_file(path: Path, kind: FileKind) -> tuple[list[Occurrence], list[Finding]]:
@@ -657,16 +726,17 @@ def pin_references(
     check: bool,
     output_dir: Path | None = None,
     resolver: Resolver | None = None,
+    timeout: float = RUN_TIMEOUT,
 ) -> PinResult:
-    """Pin every unpinned reference to the digest its registry serves now."""
+    """Pin every unpinned reference to the digest its registry serves now, asking registries for at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
     if resolver is None:
         from .registry import RegistryResolver
 
-        resolver = RegistryResolver.from_environment()
+        resolver = RegistryResolver.from_environment(deadline=deadline)
     scan = scan_project(root, paths, output_dir=output_dir)
     unresolved = [f for f in scan.findings if f.problem != "not-pinned"]
-    digests: dict[Reference, Digest | Finding] = {}
-    changes: list[PinChange] = []
+    wanted: list[tuple[Occurrence, Reference]] = []
     for occurrence in scan.occurrences:
         if occurrence.unresolved:
             continue  # already a finding
@@ -674,14 +744,15 @@ def pin_references(
             ref = parse_normalized_named(occurrence.reference)
         except ReferenceError:
             continue  # already a finding
-        if ref.is_pinned:
-            continue
-        if ref not in digests:
-            digests[ref] = _resolve(resolver, ref, occurrence)
+        if not ref.is_pinned:
+            wanted.append((occurrence, ref))
+    digests = _resolve_all(resolver, {ref for _, ref in wanted}, deadline, timeout)
+    changes: list[PinChange] = []
+    for occurrence, ref in wanted:
         outcome = digests[ref]
         where = (occurrence.path, occurrence.line, occurrence.column, occurrence.reference)
-        if isinstance(outcome, Finding):
-            unresolved.append(Finding(*where, outcome.problem, outcome.detail))
+        if isinstance(outcome, GosmallError):
+            unresolved.append(Finding(*where, "resolve-failed", outcome.message, outcome.code))
             continue
         new = occurrence.written + (":latest" if ref.tag is None else "") + f"@{outcome}"
         if not occurrence.editable:
@@ -695,31 +766,53 @@ def pin_references(
             continue
         changes.append(PinChange(occurrence.path, occurrence.line, occurrence.column, occurrence.written, new, outcome))
     if not check:
-        _apply(changes)
+        _apply(scan.root, changes)
     return PinResult(scan.root, check, tuple(changes), tuple(sorted(unresolved, key=Finding.sort_key)))
 
 
 def format_pin_result(result: PinResult, root: Path) -> str:
     root = root.resolve()
     verb = "would pin" if result.check else "pinned"
-    lines = [f"{_shown(c.path, root)}:{c.line}:{c.column}: {verb} {c.old} -> {c.new}" for c in result.changes]
+    lines = [printable(f"{_shown(c.path, root)}:{c.line}:{c.column}: {verb} {c.old} -> {c.new}") for c in result.changes]
     lines += [f.render(root) for f in result.unresolved]
     return "\n".join(lines)
 
 
-def _resolve(resolver: Resolver, ref: Reference, occurrence: Occurrence) -> Digest | Finding:
-    try:
-        return resolver.resolve(ref)
-    except GosmallError as exc:
-        return Finding(occurrence.path, occurrence.line, occurrence.column, occurrence.reference, "resolve-failed", exc.message)
+def _resolve_all(resolver: Resolver, refs: set[Reference], deadline: float, timeout: float) -> dict[Reference, Digest | GosmallError]:
+    """Each reference's digest, or the error that says why not; several at once, none past `deadline`."""
+    if not refs:
+        return {}
+    # Not a `with` block: leaving it would wait for a resolver stuck past the deadline.
+    pool = ThreadPoolExecutor(max_workers=min(RESOLVE_WORKERS, len(refs)), thread_name_prefix="gosmall-resolve")
+    futures: dict[Reference, Future[Digest]] = {ref: pool.submit(resolver.resolve, ref) for ref in sorted(refs, key=str)}
+    # A moment past the deadline, so that a registry resolver's own deadline error arrives first.
+    wait(futures.values(), timeout=max(0.0, deadline - time.monotonic()) + 1.0)
+    pool.shutdown(wait=False, cancel_futures=True)
+    out: dict[Reference, Digest | GosmallError] = {}
+    for ref, future in futures.items():
+        if not future.done() or future.cancelled():
+            out[ref] = GosmallError(
+                f"not resolved: asking registries may take {timeout:g} s in all, and that time ran out. "
+                "Check that the registry is up, or allow more time (gosmall pin --timeout SECONDS).",
+                code=COULD_NOT_RUN,
+            )
+        elif isinstance(future.exception(), GosmallError):
+            out[ref] = future.exception()  # type: ignore[assignment]
+        else:
+            out[ref] = future.result()  # our bug, if it raises: shown with its traceback
+    return out
 
 
-def _apply(changes: Sequence[PinChange]) -> None:
+def _apply(root: Path, changes: Sequence[PinChange]) -> None:
     by_file: dict[Path, list[PinChange]] = {}
     for change in changes:
         by_file.setdefault(change.path, []).append(change)
     for path, edits in by_file.items():
-        data = path.read_bytes()
+        # A link is kept and its target edited (the scan saw that it stays in the project).
+        target = Path(os.path.realpath(path))
+        if target != path and not _inside(target, root):
+            raise GosmallError(f"{path}: it now links to {target}, outside the project ({root}); gosmall does not edit it. Run pin again.")
+        data = target.read_bytes()
         text = data.decode("utf-8")
         starts = [0]
         for row in text.split("\n"):
@@ -733,7 +826,7 @@ def _apply(changes: Sequence[PinChange]) -> None:
                     "gosmall pin ran; run it again."
                 )
             text = text[:offset] + edit.new + text[offset + len(edit.old) :]
-        _write_beside(path, text.encode("utf-8"))
+        _write_beside(target, text.encode("utf-8"))
 
 
 def _write_beside(path: Path, data: bytes) -> None:

@@ -9,6 +9,7 @@ pyproject.toml, environment (SOURCE_DATE_EPOCH, DOCKER_HOST), task flags.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -16,7 +17,7 @@ from typing import Any, Callable, TypeVar
 from invoke import Collection, Exit, task
 
 from .config import ProjectConfig, load_project
-from .errors import GosmallError
+from .errors import COULD_NOT_RUN, FOUND, GosmallError
 from .interrupts import Interrupted, sigterm_as_ctrl_c
 from .pipeline import build_small as run_build_small
 from .reporter import Reporter, make_reporter
@@ -90,41 +91,77 @@ def smoke(c: Any, image: str | None = None) -> None:
     _load_and_smoke(project, tuple(i.name for i in project.image(image)), make_reporter(), smoke=True, load=False)
 
 
-@task(iterable=["path"], help={"path": PATH_HELP, "format": "text (path:line:col: ...) or json."})
+@task(iterable=["path"], help={"path": PATH_HELP, "format": "text (path:line:col: message) or json (a list of {path, line, column, reference, problem, message})."})  # fmt: skip
 @speaks_to_user
 def verify_pins(c: Any, path: list[str] | None = None, format: str = "text") -> None:  # noqa: A002 - the flag is --format
-    """List every image reference that is not pinned by sha256 digest; exit 1 when there is any."""
+    """List every image reference that is not pinned by sha256 digest.
+
+    Runs anywhere: in a gosmall project it skips the project's output; elsewhere it scans the git work tree (or the
+    current directory) as it is, Dockerfiles, Compose files, Kubernetes manifests and GitHub workflows alike.
+    Exit status: 0 every reference is pinned; 1 unpinned or invalid references (or unreadable files) were found;
+    2 it could not run (bad flag, bad config, missing path), and then nothing is printed on stdout.
+    """
     from .pinning import format_findings, scan_project
 
     if format not in ("text", "json"):
         raise GosmallError(f"--format {format!r} is not known; use text or json.")
-    project = load_project()
-    result = scan_project(project.root, _paths(path), output_dir=project.output)
+    root, output = _pin_scope()
+    result = scan_project(root, _paths(path), output_dir=output)
     shown = format_findings(result, format, Path.cwd())  # type: ignore[arg-type]
     if shown or format == "json":
         print(shown)
     if not result.ok:
-        raise Exit(code=1)
+        raise Exit(code=FOUND)
     print(f"all {len(result.occurrences)} image reference(s) in {len(result.files)} file(s) are pinned by digest", file=sys.stderr)
 
 
-@task(iterable=["path"], help={"path": PATH_HELP, "check": "Only report what would change; exit 1 if anything would."})
+@task(iterable=["path"], help={"path": PATH_HELP, "check": "Only report what would change; exit 1 if anything would.",
+                               "timeout": "Seconds the run may spend asking registries, in all (default 120)."})  # fmt: skip
 @speaks_to_user
-def pin(c: Any, path: list[str] | None = None, check: bool = False) -> None:
-    """Rewrite unpinned image references to name:tag@sha256:... with the digest their registry serves now."""
+def pin(c: Any, path: list[str] | None = None, check: bool = False, timeout: int = 120) -> None:
+    """Rewrite unpinned image references to name:tag@sha256:... with the digest their registry serves now.
+
+    Runs anywhere, like verify-pins. A symlinked file is edited at its target, which must be inside the project; the
+    link stays. Up to 8 references are resolved at once, and no run asks registries for longer than --timeout.
+    Exit status: 0 everything is pinned (with --check: nothing would change); 1 references are left unpinned or invalid
+    (with --check: or would change); 2 it could not run (bad flag, bad config, missing path, a registry that did not
+    answer in time or refused access).
+    """
     from .pinning import format_pin_result, pin_references
 
-    project = load_project()
-    result = pin_references(project.root, _paths(path), check=check, output_dir=project.output)
+    if timeout <= 0:
+        raise GosmallError(f"--timeout {timeout}: must be a positive number of seconds.")
+    root, output = _pin_scope()
+    result = pin_references(root, _paths(path), check=check, output_dir=output, timeout=timeout)
     shown = format_pin_result(result, Path.cwd())
     if shown:
         print(shown)
-    if not result.ok:
-        raise Exit(code=1)
+    failed = [f for f in result.unresolved if f.code == COULD_NOT_RUN]
+    if failed:
+        raise GosmallError(
+            f"{len(failed)} reference(s) could not be resolved, because a registry could not be asked (see above). "
+            f"Check that it is reachable and your credentials (docker login), or allow more than --timeout {timeout} seconds.",
+            code=COULD_NOT_RUN,
+        )
+    if result.exit_status:
+        raise Exit(code=result.exit_status)
+
+
+def _pin_scope() -> tuple[Path, Path | None]:
+    """Where verify-pins and pin look, and what they skip: a gosmall project minus its output, else the git work tree or the current directory."""
+    from .config import NoProjectError
+    from .pinning import scan_root
+
+    try:
+        project = load_project(images_required=False)
+    except NoProjectError:
+        return scan_root(Path.cwd()), None
+    return project.root, project.output
 
 
 def _paths(paths: list[str] | None) -> tuple[Path, ...]:
-    return tuple(Path(p).resolve() for p in paths or ())
+    # Absolute, but links kept: pin edits a link's target and names the link as the user did.
+    return tuple(Path(os.path.abspath(p)) for p in paths or ())
 
 
 def _check_pins(project: ProjectConfig, reporter: Reporter) -> None:

@@ -109,8 +109,10 @@ def test_explicit_paths(tmp_path: Path) -> None:
     # A file named on the command line is read as a Dockerfile whatever its name.
     (root / "prod.docker").write_text("FROM alpine:3\n")
     assert _tuples(root, scan_project(root, [Path("prod.docker")])) == [("prod.docker", 1, 6, "alpine:3", "not-pinned")]
-    missing = scan_project(root, [Path("nope/Dockerfile")])
-    assert [(f.problem, f.detail) for f in missing.findings] == [("unreadable", "no such file or directory")]
+    # A path that is not there means the scan cannot do its job (exit 2), not a finding (exit 1).
+    with pytest.raises(GosmallError) as caught:
+        scan_project(root, [Path("nope/Dockerfile")])
+    assert caught.value.code == 2 and "nope/Dockerfile: no such file or directory" in caught.value.message
 
 
 def test_git_checkout_scans_what_git_knows(tmp_path: Path) -> None:
