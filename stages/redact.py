@@ -10,9 +10,10 @@ What counts as credential-looking, case-insensitively:
 - the value of an `Authorization`, `Proxy-Authorization`, `X-Registry-Auth`,
   `Cookie` or `Set-Cookie` header, to the end of its line;
 - the word after `Bearer` or `Basic`;
-- the value of a JSON field or a form/query field whose name ends in `token`,
-  `secret`, `password`, `passwd`, `auth`, `authorization`, `signature` or
-  `credential` (`"access_token": "…"`, `password=…`, `X-Amz-Signature=…`);
+- the value of a JSON, Python-repr, Go-map or form/query field whose name
+  ends in `token`, `secret`, `password`, `passwd`, `auth`, `authorization`,
+  `signature`, `credential` or `cookie` (`"access_token": "…"`,
+  `map[Authorization:[…]]`, `password=…`, `X-Amz-Signature=…`);
 - the password in a URL's `user:password@`.
 
 Redacting first and cutting second means a cut never leaves half a token.

@@ -13,7 +13,7 @@ import pytest
 
 from gosmall.digest import Digest
 from gosmall.errors import GosmallError
-from gosmall.pinning import enforce_pinning, format_findings, format_pin_result, pin_references, scan_project
+from gosmall.pinning import enforce_pinning, format_findings, format_pin_result, pin_references, scan_project, scan_root
 from gosmall.reference import Reference
 from gosmall.registry import RegistryClient, RegistryResolver, push_layout
 from tests.test_registry import make_layout
@@ -172,6 +172,53 @@ def test_bad_input_is_reported_and_the_scan_goes_on(tmp_path: Path) -> None:
     by_path = {f.path.relative_to(tmp_path).as_posix(): f.message for f in result.findings}
     assert by_path["Dockerfile"] == "cannot read file: it is a binary file, not text"
     assert by_path["svc/Dockerfile"].startswith("cannot read file: ")
+
+
+def test_links_are_followed_inside_the_project_only(tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    (root / "shared").mkdir(parents=True)
+    (root / "shared" / "base.Dockerfile").write_text("FROM alpine:3\n")
+    (root / "svc").mkdir()
+    (root / "svc" / "Dockerfile").symlink_to("../shared/base.Dockerfile")
+    (root / "loop.Dockerfile").symlink_to("loop.Dockerfile")
+    (tmp_path / "outside.Dockerfile").write_text("FROM busybox\n")
+    (root / "out.Dockerfile").symlink_to(tmp_path / "outside.Dockerfile")
+    rows = _tuples(root, scan_project(root))
+    # The target once, under its own name; the loop unreadable; the link out refused, unread.
+    assert rows == [
+        ("loop.Dockerfile", 1, 1, "", "unreadable"),
+        ("out.Dockerfile", 1, 1, "", "unreadable"),
+        ("shared/base.Dockerfile", 1, 6, "alpine:3", "not-pinned"),
+    ]
+    # Named only through the link, it is shown as named.
+    assert _tuples(root, scan_project(root, [root / "svc" / "Dockerfile"])) == [("svc/Dockerfile", 1, 6, "alpine:3", "not-pinned")]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_only_regular_files_are_opened(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "Dockerfile")
+    (tmp_path / "zero.Dockerfile").symlink_to("/dev/zero")  # outside the project, and not a file
+    (tmp_path / "k8s").mkdir()
+    os.mkfifo(tmp_path / "k8s" / "pod.yaml")
+    result = scan_project(tmp_path, [Path("Dockerfile"), Path("k8s"), Path("zero.Dockerfile")])
+    not_a_file = "cannot read file: it is not a regular file (a FIFO, socket or device); gosmall reads only files"
+    assert [(f.path.name, f.message) for f in result.findings] == [
+        ("Dockerfile", not_a_file),
+        ("pod.yaml", not_a_file),
+        (
+            "zero.Dockerfile",
+            f"cannot read file: it is a symbolic link to /dev/zero, outside the project ({tmp_path.resolve()}); "
+            "gosmall never follows a link out of the project. Check or pin that file where it lives, or copy it into the project.",
+        ),
+    ]
+
+
+def test_scan_root_is_the_git_work_tree(tmp_path: Path) -> None:
+    subprocess.run(["git", "init", "-q", str(tmp_path / "repo")], check=True)
+    (tmp_path / "repo" / "a" / "b").mkdir(parents=True)
+    assert scan_root(tmp_path / "repo" / "a" / "b") == (tmp_path / "repo").resolve()
+    (tmp_path / "plain").mkdir()
+    assert scan_root(tmp_path / "plain") == (tmp_path / "plain").resolve()
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
