@@ -8,7 +8,8 @@ the binary the tests that use it are skipped, unless GOSMALL_REQUIRE_DOCKER=1
 says this run must prove the real thing, which makes it a failure.
 
 For what a real registry does not do (hang, drip, echo credentials), two
-small loopback servers: `http_server(handler)` runs a `BaseHTTPRequestHandler`,
+small loopback servers: `http_server(handler)` runs a `BaseHTTPRequestHandler`
+(`bearer_registry(...)` makes one that demands a token from its own realm),
 `raw_server(handle)` hands each accepted TCP connection to `handle` and keeps
 count of the connections open at once.
 """
@@ -191,3 +192,41 @@ def never_answer(connection: socket.socket, server: RawServer) -> None:
         except OSError:
             server.closed_by_client.set()
             return
+
+
+def bearer_registry(token_body: bytes, *, status: int = 200, echo: bool = False) -> type[BaseHTTPRequestHandler]:
+    """A registry that asks for a bearer token from its own /token; with `echo`, its 403 echoes the request."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _answer(self, code: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+            self.send_response(code)
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            if self.path.startswith("/token"):
+                self._answer(status, token_body)
+            elif self.headers.get("Authorization", "").startswith("Bearer ") and self.command == "HEAD":
+                self._answer(405)  # as some registries do: the resolver then GETs the manifest
+            elif self.headers.get("Authorization", "").startswith("Bearer "):
+                # What a confused proxy or registry does: echo the request it refused.
+                sent = self.headers.get("Authorization")
+                echoed = (
+                    f"denied: request was GET {self.path}\nAuthorization: {sent}\nHost: {self.headers.get('Host')}" if echo else "denied"
+                )
+                echoed = echoed.encode()
+                self._answer(403, echoed)
+            else:
+                realm = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+                self._answer(401, b"", {"WWW-Authenticate": f'Bearer realm="{realm}",service="t",scope="repository:team/app:pull"'})
+
+        do_HEAD = do_GET
+
+    return Handler

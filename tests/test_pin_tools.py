@@ -25,8 +25,8 @@ from gosmall.digest import Digest
 from gosmall.pinning import RESOLVE_WORKERS, pin_references
 from gosmall.reference import Reference
 from gosmall.registry import RegistryClient, RegistryResolver, push_layout
-from tests.registry_fixture import drip_headers, http_server, never_answer, raw_server
-from tests.test_registry import _challenging, make_layout
+from tests.registry_fixture import bearer_registry, drip_headers, http_server, never_answer, raw_server
+from tests.test_registry import make_layout
 
 from .conftest import REPO, git_commit, gosmall
 
@@ -292,7 +292,7 @@ def test_pin_never_shows_the_token_a_registry_echoes(tmp_path: Path) -> None:
     token = "tok-ECHOED-SECRET-9"
     config = tmp_path / "docker"
     config.mkdir()
-    with http_server(_challenging(json.dumps({"token": token}).encode(), echo=True)) as host:
+    with http_server(bearer_registry(json.dumps({"token": token}).encode(), echo=True)) as host:
         auth = base64.b64encode(b"alice:pa55-SECRET").decode()
         (config / "config.json").write_text(json.dumps({"auths": {host: {"auth": auth}}}))
         project = _repo(tmp_path / "p", {"Dockerfile": f"FROM {host}/team/app:1\n"}, git=False)

@@ -31,7 +31,7 @@ from gosmall.registry import (
     push_layout,
     registry_base,
 )
-from tests.registry_fixture import drip_headers, http_server, never_answer, raw_server
+from tests.registry_fixture import bearer_registry, drip_headers, http_server, never_answer, raw_server
 
 if TYPE_CHECKING:
     from tests.registry_fixture import LocalRegistry
@@ -319,44 +319,6 @@ def test_a_docker_config_without_auths_is_no_credentials(tmp_path: Path) -> None
     assert load_docker_auths(config) == {}
 
 
-def _challenging(token_body: bytes, *, status: int = 200, echo: bool = False) -> type[BaseHTTPRequestHandler]:
-    """A registry that asks for a bearer token from its own /token; with `echo`, its 403 echoes the request."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def _answer(self, code: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
-            self.send_response(code)
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
-        def do_GET(self) -> None:
-            if self.path.startswith("/token"):
-                self._answer(status, token_body)
-            elif self.headers.get("Authorization", "").startswith("Bearer ") and self.command == "HEAD":
-                self._answer(405)  # as some registries do: the resolver then GETs the manifest
-            elif self.headers.get("Authorization", "").startswith("Bearer "):
-                # What a confused proxy or registry does: echo the request it refused.
-                sent = self.headers.get("Authorization")
-                echoed = (
-                    f"denied: request was GET {self.path}\nAuthorization: {sent}\nHost: {self.headers.get('Host')}" if echo else "denied"
-                )
-                echoed = echoed.encode()
-                self._answer(403, echoed)
-            else:
-                realm = f"http://127.0.0.1:{self.server.server_address[1]}/token"
-                self._answer(401, b"", {"WWW-Authenticate": f'Bearer realm="{realm}",service="t",scope="repository:team/app:pull"'})
-
-        do_HEAD = do_GET
-
-    return Handler
-
-
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
@@ -367,7 +329,7 @@ def _challenging(token_body: bytes, *, status: int = 200, echo: bool = False) ->
     ],
 )
 def test_a_token_service_answering_200_without_a_token_is_named(body: bytes, expected: str) -> None:
-    with http_server(_challenging(body)) as host:
+    with http_server(bearer_registry(body)) as host:
         with pytest.raises(GosmallError) as caught:
             RegistryClient().request("GET", host, "/v2/team/app/manifests/1", "repository:team/app:pull")
     message = caught.value.message
@@ -376,7 +338,7 @@ def test_a_token_service_answering_200_without_a_token_is_named(body: bytes, exp
 
 
 def test_a_refused_token_names_the_registry() -> None:
-    with http_server(_challenging(b'{"details": "no"}', status=401)) as host:
+    with http_server(bearer_registry(b'{"details": "no"}', status=401)) as host:
         with pytest.raises(GosmallError, match=f"{host} refused a token for 'repository:team/app:pull'"):
             RegistryClient().request("GET", host, "/v2/team/app/manifests/1", "repository:team/app:pull")
 
@@ -386,7 +348,7 @@ def test_a_refused_token_names_the_registry() -> None:
 
 def test_an_error_body_echoing_the_token_is_redacted() -> None:
     token = "tok-THIS-IS-SECRET-42"
-    with http_server(_challenging(json.dumps({"token": token}).encode(), echo=True)) as host:
+    with http_server(bearer_registry(json.dumps({"token": token}).encode(), echo=True)) as host:
         client = RegistryClient({host: ("alice", "s3cret-pw")})
         with pytest.raises(GosmallError) as caught:
             RegistryResolver(client).resolve(parse_normalized_named(f"{host}/team/app:1"))
