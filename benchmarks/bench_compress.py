@@ -1,19 +1,24 @@
-"""Layer compression: isal (what gosmall uses) against stdlib gzip and zlib-ng.
+"""Layer compression: libdeflate (what gosmall uses), isal, zlib-ng and stdlib gzip.
 
 Every compressor gets the same bytes, the real go_app layer tar, in the same
 run; results are medians of N runs, shown as ratios to stdlib gzip -6 (what
 `docker push` and most Python tools produce). Absolute times are printed for
 context only: they depend on the machine, the ratios much less.
 
-It also shows why gosmall pins isal: each compressor is deterministic on its
-own (same input, same bytes, every run), but two implementations of the same
-deflate level give different bytes, so the layer digest depends on which
-library, and which version of it, did the compressing. Python's `gzip` uses
-whatever zlib the interpreter was linked against (printed below); a distro that
-upgrades zlib, or swaps it for zlib-ng's compat mode as Fedora 40 did, changes
-the bytes and so the digest, with no change to gosmall or the project.
+It also shows what gosmall's choice rests on. Each compressor is deterministic
+on its own machine (same input, same bytes, every run), but:
 
-    python benchmarks/bench_compress.py [--runs 9] [--layer build|archive]
+- two implementations of the same deflate level give different bytes, so the
+  layer digest depends on which library, and which version, did the
+  compressing. Python's `gzip` uses whatever zlib the interpreter was linked
+  against (printed below); a distro that upgrades zlib, or swaps it for
+  zlib-ng's compat mode as Fedora 40 did, changes the digest.
+- some libraries pick their compression kernels by CPU feature. `--cpus`
+  reruns every compressor once under `qemu-x86_64 -cpu MODEL` (Debian
+  qemu-user) for each model named and shows whether the bytes change with the
+  CPU; isal's do (AVX-512, AVX2 and SSE each give their own output).
+
+    python benchmarks/bench_compress.py [--runs 9] [--layer build|archive] [--cpus Haswell,Nehalem,qemu64]
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
 import tarfile
 import tempfile
@@ -56,13 +63,26 @@ class Measurement:
 
 
 def compressors() -> tuple[Compressor, ...]:
-    from isal import __version__ as isal_version
-    from isal import igzip
+    import deflate
 
     found = [
-        Compressor(f"isal -{level}", f"isal {isal_version}", lambda data, level=level: igzip.compress(data, compresslevel=level, mtime=0))
-        for level in (0, 1, 2, 3)
+        Compressor(
+            f"libdeflate -{level}", f"deflate {deflate.__version__}", lambda data, level=level: bytes(deflate.gzip_compress(data, level))
+        )
+        for level in (1, 6, 9, 12)
     ]
+    try:
+        from isal import __version__ as isal_version
+        from isal import igzip
+    except ImportError:
+        print("isal is not installed (pip install isal; gosmall used isal -3 before libdeflate); its rows are left out.\n", file=sys.stderr)
+    else:
+        found += [
+            Compressor(
+                f"isal -{level}", f"isal {isal_version}", lambda data, level=level: igzip.compress(data, compresslevel=level, mtime=0)
+            )
+            for level in (0, 1, 2, 3)
+        ]
     stdlib = f"zlib {zlib.ZLIB_RUNTIME_VERSION}"
     found += [
         Compressor(f"gzip -{level}", stdlib, lambda data, level=level: gzip.compress(data, compresslevel=level, mtime=0))
@@ -79,6 +99,13 @@ def compressors() -> tuple[Compressor, ...]:
             for level in (1, 6, 9)
         ]
     return tuple(found)
+
+
+def gosmall_row() -> str:
+    """The row that compresses as gosmall's assemble stage does."""
+    from gosmall.assemble import GZIP_LEVEL
+
+    return f"libdeflate -{GZIP_LEVEL}"
 
 
 # -- the input ------------------------------------------------------------------
@@ -154,7 +181,7 @@ def show(measurements: list[Measurement], data: bytes, runs: int, source: str) -
     )
     print("|---|---|---:|---:|---:|---:|---:|---|---|")
     for m in measurements:
-        mark = " (gosmall)" if m.compressor.name == "isal -3" else ""
+        mark = " (gosmall)" if m.compressor.name == gosmall_row() else ""
         print(
             f"| {m.compressor.name}{mark} | {m.compressor.library} | {m.seconds * 1000:.1f} | {len(data) / m.seconds / 1e6:.0f} "
             f"| {m.size:,} | {m.seconds / baseline.seconds:.2f} | {m.size / baseline.size:.3f} "
@@ -179,27 +206,76 @@ def show_digest_dependence(measurements: list[Measurement]) -> None:
             )
     print(
         f"- stdlib gzip here runs zlib {zlib.ZLIB_RUNTIME_VERSION}; its output is only as stable as that library, "
-        "which the OS, not gosmall, chooses. isal is pinned in pyproject.toml and ships its own deflate."
+        "which the OS, not gosmall, chooses. libdeflate comes pinned in pyproject.toml (the deflate package bundles it)."
     )
 
 
 def check_against_report(measurements: list[Measurement], archive: Path) -> None:
-    """When image.tar and report.json are one build, our isal -3 must give its layer digest."""
+    """When image.tar and report.json are one build, gosmall's row must give its layer digest."""
     report_path = archive.with_name("report.json")
     if not report_path.is_file():
         return
     shown = report_path.relative_to(REPO) if report_path.is_relative_to(REPO) else report_path
     report = json.loads(report_path.read_text())
     entry = report["platforms"].get(report.get("docker_platform", ""), {})
-    isal3 = next(m for m in measurements if m.compressor.name == "isal -3")
-    if entry.get("layer_digest") == f"sha256:{min(isal3.digests)}":
-        print(f"- isal -3 output is {entry['layer_digest'][:19]}…, the layer digest in {shown}: the bench compresses as gosmall does.")
+    ours = next(m for m in measurements if m.compressor.name == gosmall_row())
+    if entry.get("layer_digest") == f"sha256:{min(ours.digests)}":
+        print(
+            f"- {ours.compressor.name} output is {entry['layer_digest'][:19]}…, the layer digest in {shown}: the bench compresses as gosmall does."
+        )
     else:
-        print(f"- note: isal -3 output differs from the layer digest in {shown} ({report.get('builder', {}).get('compressor', '?')}).")
+        print(
+            f"- note: {ours.compressor.name} output differs from the layer digest in {shown} ({report.get('builder', {}).get('compressor', '?')})."
+        )
+
+
+# -- across CPUs ------------------------------------------------------------------
+
+
+def digests_once(data: bytes) -> dict[str, str]:
+    """One run of every compressor: name -> sha256 of its output (what `--digests-of` prints for --cpus)."""
+    return {c.name: hashlib.sha256(c.compress(data)).hexdigest() for c in compressors()}
+
+
+def digests_under_qemu(layer: Path, cpu: str) -> dict[str, str]:
+    """The same as digests_once, in this Python run under `qemu-x86_64 -cpu CPU`.
+
+    `-0` hands the venv's python path over as argv[0], so the emulated
+    interpreter still finds the venv (and its pinned wheels) through pyvenv.cfg.
+    """
+    qemu = shutil.which("qemu-x86_64")
+    if qemu is None:
+        raise SystemExit("--cpus needs qemu-x86_64 (Debian: apt-get install qemu-user)")
+    done = subprocess.run(
+        [qemu, "-cpu", cpu, "-0", sys.executable, os.path.realpath(sys.executable), __file__, "--digests-of", str(layer)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"under qemu -cpu {cpu}: {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout)
+
+
+def show_across_cpus(data: bytes, cpus: list[str]) -> None:
+    with tempfile.TemporaryDirectory(prefix="gosmall-bench-") as tmp:
+        layer = Path(tmp) / "layer.tar"
+        layer.write_bytes(data)
+        columns = {"native": digests_once(data)}
+        for cpu in cpus:
+            columns[f"qemu -cpu {cpu}"] = digests_under_qemu(layer, cpu)
+    native = columns["native"]
+    print()
+    print(f"Output sha256 (first 12 hex) by CPU; native is {simd_features()}:")
+    print()
+    print("| compressor | " + " | ".join(columns) + " | same on every CPU |")
+    print("|---|" + "---|" * len(columns) + "---|")
+    for name in native:
+        row = [columns[c][name][:12] for c in columns]
+        mark = " (gosmall)" if name == gosmall_row() else ""
+        print(f"| {name}{mark} | " + " | ".join(row) + f" | {'yes' if len(set(row)) == 1 else f'NO ({len(set(row))} outputs)'} |")
 
 
 def simd_features() -> str:
-    """isal and zlib-ng pick kernels by CPU feature; worth knowing when comparing digests across machines."""
+    """isal and zlib-ng pick kernels by CPU feature (libdeflate only its checksums); worth knowing when comparing digests across machines."""
     try:
         flags = (
             next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith(("flags", "Features")))
@@ -233,7 +309,14 @@ def main(argv: list[str] | None = None) -> None:
         help="archive: the layer in dist/hello/image.tar; build: build go_app now; auto: archive if present",
     )  # fmt: skip
     parser.add_argument("--archive", type=Path, default=REPO / "dist" / "hello" / "image.tar")
+    parser.add_argument(
+        "--cpus", default="", help="comma-separated qemu-x86_64 CPU models to compare output bytes on, e.g. Haswell,Nehalem,qemu64"
+    )
+    parser.add_argument("--digests-of", type=Path, help=argparse.SUPPRESS)  # the child side of --cpus
     args = parser.parse_args(argv)
+    if args.digests_of:
+        print(json.dumps(digests_once(args.digests_of.read_bytes())))
+        return
 
     use_archive = args.layer == "archive" or (args.layer == "auto" and args.archive.is_file())
     if use_archive:
@@ -247,6 +330,8 @@ def main(argv: list[str] | None = None) -> None:
     show(measurements, data, args.runs, source)
     if use_archive:
         check_against_report(measurements, args.archive)
+    if args.cpus:
+        show_across_cpus(data, [c for c in args.cpus.split(",") if c])
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import __version__
-from .assemble import GZIP_LEVEL
+from .assemble import COMPRESSOR, GZIP_LEVEL
 from .config import ImageConfig
 from .errors import FOUND, GosmallError
 from .image import Image, Platform
@@ -63,6 +63,8 @@ def build_report(
     source: SourceInfo,
     docker_platform: Platform,
     extra: dict[Platform, dict[str, Any]] | None = None,
+    *,
+    go: str = "",
 ) -> dict[str, Any]:
     platforms: dict[str, Any] = {}
     for m, s in zip(image.manifests, sizes):
@@ -86,7 +88,7 @@ def build_report(
         "media_type": image.top.media_type,
         "docker_platform": str(docker_platform),
         "source": {"version": source.version, "revision": source.revision, "source_date_epoch": source.epoch},
-        "builder": {"gosmall": __version__, "compressor": f"isal {_isal_version()} level {GZIP_LEVEL}"},
+        "builder": builder(go),
         "platforms": platforms,
     }
 
@@ -132,10 +134,19 @@ def human(size: int) -> str:
     raise AssertionError("unreachable")
 
 
-def _isal_version() -> str:
+def builder(go: str) -> dict[str, Any]:
+    """What made the bytes besides the source: gosmall, the Go toolchain ("go1.27.3") and the layer compressor.
+
+    The compressor's version is the installed distribution's, so a wheel that does not match the pin
+    in pyproject.toml shows up here (and in gosmall.lock) rather than only as another digest.
+    """
+    return {"gosmall": __version__, "go": go, "compressor": {"name": COMPRESSOR, "version": _version_of(COMPRESSOR), "level": GZIP_LEVEL}}
+
+
+def _version_of(distribution: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("isal")
-    except PackageNotFoundError:  # pragma: no cover
+        return version(distribution)
+    except PackageNotFoundError:  # pragma: no cover - a source checkout run without installing
         return "unknown"

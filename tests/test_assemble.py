@@ -5,7 +5,9 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import struct
 import tarfile
+import zlib
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -126,6 +128,27 @@ def test_the_gzip_header_carries_no_time_and_the_layer_decompresses_to_the_tar(t
     assert blob.media_type == MEDIA_LAYER_GZIP
     assert blob.data[:2] == b"\x1f\x8b" and blob.data[4:8] == b"\0\0\0\0"
     assert gzip.decompress(blob.data) == tar
+
+
+def test_the_gzip_member_header_is_fixed_and_the_stream_is_one_member() -> None:
+    data = b"".join(f"{i:08d} {i * i % 9973}\n".encode() for i in range(50000))
+    blob = compress_layer(data)
+    # deflate, no FTEXT/FHCRC/FEXTRA/FNAME/FCOMMENT, mtime 0, XFL 0, OS 255 ("unknown"): nothing of the host.
+    assert blob.data[:10] == b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+    assert blob.data[-8:] == struct.pack("<II", zlib.crc32(data), len(data))
+    decompressor = zlib.decompressobj(wbits=31)
+    assert decompressor.decompress(blob.data) == data and decompressor.eof and decompressor.unused_data == b""
+
+
+def test_the_pinned_compressor_gives_the_bytes_it_gave_when_it_was_chosen() -> None:
+    """A tripwire: another deflate version or level changes every layer digest, and must do so on purpose.
+
+    If this fails after changing the pin in pyproject.toml or GZIP_LEVEL, update this digest, the size
+    table in the README and benchmarks/results.md, and expect every gosmall.lock to need `gosmall lock`.
+    """
+    data = b"".join(f"{i:08d} {i * i % 9973}\n".encode() for i in range(50000))
+    blob = compress_layer(data)
+    assert (str(blob.digest), blob.size) == ("sha256:e1cd42ffd4d9adb4f9142eb4715353c929f7cb1440f084c5d0877b3bc1a66666", 216750)
 
 
 # -- config, manifest, index ---------------------------------------------------------
