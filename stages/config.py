@@ -106,6 +106,7 @@ class ProjectConfig:
     platforms: tuple[Platform, ...]
     pinning: Pinning
     images: tuple[ImageConfig, ...]
+    go_version: tuple[int, int, int] | None = None  # go_version = "1.27.3": the only Go allowed to build
 
     def image(self, name: str | None) -> tuple[ImageConfig, ...]:
         """All images, or the one named (an error names the ones there are)."""
@@ -222,7 +223,7 @@ def _toml_type(value: object) -> str:
     )
 
 
-_TOP_KEYS = ("output", "platforms", "pinning", "images")
+_TOP_KEYS = ("output", "platforms", "pinning", "images", "go_version")
 _IMAGE_KEYS = (
     "package", "repository", "tags", "platforms", "cgo", "build_tags", "ldflags", "env", "entrypoint", "args",
     "user", "workdir", "ports", "labels", "tzdata", "zones", "ca_certs", "extra_ca_certs", "files",
@@ -252,11 +253,25 @@ def parse_project(table: Any, pyproject: Path, *, images_required: bool = True) 
         top.fail("output", "must not be empty.")
     platforms = _platforms(top, "platforms", (Platform.parse("linux/amd64"),))
     pinning = top.choice("pinning", ("error", "warn", "off"), "error")
+    go_version = _go_version(top)
     images_table = top.get("images", dict, {}, "a table of image tables")
     if not images_table and images_required:
         top.fail("images", 'no image is defined; add one, e.g. [tool.gosmall.images.app] with package = "./cmd/app".')
     images = tuple(_image(name, body, pyproject, root, platforms) for name, body in sorted(images_table.items()))
-    return ProjectConfig(root, pyproject, _output_dir(top, output, root, images), platforms, pinning, images)  # type: ignore[arg-type]
+    return ProjectConfig(root, pyproject, _output_dir(top, output, root, images), platforms, pinning, images, go_version)  # type: ignore[arg-type]
+
+
+def _go_version(top: _Table) -> tuple[int, int, int] | None:
+    text = top.get("go_version", str, None, 'a Go release like "1.27.3"')
+    if text is None:
+        return None
+    match = re.match(r"^(?:go)?([0-9]+)\.([0-9]+)\.([0-9]+)$", text.strip())
+    if not match:
+        top.fail(
+            "go_version",
+            f'{text!r} is not a Go release; write all three numbers, e.g. "1.27.3", as `go env GOVERSION` prints them after "go".',
+        )
+    return int(match.group(1)), int(match.group(2)), int(match.group(3))
 
 
 def _output_dir(top: _Table, text: str, root: Path, images: tuple[ImageConfig, ...]) -> Path:

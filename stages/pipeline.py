@@ -32,7 +32,7 @@ from .report import build_report, enforce_max_size, platform_sizes, report_json,
 from .reporter import Reporter
 from .runtime_files import collect_runtime_files, with_libraries
 from .source import SourceInfo, describe_source
-from .toolchain import find_module, find_toolchain
+from .toolchain import find_module, find_toolchain, verify_module
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,9 @@ def build_small(
 def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo, reporter: Reporter) -> BuildResult:
     reporter.step(f"{config.name}: building {config.package.relative_to(project.root) or '.'} for {', '.join(map(str, config.platforms))}")
     module = find_module(config.package)
-    toolchain = find_toolchain(module)
+    toolchain = find_toolchain(module, go_version=project.go_version)
     reporter.detail(f"toolchain {toolchain.version_text} ({toolchain.source}: {toolchain.go})")
+    verify_module(toolchain, module, config.package, reporter)
 
     parts: list[PlatformParts] = []
     libraries: dict[Platform, dict[str, Any]] = {}
@@ -109,7 +110,7 @@ def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo,
     )
     enforce_max_size(config, sizes)
     docker_platform = host_platform() if host_platform() in config.platforms else config.platforms[0]
-    report = build_report(config, image, sizes, source, docker_platform, libraries)
+    report = build_report(config, image, sizes, source, docker_platform, libraries, go=toolchain.version_text)
     output_dir = project.output_dir(config)
     write_outputs(image, config, report, docker_platform, source, output_dir, reporter)
     reporter.step(f"{config.name}: {image.digest} -> {output_dir}")

