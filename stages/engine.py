@@ -14,7 +14,6 @@ Only these functions talk to an engine; `build-small` without `--load` or
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import socket
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import requests
 
+from .built import Build, read_build
 from .config import ImageConfig
 from .digest import Digest
 from .errors import FOUND, GosmallError
@@ -190,41 +190,17 @@ def _os_error(exc: BaseException) -> OSError | None:
 # -- what was built -------------------------------------------------------------
 
 
-def read_built_image(image: ImageConfig, output_dir: Path) -> BuiltImage:
-    """report.json and image.tar of a `build-small` run, checked to belong together."""
-    report_path = output_dir / "report.json"
-    archive = output_dir / "image.tar"
-    for path in (report_path, archive):
-        if not path.is_file():
-            raise GosmallError(
-                f"Image '{image.name}' has not been built: {path} does not exist. Run "
-                f"`gosmall build-small --image {image.name}` first (or `gosmall build-small --load`), then try again."
-            )
-    try:
-        report = json.loads(report_path.read_text(encoding="utf-8"))
-        platform = report["docker_platform"]
-        entry = report["platforms"][platform]
-        config_digest = Digest.parse(entry["config_digest"])
-        manifest_digest = Digest.parse(entry["manifest_digest"])
-        repository = report["repository"]
-        tags = tuple(report["tags"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise GosmallError(
-            f"{report_path} cannot be read as a gosmall build report ({type(exc).__name__}: {exc}); it may come from "
-            f"another gosmall version or an interrupted build. Run `gosmall build-small --image {image.name}` again."
-        ) from None
-    if repository != image.repository or not tags:
-        raise GosmallError(
-            f"{report_path} describes {repository}:{','.join(tags)}, but pyproject.toml now says image "
-            f"'{image.name}' is {image.repository}; the build is stale. Run `gosmall build-small --image {image.name}`."
-        )
-    return BuiltImage(
-        reference=f"{repository}:{tags[0]}",
-        tags=tuple(f"{repository}:{tag}" for tag in tags),
-        platform=platform,
-        config_digest=config_digest,
-        manifest_digest=manifest_digest,
-        archive=archive,
+def built_image(image: ImageConfig, source: Build | Path) -> tuple[Build, BuiltImage]:
+    """The Build to load or run (read back from the output directory when given a path), and its engine facts."""
+    build = source if isinstance(source, Build) else read_build(image, source)
+    docker_image = build.docker_image()
+    return build, BuiltImage(
+        reference=build.tags[0],
+        tags=build.tags,
+        platform=str(docker_image.platform),
+        config_digest=docker_image.config.digest,
+        manifest_digest=docker_image.manifest.digest,
+        archive=build.output_dir / "image.tar",
     )
 
 
@@ -241,18 +217,17 @@ def _same_platform(engine: str, built: str) -> bool:
 # -- loading --------------------------------------------------------------------
 
 
-def load_image(client: docker.DockerClient, image: ImageConfig, output_dir: Path, reporter: Reporter) -> LoadResult:
-    """Load image.tar, tag it, and prove the engine holds exactly what was built."""
+def load_image(client: docker.DockerClient, image: ImageConfig, source: Build | Path, reporter: Reporter) -> LoadResult:
+    """Load the build (image.tar's bytes, made from the value), tag it, and prove the engine holds exactly what was built."""
     from docker.errors import APIError, ImageLoadError
 
-    built = read_built_image(image, output_dir)
-    reporter.step(f"Loading {built.archive} into the Docker engine")
+    build, built = built_image(image, source)
+    reporter.step(f"Loading {built.reference} ({built.platform}) into the Docker engine")
     engine_platform = _engine_platform(client)
     if not _same_platform(engine_platform, built.platform):
         reporter.warn(f"image.tar was made for {built.platform} but the engine runs {engine_platform}; it loads, but it will not run here.")
     try:
-        with built.archive.open("rb") as archive:
-            loaded = client.images.load(archive)
+        loaded = client.images.load(build.docker_archive())
         if not loaded:
             raise GosmallError(
                 f"The Docker engine loaded nothing from {built.archive}; the archive holds no image it understands. "
@@ -307,7 +282,7 @@ def _check_image_id(image_id: str, built: BuiltImage, image: ImageConfig) -> Non
 def smoke_test(
     client: docker.DockerClient,
     image: ImageConfig,
-    output_dir: Path,
+    source: Build | Path,
     reporter: Reporter,
     *,
     args: Sequence[str] | None = None,
@@ -324,7 +299,7 @@ def smoke_test(
     exposes ports and "none" otherwise.
     """
     with hardened_container(
-        client, image, output_dir, reporter,
+        client, image, source, reporter,
         args=args, timeout=timeout, ports=ports, healthcheck=healthcheck, network_mode=network_mode,
     ) as running:  # fmt: skip
         return running.result
@@ -334,7 +309,7 @@ def smoke_test(
 def hardened_container(
     client: docker.DockerClient,
     image: ImageConfig,
-    output_dir: Path,
+    source: Build | Path,
     reporter: Reporter,
     *,
     args: Sequence[str] | None = None,
@@ -352,7 +327,7 @@ def hardened_container(
     """
     from docker.errors import APIError, ImageNotFound
 
-    built = read_built_image(image, output_dir)
+    _, built = built_image(image, source)
     engine_platform = _engine_platform(client)
     if not _same_platform(engine_platform, built.platform):
         raise GosmallError(

@@ -39,6 +39,10 @@ class Platform:
     def __str__(self) -> str:
         return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
 
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> Platform:
+        return cls(str(document["os"]), str(document["architecture"]), str(document.get("variant", "")))
+
     def to_json(self) -> dict[str, str]:
         out = {"architecture": self.architecture, "os": self.os}
         if self.variant:

@@ -6,10 +6,14 @@ crane, containerd and registries' push tools all read.
 
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 from pathlib import Path
 
-from .image import MEDIA_INDEX, Descriptor, Image, canonical_json
+from .digest import Digest
+from .errors import GosmallError
+from .image import MEDIA_CONFIG, MEDIA_INDEX, MEDIA_MANIFEST, Blob, Descriptor, Image, Layer, Platform, PlatformImage, canonical_json
 
 
 def layout_index(image: Image, repository: str, tags: tuple[str, ...]) -> bytes:
@@ -38,3 +42,57 @@ def write_oci_layout(image: Image, directory: Path, repository: str, tags: tuple
 
 def read_index(directory: Path) -> dict[str, object]:
     return json.loads((directory / "index.json").read_bytes())
+
+
+def read_oci_layout(directory: Path) -> Image:
+    """The image an OCI layout written by `write_oci_layout` holds, every blob checked against its digest.
+
+    Layers are decompressed once, so the value is the same `Image` the build made (its tars give
+    `diff_id`s, checked against the config, and the docker archive).
+    """
+    blobs = directory / "blobs" / "sha256"
+
+    def blob(media_type: str, digest_text: object, where: str) -> Blob:
+        try:
+            digest = Digest.parse(str(digest_text))
+            data = (blobs / digest.hex).read_bytes()
+        except (ValueError, OSError) as exc:
+            raise _unreadable(directory, f"{where}: {exc}") from None
+        if Digest.of(data) != digest:
+            raise _unreadable(directory, f"{where}: blob {digest} does not hash to its name")
+        return Blob(media_type, data)
+
+    try:
+        index = json.loads((directory / "index.json").read_bytes())
+        top = index["manifests"][0]
+        index_blob: Blob | None = None
+        entries: list[tuple[str, Platform | None]] = [(top["digest"], None)]
+        if top["mediaType"] == MEDIA_INDEX:
+            index_blob = blob(MEDIA_INDEX, top["digest"], "index.json")
+            entries = [(m["digest"], Platform.from_json(m["platform"])) for m in json.loads(index_blob.data)["manifests"]]
+        manifests = []
+        for digest, platform in entries:
+            manifest = blob(MEDIA_MANIFEST, digest, "manifest")
+            document = json.loads(manifest.data)
+            config = blob(MEDIA_CONFIG, document["config"]["digest"], "config")
+            config_document = json.loads(config.data)
+            layers = []
+            for descriptor, diff_id in zip(document["layers"], config_document["rootfs"]["diff_ids"]):
+                compressed = blob(descriptor["mediaType"], descriptor["digest"], "layer")
+                layer = Layer(compressed, gzip.decompress(compressed.data))
+                if str(layer.diff_id) != diff_id:
+                    raise _unreadable(directory, f"layer {compressed.digest} does not decompress to its diff_id {diff_id}")
+                layers.append(layer)
+            if platform is None:
+                platform = Platform.from_json(config_document)
+            manifests.append(PlatformImage(platform, tuple(layers), config, manifest))
+    except (OSError, ValueError, KeyError, IndexError, TypeError, EOFError, zlib.error) as exc:
+        raise _unreadable(directory, f"{type(exc).__name__}: {exc}") from None
+    return Image(tuple(manifests), index_blob)
+
+
+def _unreadable(directory: Path, why: str) -> GosmallError:
+    return GosmallError(
+        f"{directory} is not an OCI layout gosmall can read back ({why}); it may be damaged or from another tool. "
+        "Run `gosmall build-small` again."
+    )

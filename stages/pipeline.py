@@ -1,8 +1,10 @@
-"""The build-small pipeline, stage by stage, for each configured image.
+"""The build-small pipeline: build every image, hand each `Build` to each publisher.
 
-toolchain -> compile -> prove -> runtime files -> assemble -> write, with
-every output first written to a temporary directory beside the target and
-renamed into place only when all of it succeeded.
+Building is toolchain -> compile -> prove -> runtime files -> assemble, in
+memory, and returns an immutable `Build`. Publishing takes that value: the
+output directory (written to a temporary directory beside the target and
+renamed into place only when all of it succeeded), then, when asked, the
+Docker engine or a registry. A new destination is a new publisher.
 """
 
 from __future__ import annotations
@@ -10,18 +12,17 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .assemble import PlatformParts, assemble
+from .built import Build
 from .compile import compile_binary, host_platform, plan_compile
 from .config import ImageConfig, ProjectConfig
-from .docker_archive import write_docker_archive_file
 from .errors import GosmallError
-from .image import Image, Platform
+from .image import Platform
 from .interrupts import Interrupted
 from .leftovers import make_owned_dir, owned_name_pattern, remove_stale, report_removed
 from .libraries import CollectedFile, collect_libraries
@@ -35,12 +36,18 @@ from .source import SourceInfo, describe_source
 from .toolchain import find_module, find_toolchain, verify_module
 
 
-@dataclass(frozen=True)
-class BuildResult:
-    config: ImageConfig
-    image: Image
-    output_dir: Path
-    report: Mapping[str, Any]
+class Publisher(Protocol):
+    """A destination for a Build: the output directory, the Docker engine, a registry."""
+
+    def publish(self, build: Build, reporter: Reporter) -> None: ...
+
+
+class OutputDirectory:
+    """<output>/<image>/: the OCI layout, image.tar and report.json, swapped in whole."""
+
+    def publish(self, build: Build, reporter: Reporter) -> None:
+        write_outputs(build, reporter)
+        reporter.step(f"{build.config.name}: {build.digest} -> {build.output_dir}")
 
 
 def build_small(
@@ -49,22 +56,32 @@ def build_small(
     *,
     names: tuple[str, ...] = (),
     environ: Mapping[str, str] | None = None,
-) -> tuple[BuildResult, ...]:
+    publishers: Sequence[Publisher] = (),
+) -> tuple[Build, ...]:
+    """Build each image, write its output directory, then hand it to each further publisher."""
     images = project.images if not names else tuple(i for n in names for i in project.image(n))
     for image in images:
         check_replaceable(project.output_dir(image))  # before any work, not after minutes of it
     source = describe_source(project.root, environ)
-    results: list[BuildResult] = []
+    written: list[Path] = []
+    builds: list[Build] = []
     try:
         for image in images:
-            results.append(build_image(project, image, source, reporter))
+            build = build_image(project, image, source, reporter)
+            OutputDirectory().publish(build, reporter)
+            written.append(build.output_dir)
+            builds.append(build)
+        for build in builds:
+            for publisher in publishers:
+                publisher.publish(build, reporter)
     except KeyboardInterrupt as stop:
         # Say what is true: outputs already replaced stay replaced.
-        raise Interrupted.of(stop, tuple(r.output_dir for r in results)) from None
-    return tuple(results)
+        raise Interrupted.of(stop, tuple(written)) from None
+    return tuple(builds)
 
 
-def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo, reporter: Reporter) -> BuildResult:
+def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo, reporter: Reporter) -> Build:
+    """One image, in memory: nothing is written."""
     reporter.step(f"{config.name}: building {config.package.relative_to(project.root) or '.'} for {', '.join(map(str, config.platforms))}")
     module = find_module(config.package)
     toolchain = find_toolchain(module, go_version=project.go_version)
@@ -111,11 +128,8 @@ def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo,
     enforce_max_size(config, sizes)
     docker_platform = host_platform() if host_platform() in config.platforms else config.platforms[0]
     report = build_report(config, image, sizes, source, docker_platform, libraries, go=toolchain.version_text)
-    output_dir = project.output_dir(config)
-    write_outputs(image, config, report, docker_platform, source, output_dir, reporter)
-    reporter.step(f"{config.name}: {image.digest} -> {output_dir}")
     show_size_table(reporter, config, sizes, str(image.digest))
-    return BuildResult(config, image, output_dir, report)
+    return Build(config, image, report, project.output_dir(config))
 
 
 WORKDIR_PREFIX = "gosmall-build-"
@@ -138,29 +152,20 @@ def _workdir(reporter: Reporter) -> Iterator[Path]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def write_outputs(
-    image: Image,
-    config: ImageConfig,
-    report: Mapping[str, Any],
-    docker_platform: Platform,
-    source: SourceInfo,
-    target: Path,
-    reporter: Reporter,
-) -> None:
+def write_outputs(build: Build, reporter: Reporter) -> None:
     """All outputs into a temp dir beside `target`, then swapped in: a failure leaves the old output intact.
 
     Only a directory gosmall wrote is replaced (outputs.py); anything else at `target` is refused.
     """
+    target = build.output_dir
     prepare_output_dir(target.parent)
     check_replaceable(target)
     remove_leftovers(target.parent, reporter)
     staging = make_staging_dir(target)
     try:
-        write_oci_layout(image, staging / "oci", config.repository, config.tags)
-        platform_image = image.for_platform(docker_platform)
-        assert platform_image is not None
-        write_docker_archive_file(platform_image, staging / "image.tar", config.repository, config.tags, source.epoch)
-        (staging / "report.json").write_bytes(report_json(dict(report)))
+        write_oci_layout(build.image, staging / "oci", build.config.repository, build.config.tags)
+        (staging / "image.tar").write_bytes(build.docker_archive())
+        (staging / "report.json").write_bytes(report_json(dict(build.report)))
         os.chmod(staging, 0o755)
         swap_into_place(staging, target)
     except BaseException:

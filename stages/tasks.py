@@ -16,6 +16,7 @@ from typing import Any, Callable, TypeVar
 
 from invoke import Collection, Exit, task
 
+from .built import Build, read_build
 from .config import ProjectConfig, load_project
 from .errors import COULD_NOT_RUN, FOUND, GosmallError
 from .interrupts import Interrupted, sigterm_as_ctrl_c
@@ -63,12 +64,13 @@ def build_small(c: Any, image: str | None = None, load: bool = False, smoke: boo
     reporter = make_reporter()
     project = load_project()
     _check_pins(project, reporter)
-    results = run_build_small(project, reporter, names=(image,) if image else ())
+    builds = run_build_small(project, reporter, names=(image,) if image else ())
     if load or smoke:
         try:
-            _load_and_smoke(project, tuple(r.config.name for r in results), reporter, smoke=smoke)
+            # The in-memory builds go to the engine: nothing is read back from disk.
+            _load_and_smoke(builds, reporter, smoke=smoke)
         except KeyboardInterrupt as stop:
-            raise Interrupted.of(stop, tuple(r.output_dir for r in results)) from None
+            raise Interrupted.of(stop, tuple(b.output_dir for b in builds)) from None
 
 
 @task(help={"image": IMAGE_HELP})
@@ -76,7 +78,7 @@ def build_small(c: Any, image: str | None = None, load: bool = False, smoke: boo
 def load(c: Any, image: str | None = None) -> None:
     """Load the built image.tar into the Docker engine, tag it, and check its ID is the built config digest."""
     project = load_project()
-    _load_and_smoke(project, tuple(i.name for i in project.image(image)), make_reporter(), smoke=False, load=True)
+    _load_and_smoke(_read_builds(project, image), make_reporter(), smoke=False, load=True)
 
 
 @task(help={"image": IMAGE_HELP})
@@ -88,7 +90,7 @@ def smoke(c: Any, image: str | None = None) -> None:
     run (not built or loaded, no engine, port taken). Smoke containers left running by a killed gosmall are removed first.
     """
     project = load_project()
-    _load_and_smoke(project, tuple(i.name for i in project.image(image)), make_reporter(), smoke=True, load=False)
+    _load_and_smoke(_read_builds(project, image), make_reporter(), smoke=True, load=False)
 
 
 @task(iterable=["path"], help={"path": PATH_HELP, "format": "text (path:line:col: message) or json (a list of {path, line, column, reference, problem, message})."})  # fmt: skip
@@ -174,20 +176,21 @@ def _check_pins(project: ProjectConfig, reporter: Reporter) -> None:
         reporter.warn(line)
 
 
-def _load_and_smoke(project: ProjectConfig, names: tuple[str, ...], reporter: Reporter, *, smoke: bool, load: bool = True) -> None:
-    # Imported here: building never needs the docker SDK or an engine.
-    from .engine import connect, load_image, read_built_image, smoke_test
+def _read_builds(project: ProjectConfig, image: str | None) -> tuple[Build, ...]:
+    """What build-small wrote, read back once per image ("not built yet" comes before "no engine")."""
+    return tuple(read_build(config, project.output_dir(config)) for config in project.image(image))
 
-    configs = tuple(i for n in names for i in project.image(n))
-    for config in configs:
-        read_built_image(config, project.output_dir(config))  # "not built yet" before "no engine"
+
+def _load_and_smoke(builds: tuple[Build, ...], reporter: Reporter, *, smoke: bool, load: bool = True) -> None:
+    # Imported here: building never needs the docker SDK or an engine.
+    from .engine import connect, load_image, smoke_test
+
     client = connect(reporter)
-    for config in configs:
-        output_dir = project.output_dir(config)
+    for build in builds:
         if load:
-            load_image(client, config, output_dir, reporter)
+            load_image(client, build.config, build, reporter)
         if smoke:
-            smoke_test(client, config, output_dir, reporter)
+            smoke_test(client, build.config, build, reporter)
 
 
 namespace = Collection.from_module(sys.modules[__name__])

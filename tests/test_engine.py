@@ -32,6 +32,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
+from gosmall.assemble import compress_layer
+from gosmall.built import Build, read_build
 from gosmall.compile import host_platform as stages_host_platform
 from gosmall.config import ImageConfig, SmokeConfig, load_project
 from gosmall.engine import (
@@ -40,12 +42,12 @@ from gosmall.engine import (
     connect,
     hardened_container,
     load_image,
-    read_built_image,
     smoke_test,
 )
 from gosmall.errors import GosmallError
-from gosmall.image import Platform
+from gosmall.image import MEDIA_CONFIG, MEDIA_MANIFEST, Blob, Image, Layer, Platform, PlatformImage, canonical_json
 from gosmall.leftovers import Owner
+from gosmall.pipeline import write_outputs
 from gosmall.reporter import RecordingReporter
 
 from .conftest import gosmall, gosmall_command, gosmall_env
@@ -94,83 +96,56 @@ class TinyBuild:
 
 
 def write_tiny_build(directory: Path, binary: bytes, repository: str, *, label: str = "") -> TinyBuild:
-    """image.tar and report.json as build-small writes them, for a one-file image."""
+    """A one-file image, written the way build-small writes its output: OCI layout, image.tar, report.json."""
     layer = io.BytesIO()
     with tarfile.open(fileobj=layer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         info = tarfile.TarInfo("tiny")
         info.size, info.mode = len(binary), 0o555
         tar.addfile(info, io.BytesIO(binary))
-    layer_bytes = layer.getvalue()
-    diff_id = "sha256:" + hashlib.sha256(layer_bytes).hexdigest()
-    os_, arch = host_platform().split("/")[:2]
-    config = json.dumps(
+    layer_tar = layer.getvalue()
+    platform = Platform.parse(host_platform())
+    config = canonical_json(
         {
-            "architecture": arch,
-            "os": os_,
+            **platform.to_json(),
             "config": {"Entrypoint": ["/tiny"], "User": NONROOT, "Labels": {"test": label or RUN}},
-            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-    ).encode()
-    config_hex = hashlib.sha256(config).hexdigest()
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": f"sha256:{config_hex}", "size": len(config)},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": diff_id, "size": len(layer_bytes)}],
-        },
-        sort_keys=True,
-    ).encode()
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer_tar).hexdigest()]},
+        }
+    )
+    compressed = compress_layer(layer_tar)
+    config_blob = Blob(MEDIA_CONFIG, config)
+    manifest = Blob(
+        MEDIA_MANIFEST,
+        canonical_json(
+            {
+                "schemaVersion": 2,
+                "mediaType": MEDIA_MANIFEST,
+                "config": config_blob.descriptor().to_json(),
+                "layers": [compressed.descriptor().to_json()],
+            }
+        ),
+    )
+    image = Image((PlatformImage(platform, (Layer(compressed, layer_tar),), config_blob, manifest),), None)
     tags = ("latest", "v1")
-    directory.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(directory / "image.tar", "w") as archive:
-        for name, data in (
-            (f"{config_hex}.json", config),
-            (f"{diff_id[7:]}/layer.tar", layer_bytes),
-            (
-                "manifest.json",
-                json.dumps(
-                    [
-                        {
-                            "Config": f"{config_hex}.json",
-                            "RepoTags": [f"{repository}:{t}" for t in tags],
-                            "Layers": [f"{diff_id[7:]}/layer.tar"],
-                        }
-                    ]
-                ).encode(),
-            ),
-        ):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
+    config_digest = str(config_blob.digest)
     report = {
         "image": "tiny",
         "repository": repository,
         "tags": list(tags),
-        "digest": "sha256:" + hashlib.sha256(manifest).hexdigest(),
+        "digest": str(image.digest),
         "docker_platform": host_platform(),
-        "platforms": {
-            host_platform(): {
-                "manifest_digest": "sha256:" + hashlib.sha256(manifest).hexdigest(),
-                "config_digest": f"sha256:{config_hex}",
-                "binary_size": len(binary),
-                "layer_size": len(layer_bytes),
-                "image_size": len(layer_bytes),
-            }
-        },
+        "source": {"version": "dev", "revision": "", "source_date_epoch": 0},
+        "platforms": {host_platform(): {"manifest_digest": str(manifest.digest), "config_digest": config_digest}},
     }
-    (directory / "report.json").write_text(json.dumps(report, indent=2))
-    image = ImageConfig(
+    config_value = ImageConfig(
         name="tiny",
         package=directory,
         repository=repository,
         tags=tags,
-        platforms=(Platform.parse(host_platform()),),
+        platforms=(platform,),
         smoke=SmokeConfig(timeout=10.0),
     )
-    return TinyBuild(image, directory, f"sha256:{config_hex}")
+    write_outputs(Build(config_value, image, report, directory), RecordingReporter())
+    return TinyBuild(config_value, directory, config_digest)
 
 
 @pytest.fixture(scope="session")
@@ -308,7 +283,7 @@ def test_load_gives_the_config_digest_and_is_idempotent(docker_client: Any, tiny
     first = load_image(docker_client, tiny.image, tiny.output_dir, reporter)
     second = load_image(docker_client, tiny.image, tiny.output_dir, reporter)
     assert first == second
-    assert first.image_id == tiny.config_digest == read_built_image(tiny.image, tiny.output_dir).config_digest.__str__()
+    assert first.image_id == tiny.config_digest == str(read_build(tiny.image, tiny.output_dir).docker_image().config.digest)
     assert first.platform == host_platform()
     assert first.tags == tuple(f"{tiny.image.repository}:{t}" for t in ("latest", "v1"))
     for reference in first.tags:
@@ -316,7 +291,7 @@ def test_load_gives_the_config_digest_and_is_idempotent(docker_client: Any, tiny
 
 
 @pytest.mark.docker
-def test_load_refuses_an_image_that_is_not_what_was_built(docker_client: Any, tiny: TinyBuild, tmp_path: Path) -> None:
+def test_load_refuses_a_report_that_is_not_the_layouts(docker_client: Any, tiny: TinyBuild, tmp_path: Path) -> None:
     shutil.copytree(tiny.output_dir, tmp_path / "out")
     report_path = tmp_path / "out" / "report.json"
     report = json.loads(report_path.read_text())
@@ -325,17 +300,21 @@ def test_load_refuses_an_image_that_is_not_what_was_built(docker_client: Any, ti
     report_path.write_text(json.dumps(report))
     with pytest.raises(GosmallError) as caught:
         load_image(docker_client, tiny.image, tmp_path / "out", RecordingReporter())
-    assert f"the image ID {tiny.config_digest}, but report.json says the build's config digest is {other}" in caught.value.message
-    assert "what would run is not what was built" in caught.value.message
+    assert (
+        f"says {host_platform()} config_digest {other}, but {tmp_path / 'out' / 'oci'} holds {tiny.config_digest}" in caught.value.message
+    )
+    assert "Run `gosmall build-small --image tiny` again" in caught.value.message
 
 
 @pytest.mark.docker
-def test_load_of_a_damaged_archive_says_rebuild(docker_client: Any, tiny: TinyBuild, tmp_path: Path) -> None:
+def test_load_of_a_damaged_layout_says_rebuild(docker_client: Any, tiny: TinyBuild, tmp_path: Path) -> None:
     shutil.copytree(tiny.output_dir, tmp_path / "out")
-    archive = tmp_path / "out" / "image.tar"
-    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    blobs = tmp_path / "out" / "oci" / "blobs" / "sha256"
+    layer = max(blobs.iterdir(), key=lambda p: p.stat().st_size)
+    layer.chmod(0o644)
+    layer.write_bytes(layer.read_bytes()[: layer.stat().st_size // 2])
     with pytest.raises(
-        GosmallError, match=rf"The Docker engine refused to load {archive}: .*rebuild it with `gosmall build-small --image tiny`"
+        GosmallError, match=rf"{tmp_path / 'out' / 'oci'} is not an OCI layout gosmall can read back .*does not hash to its name"
     ):
         load_image(docker_client, tiny.image, tmp_path / "out", RecordingReporter())
 

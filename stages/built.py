@@ -1,0 +1,105 @@
+"""The contract between building and publishing: one immutable `Build` per image.
+
+`pipeline.build_image` returns it from memory; `read_build` gives the same value
+back from an output directory (report.json read once, the OCI layout read and
+checked once), so `load` and `push` alone publish exactly what `build-small`
+wrote. Publishers (the output directory, the Docker engine, a registry) take a
+`Build`; none re-reads another's output.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import ImageConfig
+from .digest import Digest
+from .docker_archive import write_docker_archive
+from .errors import GosmallError
+from .image import Image, Platform, PlatformImage
+from .oci_layout import read_oci_layout
+
+
+@dataclass(frozen=True)
+class Build:
+    config: ImageConfig
+    image: Image
+    report: Mapping[str, Any]  # report.json's content
+    output_dir: Path  # <output>/<image>
+
+    @property
+    def digest(self) -> Digest:
+        return self.image.digest
+
+    @property
+    def docker_platform(self) -> Platform:
+        return Platform.parse(str(self.report["docker_platform"]))
+
+    @property
+    def epoch(self) -> int:
+        return int(self.report["source"]["source_date_epoch"])
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        """`repository:tag` for every configured tag."""
+        return tuple(f"{self.config.repository}:{tag}" for tag in self.config.tags)
+
+    def docker_image(self) -> PlatformImage:
+        platform_image = self.image.for_platform(self.docker_platform)
+        if platform_image is None:
+            raise GosmallError(
+                f"{self.output_dir}: report.json names docker_platform {self.docker_platform}, which the image does not have."
+            )
+        return platform_image
+
+    def docker_archive(self) -> bytes:
+        """What image.tar holds, made from the value: the same bytes, byte for byte."""
+        stream = io.BytesIO()
+        write_docker_archive(self.docker_image(), stream, self.config.repository, self.config.tags, self.epoch)
+        return stream.getvalue()
+
+
+def read_build(config: ImageConfig, output_dir: Path) -> Build:
+    """The Build a `build-small` run wrote to `output_dir`, checked to belong together and to the config."""
+    report_path = output_dir / "report.json"
+    layout = output_dir / "oci"
+    for path in (report_path, layout / "index.json"):
+        if not path.is_file():
+            raise GosmallError(
+                f"Image '{config.name}' has not been built: {path} does not exist. Run "
+                f"`gosmall build-small --image {config.name}` first (or `gosmall build-small --load`), then try again."
+            )
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+        digest = Digest.parse(report["digest"])
+        repository, tags = report["repository"], tuple(report["tags"])
+        Platform.parse(str(report["docker_platform"]))
+        int(report["source"]["source_date_epoch"])
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise GosmallError(
+            f"{report_path} cannot be read as a gosmall build report ({type(exc).__name__}: {exc}); it may come from "
+            f"another gosmall version or an interrupted build. Run `gosmall build-small --image {config.name}` again."
+        ) from None
+    if repository != config.repository or tags != config.tags:
+        raise GosmallError(
+            f"{report_path} describes {repository}:{','.join(tags)}, but pyproject.toml now says image "
+            f"'{config.name}' is {config.repository}:{','.join(config.tags)}; the build is stale. "
+            f"Run `gosmall build-small --image {config.name}`."
+        )
+    image = read_oci_layout(layout)
+    claims = [("digest", str(digest), str(image.digest))]
+    for platform_image in image.manifests:
+        entry = report.get("platforms", {}).get(str(platform_image.platform), {})
+        claims.append((f"{platform_image.platform} config_digest", entry.get("config_digest"), str(platform_image.config.digest)))
+        claims.append((f"{platform_image.platform} manifest_digest", entry.get("manifest_digest"), str(platform_image.manifest.digest)))
+    for what, said, held in claims:
+        if said != held:
+            raise GosmallError(
+                f"{report_path} says {what} {said}, but {layout} holds {held}: the two are not from one build, or "
+                f"one was changed. Run `gosmall build-small --image {config.name}` again."
+            )
+    return Build(config, image, report, output_dir)
