@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from .config import ImageConfig
+from .elf import machine_for_uname
 from .errors import GosmallError
 from .image import Platform
 from .interrupts import run_as_group
@@ -141,11 +142,6 @@ def compile_binary(plan: CompilePlan, toolchain: Toolchain, workdir: Path, *, ru
     return Binary(output, plan.binary_name, plan.platform, output.stat().st_size, plan.cgo)
 
 
-_MACHINES = {
-    "x86_64": "linux/amd64", "amd64": "linux/amd64", "aarch64": "linux/arm64", "arm64": "linux/arm64",
-    "armv7l": "linux/arm/v7", "armv6l": "linux/arm/v6", "i686": "linux/386", "i386": "linux/386",
-    "ppc64le": "linux/ppc64le", "s390x": "linux/s390x", "riscv64": "linux/riscv64",
-}  # fmt: skip
 _CROSS_CC = {
     "linux/amd64": "x86_64-linux-gnu-gcc", "linux/arm64": "aarch64-linux-gnu-gcc",
     "linux/arm/v7": "arm-linux-gnueabihf-gcc", "linux/arm/v6": "arm-linux-gnueabi-gcc",
@@ -155,7 +151,8 @@ _CROSS_CC = {
 
 
 def host_platform() -> Platform:
-    return Platform.parse(_MACHINES.get(host.machine().lower(), "linux/amd64"))
+    machine = machine_for_uname(host.machine())
+    return machine.platform if machine is not None else Platform("linux", "amd64")
 
 
 _DEBIAN_ARCH = {

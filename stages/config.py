@@ -21,21 +21,13 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from .elf import MACHINES
 from .errors import GosmallError, did_you_mean
 from .image import Platform
 
-# Go's GOOS/GOARCH pairs that an OCI image for Linux can carry, with the
-# ELF machine each must be built for (checked by `prove`).
-SUPPORTED_PLATFORMS = (
-    "linux/amd64",
-    "linux/arm64",
-    "linux/arm/v6",
-    "linux/arm/v7",
-    "linux/386",
-    "linux/ppc64le",
-    "linux/s390x",
-    "linux/riscv64",
-)
+# Go's GOOS/GOARCH pairs that an OCI image for Linux can carry: the rows of the
+# machine table, which also says the ELF machine each must be built for (checked by `prove`).
+SUPPORTED_PLATFORMS = tuple(str(m.platform) for m in MACHINES)
 
 TzData = Literal["zip", "embed", "system", "none"]
 Pinning = Literal["error", "warn", "off"]

@@ -61,13 +61,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.dynamic import DynamicSegment
-from elftools.elf.elffile import ELFFile
-from elftools.elf.enums import ENUM_E_MACHINE
-from elftools.elf.segments import InterpSegment
-
-from .elf import tag_string
+from .elf import ElfError, ElfIdent, NotElfError, multiarch_triplet, read_elf_file, read_elf_ident
 from .errors import GosmallError
 from .layer_files import READ_ONLY, SYMLINK, file_mode, read_regular_file
 
@@ -83,18 +77,6 @@ NSSWITCH_CONF = b"passwd: files\ngroup: files\nhosts: files dns\n"
 
 # ld.so gives up after this many symlinks (ELOOP); so do we.
 _MAX_SYMLINKS = 40
-_DF_1_NODEFLIB = 0x800
-
-_EM_386 = 3
-_EM_PPC64 = 21
-_EM_S390 = 22
-_EM_ARM = 40
-_EM_X86_64 = 62
-_EM_AARCH64 = 183
-_EM_RISCV = 243
-_EF_ARM_ABI_FLOAT_SOFT = 0x200
-
-_MACHINE_NAMES = {number: name for name, number in ENUM_E_MACHINE.items() if isinstance(number, int)}
 
 
 @dataclass(frozen=True)
@@ -119,71 +101,24 @@ class CollectedFile:
         return self.data if self.data is not None else read_regular_file(self.host_path, "cgo library closure")[0]
 
 
+class LibraryNotFoundError(GosmallError):
+    """ld.so would not find `name`, which `needed_by` (an image path) asks for as its loader or a library.
+
+    `reason` says how it was asked for; audit holds an image to "interp" and "needed", not to what gosmall adds.
+    """
+
+    def __init__(self, message: str, *, name: str, needed_by: str, reason: Reason) -> None:
+        super().__init__(message)
+        self.name = name
+        self.needed_by = needed_by
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class LibraryClosure:
     files: tuple[CollectedFile, ...]  # sorted by path, each path once
     interpreter: str | None  # PT_INTERP as the binary names it
     links_glibc: bool
-
-
-@dataclass(frozen=True)
-class ElfIdent:
-    """What ld.so compares before it accepts a library for a binary."""
-
-    elf_class: int  # 32 or 64
-    little_endian: bool
-    machine: int  # e_machine
-    flags: int  # e_flags, for ARM's float ABI
-
-    def matches(self, other: ElfIdent) -> bool:
-        return (self.elf_class, self.little_endian, self.machine) == (other.elf_class, other.little_endian, other.machine)
-
-    def describe(self) -> str:
-        machine = _MACHINE_NAMES.get(self.machine, f"e_machine {self.machine}")
-        return f"{machine}, {self.elf_class}-bit, {'little' if self.little_endian else 'big'}-endian"
-
-
-def read_elf_ident(path: Path) -> ElfIdent | None:
-    """The ELF identity of a file, or None when it is not ELF.
-
-    Read from the raw header rather than through pyelftools: a candidate that
-    ld.so would reject (a truncated stub, a foreign class) must be skipped, not
-    make the parser fail.
-    """
-    try:
-        with path.open("rb") as stream:
-            header = stream.read(52)
-    except OSError:
-        return None
-    if len(header) < 52 or header[:4] != b"\x7fELF" or header[4] not in (1, 2) or header[5] not in (1, 2):
-        return None
-    order: Literal["little", "big"] = "little" if header[5] == 1 else "big"
-    elf_class = 32 if header[4] == 1 else 64
-    flags_at = 36 if elf_class == 32 else 48
-    flags = int.from_bytes(header[flags_at : flags_at + 4], order)
-    return ElfIdent(elf_class, order == "little", int.from_bytes(header[18:20], order), flags)
-
-
-def multiarch_triplet(ident: ElfIdent) -> str | None:
-    """Debian's multiarch directory name for a machine, or None if we know none."""
-    machine, bits, little = ident.machine, ident.elf_class, ident.little_endian
-    if machine == _EM_X86_64:
-        return "x86_64-linux-gnu" if bits == 64 else "x86_64-linux-gnux32"
-    if machine == _EM_AARCH64:
-        return "aarch64-linux-gnu" if little else "aarch64_be-linux-gnu"
-    if machine == _EM_ARM:
-        # Without the soft-float flag an EABI binary is treated as armhf,
-        # the only 32-bit ARM port Go's linux/arm/v7 images normally target.
-        return "arm-linux-gnueabi" if ident.flags & _EF_ARM_ABI_FLOAT_SOFT else "arm-linux-gnueabihf"
-    if machine == _EM_386:
-        return "i386-linux-gnu"
-    if machine == _EM_PPC64:
-        return "powerpc64le-linux-gnu" if little else "powerpc64-linux-gnu"
-    if machine == _EM_S390:
-        return "s390x-linux-gnu" if bits == 64 else "s390-linux-gnu"
-    if machine == _EM_RISCV:
-        return "riscv64-linux-gnu" if bits == 64 else "riscv32-linux-gnu"
-    return None
 
 
 def default_library_dirs(ident: ElfIdent) -> tuple[str, ...]:
@@ -354,49 +289,27 @@ class _ElfInfo:
 
 
 def _read_elf(host: Path, label: str) -> _ElfInfo:
-    ident = read_elf_ident(host)
-    if ident is None:
+    try:
+        facts = read_elf_file(host)
+    except NotElfError:
         raise GosmallError(
             f"{label} ({host}) is not an ELF file, so its shared libraries cannot be read. "
             "Point gosmall at the binary produced by `go build` for a Linux platform."
-        )
-    interpreter: str | None = None
-    needed: list[str] = []
-    rpath = runpath = soname = None
-    flags_1 = 0
-    try:
-        with host.open("rb") as stream:
-            elf = ELFFile(stream)
-            for segment in elf.iter_segments():
-                if isinstance(segment, InterpSegment):
-                    interpreter = segment.get_interp_name()
-                elif isinstance(segment, DynamicSegment):
-                    for tag in segment.iter_tags():
-                        kind = tag.entry.d_tag
-                        if kind == "DT_NEEDED":
-                            needed.append(tag_string(tag))
-                        elif kind == "DT_RPATH":
-                            rpath = tag_string(tag)
-                        elif kind == "DT_RUNPATH":
-                            runpath = tag_string(tag)
-                        elif kind == "DT_SONAME":
-                            soname = tag_string(tag)
-                        elif kind == "DT_FLAGS_1":
-                            flags_1 = tag.entry.d_val
-    except (ELFError, OSError, ValueError, KeyError) as error:
+        ) from None
+    except ElfError as error:
         raise GosmallError(
             f"{label} ({host}) has an ELF header gosmall cannot read ({error}). "
             "The file may be truncated or corrupt; rebuild it or reinstall the package that ships it."
         ) from None
     return _ElfInfo(
-        ident=ident,
-        interpreter=interpreter,
-        needed=tuple(needed),
+        ident=facts.ident,
+        interpreter=facts.interpreter,
+        needed=facts.needed,
         # glibc drops DT_RPATH when DT_RUNPATH is present (get-dynamic-info.h).
-        rpath=None if runpath is not None else rpath,
-        runpath=runpath,
-        soname=soname,
-        nodeflib=bool(flags_1 & _DF_1_NODEFLIB),
+        rpath=None if facts.runpath is not None else facts.rpath,
+        runpath=facts.runpath,
+        soname=facts.soname,
+        nodeflib=facts.nodeflib,
     )
 
 
@@ -450,18 +363,24 @@ class _Collector:
     def load_interpreter(self, interpreter: str) -> _Object:
         resolved = self.namespace.resolve(_Place(_normalize(interpreter)))
         if resolved is None or not resolved.host.is_file():
-            raise GosmallError(
+            raise LibraryNotFoundError(
                 f"{self.binary_label} names the loader {interpreter} (PT_INTERP), which does not exist under "
                 f"{self.namespace.root}. Install the C library for the binary's platform there (for a cross "
-                "build, set sysroot for that platform to a root that has it), or build with CGO_ENABLED=0 for a static binary."
+                "build, set sysroot for that platform to a root that has it), or build with CGO_ENABLED=0 for a static binary.",
+                name=interpreter,
+                needed_by=self.main.image_path,
+                reason="interp",
             )
         ident = read_elf_ident(resolved.host)
         if ident is None or not ident.matches(self.main.info.ident):
             found = ident.describe() if ident else "not ELF"
-            raise GosmallError(
+            raise LibraryNotFoundError(
                 f"{self.binary_label} names the loader {interpreter} (PT_INTERP), but {resolved.host} is {found} "
                 f"while the binary is {self.main.info.ident.describe()}. Set sysroot for the binary's "
-                "platform to a root of that platform, or build the binary for the host's."
+                "platform to a root of that platform, or build the binary for the host's.",
+                name=interpreter,
+                needed_by=self.main.image_path,
+                reason="interp",
             )
         info = _read_elf(resolved.host, interpreter)
         loader = _Object(resolved.path, _Place(posixpath.dirname(_normalize(interpreter))), resolved.host, info, None)
@@ -495,7 +414,7 @@ class _Collector:
             known = self.by_name[name]
             self._add_needer(known, requester.image_path)
             return known, False
-        found, origin = self._search(name, requester, why)
+        found, origin = self._search(name, requester, why, reason)
         if found.path in self.by_path:
             # The same file under another name or path: ld.so compares
             # device and inode and reuses the loaded object.
@@ -512,7 +431,7 @@ class _Collector:
         self._record(found, requester.image_path, reason)
         return loaded, True
 
-    def _search(self, name: str, requester: _Object, why: str) -> tuple[_Resolved, _Place]:
+    def _search(self, name: str, requester: _Object, why: str, reason: Reason) -> tuple[_Resolved, _Place]:
         wanted = self.main.info.ident
         skipped: list[str] = []
         if "/" in name:
@@ -527,7 +446,7 @@ class _Collector:
                 if ident is not None and ident.matches(wanted):
                     return resolved, _Place(posixpath.dirname(_normalize(name)))
                 skipped.append(f"{resolved.host} ({ident.describe() if ident else 'not ELF'})")
-            raise self._not_found(name, requester, why, [], skipped)
+            raise self._not_found(name, requester, why, [], skipped, reason)
         searched = self._search_dirs(requester)
         for directory, _ in searched:
             resolved = self.namespace.resolve(directory.join(name))
@@ -538,7 +457,7 @@ class _Collector:
                 skipped.append(f"{resolved.host} ({ident.describe() if ident else 'not ELF'})")
                 continue
             return resolved, directory
-        raise self._not_found(name, requester, why, searched, skipped)
+        raise self._not_found(name, requester, why, searched, skipped, reason)
 
     def _search_dirs(self, requester: _Object) -> list[tuple[_Place, str]]:
         dirs: list[tuple[_Place, str]] = []
@@ -587,7 +506,9 @@ class _Collector:
                 places.append(_Place(expanded))
         return places
 
-    def _not_found(self, name: str, requester: _Object, why: str, searched: list[tuple[_Place, str]], skipped: list[str]) -> GosmallError:
+    def _not_found(
+        self, name: str, requester: _Object, why: str, searched: list[tuple[_Place, str]], skipped: list[str], reason: Reason
+    ) -> LibraryNotFoundError:
         needer = requester.image_path if requester is not self.main else f"{self.binary_label}"
         if "/" in name:
             where = "no directories, as a name with '/' is opened as it is"
@@ -600,10 +521,13 @@ class _Collector:
             if skipped
             else ""
         )
-        return GosmallError(
+        return LibraryNotFoundError(
             f"The shared library {name}, needed by {needer}{why}, was not found. Searched, in order, under "
             f"{self.namespace.root}: {where}.{rejected} Install the package that provides it (into the sysroot "
-            "when root is set), add its directory to lib_search_paths, or link the binary with -Wl,-rpath naming it."
+            "when root is set), add its directory to lib_search_paths, or link the binary with -Wl,-rpath naming it.",
+            name=name,
+            needed_by=requester.image_path,
+            reason=reason,
         )
 
     def _record(self, found: _Resolved, needer: str, reason: Reason) -> None:

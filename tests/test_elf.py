@@ -1,0 +1,133 @@
+"""The one ELF reader and the one machine table: what every stage reads from an ELF file, checked against real files."""
+
+from __future__ import annotations
+
+import platform as host
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gosmall.compile import compile_binary, host_platform, plan_compile
+from gosmall.config import SUPPORTED_PLATFORMS, parse_project
+from gosmall.elf import (
+    MACHINES,
+    ElfError,
+    NotElfError,
+    machine_for_platform,
+    machine_for_uname,
+    multiarch_triplet,
+    read_elf_bytes,
+    read_elf_file,
+    read_elf_ident,
+)
+from gosmall.image import Platform
+from gosmall.toolchain import find_module, find_toolchain
+
+ELF_SOURCES = Path(__file__).resolve().parent / "fixtures" / "elf"
+needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
+on_amd64 = pytest.mark.skipif(host_platform() != Platform.parse("linux/amd64"), reason="gcc here must build linux/amd64")
+
+
+def gcc(out: Path, source: str, *flags: str) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["gcc", "-o", str(out), str(ELF_SOURCES / source), *flags], check=True, capture_output=True, text=True)
+    return out
+
+
+def test_config_accepts_exactly_the_platforms_of_the_machine_table() -> None:
+    assert SUPPORTED_PLATFORMS == tuple(str(m.platform) for m in MACHINES)
+    assert len(set(SUPPORTED_PLATFORMS)) == len(MACHINES)
+    for machine in MACHINES:
+        assert machine_for_platform(machine.platform) == machine
+        for name in machine.uname:
+            assert machine_for_uname(name) == machine
+
+
+def test_arm_without_a_variant_is_v7_and_unknown_platforms_have_no_row() -> None:
+    assert machine_for_platform(Platform.parse("linux/arm")) == machine_for_platform(Platform.parse("linux/arm/v7"))
+    assert machine_for_platform(Platform.parse("linux/mips64le")) is None
+    assert machine_for_uname("sparc64") is None
+
+
+def test_this_machine_is_in_the_table() -> None:
+    machine = machine_for_uname(host.machine())
+    assert machine is not None and host_platform() == machine.platform
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("platform", SUPPORTED_PLATFORMS)
+def test_go_builds_each_platform_for_the_machine_its_row_names(platform: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    source = tmp_path_factory.mktemp("elf-src")
+    (source / "go.mod").write_text("module example.com/m\n\ngo 1.22\n")
+    (source / "main.go").write_text("package main\n\nfunc main() {}\n")
+    config = parse_project({"images": {"m": {"package": ".", "platforms": [platform]}}}, source / "pyproject.toml").images[0]
+    module = find_module(source)
+    binary = compile_binary(plan_compile(config, module, Platform.parse(platform), "dev"), find_toolchain(module), source)
+
+    facts = read_elf_file(binary.path)
+    machine = machine_for_platform(Platform.parse(platform))
+    assert machine is not None and facts.ident.fits(machine)
+    assert facts.static and facts.debug_sections == ()
+    # Go's linker names no float ABI for arm, so both arm rows read as the armhf directory, as ld.so would search.
+    assert multiarch_triplet(facts.ident) == (machine.triplet if platform != "linux/arm/v6" else "arm-linux-gnueabihf")
+
+
+@needs_gcc
+@on_amd64
+def test_a_dynamic_binary_and_a_library_give_every_fact_the_resolver_needs(tmp_path: Path) -> None:
+    library = gcc(
+        tmp_path / "libgreet.so.1", "greet.c", "-shared", "-fPIC", "-nostdlib", "-Wl,-soname,libgreet.so.1", "-Wl,-z,nodefaultlib"
+    )
+    binary = gcc(
+        tmp_path / "app",
+        "greet_main.c",
+        f"-L{tmp_path}",
+        "-l:libgreet.so.1",
+        "-Wl,--no-as-needed",
+        "-Wl,--enable-new-dtags",
+        "-Wl,-rpath,$ORIGIN/../lib",
+    )
+
+    app = read_elf_file(binary)
+    assert app.interpreter == "/lib64/ld-linux-x86-64.so.2"
+    assert app.needed[0] == "libgreet.so.1" and "libc.so.6" in app.needed
+    assert (app.runpath, app.rpath, app.soname) == ("$ORIGIN/../lib", None, None)
+    assert (app.machine, app.elf_class) == ("EM_X86_64", 64) and not app.static
+    assert ".symtab" in app.debug_sections  # gcc without -s keeps it
+
+    greet = read_elf_file(library)
+    assert (greet.soname, greet.interpreter, greet.needed) == ("libgreet.so.1", None, ())
+    assert greet.nodeflib and not app.nodeflib
+
+    # One reader, whether the bytes are a file on disk or a file inside an image.
+    assert read_elf_bytes(binary.read_bytes()) == app
+
+
+@needs_gcc
+def test_rpath_without_runpath_is_read_as_rpath(tmp_path: Path) -> None:
+    binary = gcc(tmp_path / "app", "static_main.c", "-Wl,--disable-new-dtags", "-Wl,-rpath,/opt/lib")
+    facts = read_elf_file(binary)
+    assert (facts.rpath, facts.runpath) == ("/opt/lib", None)
+
+
+def test_not_elf_and_missing_files_are_told_apart(tmp_path: Path) -> None:
+    script = tmp_path / "run"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    with pytest.raises(NotElfError):
+        read_elf_file(script)
+    with pytest.raises(ElfError) as missing:
+        read_elf_file(tmp_path / "gone")
+    assert not isinstance(missing.value, NotElfError)
+    assert read_elf_ident(script) is None and read_elf_ident(tmp_path / "gone") is None
+
+
+@needs_gcc
+def test_every_truncation_of_a_real_binary_is_an_elf_error_or_facts(tmp_path: Path) -> None:
+    data = gcc(tmp_path / "app", "static_main.c").read_bytes()
+    for length in (*range(0, 128, 4), *range(128, len(data), max(1, len(data) // 97))):
+        try:
+            read_elf_bytes(data[:length])
+        except ElfError:
+            pass
