@@ -16,6 +16,7 @@ from pathlib import Path
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from .config import ImageConfig
 from .errors import GosmallError
 
 # The names that make each need; any one of them linked is enough.
@@ -84,3 +85,32 @@ def _funcname_table(data: bytes) -> bytes:
     if not 0 < funcname_offset < cu_offset <= len(data):
         return data
     return data[funcname_offset:cu_offset]
+
+
+def advise(image: ImageConfig, needs: Needs, tzdata_bytes: int) -> tuple[tuple[str, str], ...]:
+    """("warn" | "note", message) for a mismatch between what the binary links and what the image ships."""
+    where = f"[tool.gosmall.images.{image.name}]"
+    out: list[tuple[str, str]] = []
+    ships_zones = image.tzdata in ("zip", "system")
+    if "tzdata" in needs and not ships_zones and image.tzdata != "embed":
+        out.append(
+            (
+                "warn",
+                f"{where}: the binary links time.LoadLocation, but the image has no time zone database "
+                f'(tzdata = "{image.tzdata}"), so every zone but UTC will fail to load at run time. Set tzdata = "zip" '
+                '(Go\'s database, 400 KiB), tzdata = "embed" (compiled in), or list the zones it uses in zones = [...].',
+            )
+        )
+    if "tzdata" not in needs and ships_zones:
+        out.append(
+            (
+                "warn",
+                f'{where}: the image ships a time zone database ({tzdata_bytes:,} bytes, tzdata = "{image.tzdata}"), '
+                'but the binary never links time.LoadLocation, so it can never read it; tzdata = "none" saves those bytes.',
+            )
+        )
+    if "ca_certs" in needs and not image.ca_certs:
+        out.append(
+            ("note", f"{where}: the binary can load system CA roots (crypto/x509); set ca_certs = true if it makes TLS connections.")
+        )
+    return tuple(out)

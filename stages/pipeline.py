@@ -26,6 +26,7 @@ from .image import Platform
 from .interrupts import Interrupted
 from .leftovers import make_owned_dir, owned_name_pattern, remove_stale, report_removed
 from .libraries import CollectedFile, collect_libraries
+from .needs import advise, read_needs
 from .oci_layout import write_oci_layout
 from .outputs import check_replaceable, make_staging_dir, prepare_output_dir, remove_leftovers, swap_into_place
 from .prove import prove_binary
@@ -89,7 +90,7 @@ def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo,
     verify_module(toolchain, module, config.package, reporter)
 
     parts: list[PlatformParts] = []
-    libraries: dict[Platform, dict[str, Any]] = {}
+    platform_facts: dict[Platform, dict[str, Any]] = {}  # report.json's per-platform extras
     with _workdir(reporter) as workdir:
         # Every platform planned, and the runtime files read, before anything is compiled:
         # a refused combination or a bad `files` entry costs no build.
@@ -104,6 +105,10 @@ def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo,
             reporter.detail(
                 f"{platform}: {binary.name} {binary.size:,} bytes, {facts.machine}, {'static' if facts.static else 'dynamic'}, stripped"
             )
+            needs = read_needs(binary.path)
+            platform_facts.setdefault(platform, {})["needs"] = needs.to_json()
+            for kind, message in advise(config, needs, common.size("tzdata")):
+                (reporter.warn if kind == "warn" else reporter.detail)(f"{platform}: {message}")
             runtime = common
             if not facts.static:
                 closure = collect_libraries(
@@ -115,7 +120,7 @@ def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo,
                     strip=config.strip_libs,
                 )
                 runtime = with_libraries(runtime, closure, config.lib_search_paths)
-                libraries[platform] = {"libraries": [_library_json(f) for f in closure.files]}
+                platform_facts.setdefault(platform, {})["libraries"] = [_library_json(f) for f in closure.files]
                 show_libraries(reporter, platform, closure)
             parts.append(PlatformParts(binary, runtime))
         image = assemble(config, tuple(parts), source)
@@ -127,7 +132,7 @@ def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo,
     )
     enforce_max_size(config, sizes)
     docker_platform = host_platform() if host_platform() in config.platforms else config.platforms[0]
-    report = build_report(config, image, sizes, source, docker_platform, libraries, go=toolchain.version_text)
+    report = build_report(config, image, sizes, source, docker_platform, platform_facts, go=toolchain.version_text)
     show_size_table(reporter, config, sizes, str(image.digest))
     return Build(config, image, report, project.output_dir(config))
 

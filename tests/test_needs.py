@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ from gosmall.errors import GosmallError
 from gosmall.image import Platform
 from gosmall.needs import go_function_names, read_needs
 from gosmall.toolchain import find_module, find_toolchain
+
+from .conftest import gosmall
 
 pytestmark = pytest.mark.slow
 
@@ -57,3 +60,42 @@ def test_a_file_that_is_not_go_is_one_message(tmp_path: Path) -> None:
     (tmp_path / "x").write_bytes(b"#!/bin/sh\n")
     with pytest.raises(GosmallError, match="cannot be read as an ELF file"):
         read_needs(tmp_path / "x")
+
+
+def needs_project(tmp_path: Path, program: str, image: str) -> Path:
+    root = tmp_path / "project"
+    (root / "app").mkdir(parents=True)
+    (root / "go.mod").write_text("module example.com/needs\n\ngo 1.22\n")
+    (root / "app" / "main.go").write_text(PROGRAMS[program])
+    (root / "pyproject.toml").write_text(f'[tool.gosmall.images.app]\npackage = "./app"\nplatforms = ["linux/amd64"]\n{image}\n')
+    return root
+
+
+def test_a_program_that_loads_zones_with_no_zone_database_is_warned(tmp_path: Path) -> None:
+    # The seed story's step 2: the image had no tz database and the program "was not running as expected".
+    root = needs_project(tmp_path, "zone", 'tzdata = "none"')
+    done = gosmall("build-small", cwd=root)
+    assert done.returncode == 0, done.stderr
+    assert (
+        'WARNING: linux/amd64: [tool.gosmall.images.app]: the binary links time.LoadLocation, but the image has no time zone database (tzdata = "none")'
+        in done.stderr
+    )
+    report = json.loads((root / "dist" / "app" / "report.json").read_text())
+    assert report["platforms"]["linux/amd64"]["needs"] == [{"need": "tzdata", "because": ["time.LoadLocation"]}]
+
+
+def test_a_server_that_never_loads_a_zone_is_told_the_database_is_dead_weight(tmp_path: Path) -> None:
+    root = needs_project(tmp_path, "server", 'tzdata = "zip"')
+    done = gosmall("build-small", cwd=root)
+    assert done.returncode == 0, done.stderr
+    assert "but the binary never links time.LoadLocation, so it can never read it" in done.stderr
+    assert "the binary can load system CA roots (crypto/x509)" in done.stderr
+    report = json.loads((root / "dist" / "app" / "report.json").read_text())
+    assert [n["need"] for n in report["platforms"]["linux/amd64"]["needs"]] == ["ca_certs"]
+
+
+def test_what_matches_its_needs_builds_quietly(tmp_path: Path) -> None:
+    root = needs_project(tmp_path, "zone", 'tzdata = "zip"')
+    done = gosmall("build-small", cwd=root)
+    assert done.returncode == 0, done.stderr
+    assert "WARNING" not in done.stderr
