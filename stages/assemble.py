@@ -131,9 +131,9 @@ def _platform_image(image: ImageConfig, part: PlatformParts, source: SourceInfo)
         "created": created,
         "architecture": part.binary.platform.architecture,
         "os": part.binary.platform.os,
-        "config": _runtime_config(image, part),
+        "config": _runtime_config(image, part, source),
         "rootfs": {"type": "layers", "diff_ids": [str(layer.diff_id)]},
-        "history": [{"created": created, "created_by": f"gosmall: static {part.binary.name} and its runtime files on scratch"}],
+        "history": [{"created": created, "created_by": _created_by(part)}],
     }
     if part.binary.platform.variant:
         config["variant"] = part.binary.platform.variant
@@ -148,21 +148,44 @@ def _platform_image(image: ImageConfig, part: PlatformParts, source: SourceInfo)
     return PlatformImage(part.binary.platform, (layer,), config_blob, Blob(MEDIA_MANIFEST, canonical_json(manifest)))
 
 
-def _runtime_config(image: ImageConfig, part: PlatformParts) -> dict[str, object]:
+def _created_by(part: PlatformParts) -> str:
+    """The history line `docker history` and umoci show: what was built, truthfully."""
+    name = part.binary.name
+    libraries = [e for e in part.runtime.entries if e.role == "libraries" and e.kind == "file" and ".so" in e.path]
+    if not part.binary.cgo and not libraries:
+        return f"gosmall: static {name} and its runtime files on scratch"
+    return f"gosmall: dynamic (cgo) {name}, the {len(libraries)} shared libraries it links, and its runtime files on scratch"
+
+
+def _labels(image: ImageConfig, source: SourceInfo) -> dict[str, str]:
+    """The user's labels and the org.opencontainers.image.* values, which label tooling reads from the config."""
+    labels = dict(image.labels)
+    for key, value in _annotations(source).items():
+        if labels.get(key, value) != value:
+            raise GosmallError(
+                f"[tool.gosmall.images.{image.name}] labels.{key} = {labels[key]!r}, but gosmall sets {key} to {value!r} "
+                "from the source (SOURCE_DATE_EPOCH, git describe, the commit, the origin remote); remove the label, "
+                "or change what it is derived from."
+            )
+        labels[key] = value
+    return labels
+
+
+def _runtime_config(image: ImageConfig, part: PlatformParts, source: SourceInfo) -> dict[str, object]:
     env = dict(image.env)
     env.update(part.runtime.env)
     config: dict[str, object] = {
         "User": f"{image.uid}:{image.gid}",
         "Entrypoint": list(image.entrypoint) or [f"/{part.binary.name}"],
-        "Env": [f"{k}={v}" for k, v in sorted(env.items())],
         "WorkingDir": image.workdir,
+        "Labels": _labels(image, source),
     }
+    if env:  # no "Env": [] when there is nothing to set
+        config["Env"] = [f"{k}={v}" for k, v in sorted(env.items())]
     if image.args:
         config["Cmd"] = list(image.args)
     if image.ports:
         config["ExposedPorts"] = {port: {} for port in image.ports}
-    if image.labels:
-        config["Labels"] = dict(image.labels)
     if image.healthcheck:
         # Docker's field, outside the OCI schema but inside what it allows: engines that know it run it.
         config["Healthcheck"] = {

@@ -177,7 +177,8 @@ def _zone_file(path: Path, image_path: str) -> FileEntry:
 
 
 def _users(image: ImageConfig) -> list[FileEntry]:
-    passwd = f"root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:{NONROOT_ID}:{NONROOT_ID}:nonroot:/home/nonroot:/sbin/nologin\n"
+    # root's home is / (which exists), as distroless does it without shipping an empty /root.
+    passwd = f"root:x:0:0:root:/:/sbin/nologin\nnonroot:x:{NONROOT_ID}:{NONROOT_ID}:nonroot:/home/nonroot:/sbin/nologin\n"
     group = f"root:x:0:\nnonroot:x:{NONROOT_ID}:\n"
     entries = [
         FileEntry("/etc/passwd", "file", READ_ONLY, "users", data=passwd.encode()),

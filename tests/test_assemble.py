@@ -17,6 +17,7 @@ import pytest
 from gosmall.assemble import PlatformParts, assemble, build_layer_tar, compress_layer, layer_entries
 from gosmall.compile import Binary
 from gosmall.config import ImageConfig, parse_project
+from gosmall.errors import GosmallError
 from gosmall.image import MEDIA_INDEX, MEDIA_LAYER_GZIP, MEDIA_MANIFEST, Platform
 from gosmall.layer_files import FileEntry
 from gosmall.runtime_files import RuntimeFiles
@@ -174,7 +175,7 @@ def test_the_config_carries_what_the_user_configured(tmp_path: Path) -> None:
     assert config["Cmd"] == ["serve", "--port", "8080"]
     assert config["Env"] == ["A=1", "B=2", "ZONEINFO=/usr/share/zoneinfo.zip"]  # the runtime's own value wins
     assert config["ExposedPorts"] == {"53/udp": {}, "8080/tcp": {}}
-    assert config["Labels"] == {"org.example.team": "core"}
+    assert config["Labels"] == {"org.example.team": "core", **OCI_LABELS}
     assert config["Healthcheck"] == {"Test": ["CMD", "/app", "health"], "Interval": 5_000_000_000, "Timeout": 3_000_000_000, "Retries": 3}
     assert config["WorkingDir"] == "/srv"
     assert document["created"] == "2026-01-02T03:04:05Z"
@@ -188,7 +189,43 @@ def test_the_config_carries_what_the_user_configured(tmp_path: Path) -> None:
 def test_defaults_leave_out_what_was_not_configured(tmp_path: Path) -> None:
     result = assemble(image_config(tmp_path), parts(tmp_path), SOURCE)
     config = config_of(result.manifests[0].config.data)["config"]
-    assert config == {"User": "65532:65532", "Entrypoint": ["/app"], "Env": ["ZONEINFO=/usr/share/zoneinfo.zip"], "WorkingDir": "/"}
+    assert config == {
+        "User": "65532:65532",
+        "Entrypoint": ["/app"],
+        "Env": ["ZONEINFO=/usr/share/zoneinfo.zip"],
+        "WorkingDir": "/",
+        "Labels": OCI_LABELS,
+    }
+
+
+# Issue 18: label tooling (`docker image ls --filter label=`, a registry linking a package to its
+# source) reads the config's Labels, not the manifest's annotations.
+OCI_LABELS = {
+    "org.opencontainers.image.created": "2026-01-02T03:04:05Z",
+    "org.opencontainers.image.revision": "0123456789abcdef0123456789abcdef01234567",
+    "org.opencontainers.image.source": "https://example.com/app.git",
+    "org.opencontainers.image.version": "v1.2.3",
+}
+
+
+def test_no_env_is_written_when_there_is_nothing_to_set(tmp_path: Path) -> None:
+    no_env = RuntimeFiles(RUNTIME.entries, ())
+    result = assemble(image_config(tmp_path, tzdata="none"), parts(tmp_path, runtime=no_env), SOURCE)
+    assert "Env" not in config_of(result.manifests[0].config.data)["config"]
+
+
+def test_a_user_label_that_contradicts_the_source_names_both(tmp_path: Path) -> None:
+    key = "org.opencontainers.image.version"
+    with pytest.raises(GosmallError, match=f"labels.{key} = 'v9', but gosmall sets {key} to 'v1.2.3'"):
+        assemble(image_config(tmp_path, labels={key: "v9"}), parts(tmp_path), SOURCE)
+    same = assemble(image_config(tmp_path, labels={key: "v1.2.3"}), parts(tmp_path), SOURCE)
+    assert config_of(same.manifests[0].config.data)["config"]["Labels"][key] == "v1.2.3"
+
+
+def test_history_says_a_static_binary_is_static(tmp_path: Path) -> None:
+    result = assemble(image_config(tmp_path), parts(tmp_path), SOURCE)
+    (entry,) = config_of(result.manifests[0].config.data)["history"]
+    assert entry["created_by"] == "gosmall: static app and its runtime files on scratch"
 
 
 def test_an_entrypoint_replaces_the_binary(tmp_path: Path) -> None:

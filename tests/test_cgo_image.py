@@ -144,3 +144,21 @@ def test_cross_cgo_with_a_sysroot_ships_that_platforms_libraries_and_runs_from_t
     ran = subprocess.run(["qemu-aarch64", "-L", str(unpacked), str(unpacked / "cgo_app")], capture_output=True, text=True, timeout=120)
     assert ran.returncode == 0, ran.stderr
     assert "cos(0) = 1.0" in ran.stdout and "uid 65532 = nonroot" in ran.stdout
+
+
+def test_the_cgo_images_history_says_dynamic_and_counts_its_libraries(cgo_project: Path) -> None:
+    # Found: `docker history` said "static cgomath" for a dynamic binary shipped with glibc.
+    layout = cgo_project / "dist" / "cgo" / "oci"
+    blobs = layout / "blobs" / "sha256"
+    top = json.loads((blobs / json.loads((layout / "index.json").read_text())["manifests"][0]["digest"].split(":")[1]).read_text())
+    config = json.loads((blobs / top["config"]["digest"].split(":")[1]).read_text())
+    shipped = [
+        e
+        for e in report(cgo_project)["platforms"][report(cgo_project)["docker_platform"]]["libraries"]
+        if e["kind"] == "file" and ".so" in e["path"]
+    ]
+    (entry,) = config["history"]
+    assert (
+        entry["created_by"]
+        == f"gosmall: dynamic (cgo) cgo_app, the {len(shipped)} shared libraries it links, and its runtime files on scratch"
+    )

@@ -231,9 +231,7 @@ def test_embed_and_none_ship_no_time_zone_files(tmp_path: Path, toolchain: Toolc
 
 def test_the_user_database_has_root_and_nonroot_only(tmp_path: Path, toolchain: Toolchain) -> None:
     files = by_path(collect_runtime_files(image_config(tmp_path, tzdata="none"), toolchain))
-    assert files["/etc/passwd"].data == (
-        b"root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n"
-    )
+    assert files["/etc/passwd"].data == (b"root:x:0:0:root:/:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n")
     assert files["/etc/group"].data == b"root:x:0:\nnonroot:x:65532:\n"
     for path in ("/etc/passwd", "/etc/group"):
         assert (files[path].mode, files[path].uid, files[path].gid) == (0o444, 0, 0)
