@@ -20,6 +20,7 @@ from .built import Build, read_build
 from .config import ProjectConfig, load_project
 from .errors import COULD_NOT_RUN, FOUND, GosmallError
 from .interrupts import Interrupted, sigterm_as_ctrl_c
+from .lock import warn_if_unlike_lock
 from .pipeline import build_small as run_build_small
 from .reporter import Reporter, make_reporter
 
@@ -65,6 +66,7 @@ def build_small(c: Any, image: str | None = None, load: bool = False, smoke: boo
     project = load_project()
     _check_pins(project, reporter)
     builds = run_build_small(project, reporter, names=(image,) if image else ())
+    warn_if_unlike_lock(project, builds, reporter)
     if load or smoke:
         try:
             # The in-memory builds go to the engine: nothing is read back from disk.
@@ -147,6 +149,38 @@ def pin(c: Any, path: list[str] | None = None, check: bool = False, timeout: int
         )
     if result.exit_status:
         raise Exit(code=result.exit_status)
+
+
+@task
+@speaks_to_user
+def lock(c: Any) -> None:
+    """Build every image from a clean clone of HEAD and write gosmall.lock: digests, Go, compressor, revision.
+
+    Uncommitted changes are left out (a warning names them). On the same commit, or on the commit that only adds
+    gosmall.lock, it rewrites the file byte for byte. Exit status: 0 written; 2 it could not run (not a git
+    repository, a failed build).
+    """
+    from .lock import lock_project
+
+    reporter = make_reporter()
+    path, written = lock_project(load_project(), reporter)
+    reporter.step(f"{path}: {len(written.images)} image(s) of {written.revision[:12]}")
+
+
+@task(help={"image": IMAGE_HELP})
+@speaks_to_user
+def verify_lock(c: Any, image: str | None = None) -> None:
+    """Rebuild every image (or one) from a clean clone of HEAD and compare its digests with gosmall.lock.
+
+    Exit status: 0 the digests are the lock's; 1 they differ (each difference is named with its likely cause: Go
+    version, compressor version, source changed since the lock's revision, config changed); 2 it could not run (no
+    lock, not a git repository, a failed build).
+    """
+    from .lock import verify_project_lock
+
+    reporter = make_reporter()
+    built = verify_project_lock(load_project(), reporter, names=(image,) if image else ())
+    reporter.step(f"gosmall.lock matches a clean rebuild of {built.revision[:12]}: {', '.join(n for n, _ in built.images)}")
 
 
 def _pin_scope() -> tuple[Path, Path | None]:
