@@ -546,3 +546,48 @@ class _Pusher:
         )
         if done.status_code != 201:
             raise _fail(self.ref, f"uploading blob {digest}", done)
+
+
+# -- pulling an image (audit) ---------------------------------------------------
+
+
+def pull_manifest(client: RegistryClient, ref: Reference, where: str) -> tuple[bytes, str]:
+    """The manifest or index that `where` (a digest or a tag) names in `ref`'s repository, and its media type.
+
+    By digest, the bytes are checked against it: a registry cannot hand over another document.
+    """
+    scope = f"repository:{_repository(ref)}:pull"
+    url = f"/v2/{_repository(ref)}/manifests/{where}"
+    response = client.request("GET", ref.domain, url, scope, headers={"Accept": MANIFEST_ACCEPT})
+    if response.status_code != 200:
+        # Not found means the image could not be read, not that a check found something.
+        raise GosmallError(_fail(ref, f"getting manifest {where}", response).message, code=COULD_NOT_RUN)
+    if where.startswith("sha256:") and Digest.of(response.content) != Digest.parse(where):
+        raise GosmallError(f"{ref}: the registry answered manifest {where} with bytes of digest {Digest.of(response.content)}.")
+    media_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
+    return response.content, media_type
+
+
+def pull_blob(client: RegistryClient, ref: Reference, digest: Digest, size: int) -> bytes:
+    """The blob `digest` of `size` bytes, checked against its digest.
+
+    A blob larger than MAX_BODY, the most one answer may carry, comes in Range
+    requests of MAX_BODY each, so every answer stays bounded.
+    """
+    scope = f"repository:{_repository(ref)}:pull"
+    url = f"/v2/{_repository(ref)}/blobs/{digest}"
+    data = bytearray()
+    while True:
+        headers = {"Range": f"bytes={len(data)}-{min(size, len(data) + MAX_BODY) - 1}"} if size > MAX_BODY else {}
+        response = client.request("GET", ref.domain, url, scope, headers=headers)
+        if response.status_code not in (200, 206):
+            raise GosmallError(_fail(ref, f"getting blob {digest}", response).message, code=COULD_NOT_RUN)
+        data += response.content
+        if response.status_code == 200 or not response.content or len(data) >= size:
+            break
+    if len(data) != size or Digest.of(bytes(data)) != digest:
+        raise GosmallError(
+            f"{ref}: blob {digest} came as {len(data)} bytes that hash to {Digest.of(bytes(data))}, not the {size} bytes "
+            "its manifest names. The registry's copy is damaged or the manifest is wrong; push the image again."
+        )
+    return bytes(data)

@@ -183,6 +183,31 @@ def verify_lock(c: Any, image: str | None = None) -> None:
     reporter.step(f"gosmall.lock matches a clean rebuild of {built.revision[:12]}: {', '.join(n for n, _ in built.images)}")
 
 
+@task(iterable=["allow"], help={"target": "An OCI layout directory (or a gosmall output directory), a docker-archive image.tar, an image in the Docker engine by name, or docker://host/repo@sha256:... in a registry.",
+                                "format": "text (platform: path-or-key: rule: finding) or json (a list of {platform, rule, level, path or key, message}).",
+                                "allow": "A rule id whose findings do not fail the audit and are not shown (repeatable)."})  # fmt: skip
+@speaks_to_user
+def audit(c: Any, target: str, format: str = "text", allow: list[str] | None = None) -> None:  # noqa: A002 - the flag is --format
+    """Audit an image, gosmall's or anyone's: root user, shells, setuid, world-writable or foreign-owned files, entrypoint, keys, labels.
+
+    Each platform's config and flattened file system is checked; a gosmall output directory is also held to its
+    max_size. Exit status: 0 no finding above info; 1 a finding not allowed; 2 it could not run (unreadable or
+    missing image, no engine, registry refused), and then nothing is printed on stdout.
+    """
+    from .audit import audit_target, check_allowed, failing, format_findings
+
+    if format not in ("text", "json"):
+        raise GosmallError(f"--format {format!r} is not known; use text or json.")
+    allowed = check_allowed(allow or ())
+    findings = tuple(f for f in audit_target(target) if f.rule not in allowed)
+    shown = format_findings(findings, format)  # type: ignore[arg-type]
+    if shown or format == "json":
+        print(shown)
+    if failing(findings):
+        raise Exit(code=FOUND)
+    print(f"{target}: no finding fails the audit", file=sys.stderr)
+
+
 def _pin_scope() -> tuple[Path, Path | None]:
     """Where verify-pins and pin look, and what they skip: a gosmall project minus its output, else the git work tree or the current directory."""
     from .config import NoProjectError
