@@ -262,7 +262,7 @@ def _entrypoint(runtime: Mapping[str, Any], root: RootFS, platform: Platform) ->
     program = argv[0]
     workdir = runtime.get("WorkingDir") if isinstance(runtime.get("WorkingDir"), str) and runtime["WorkingDir"].startswith("/") else "/"
     candidates = [posixpath.join(str(workdir), program)] if "/" in program else [posixpath.join(d, program) for d in _path_dirs(runtime)]
-    real = next((p for p in (root.real_path(c) for c in candidates) if p is not None and p in root.files), None)
+    real = next((p for p in map(root.real_path, candidates) if p is not None), None)
     if real is None:
         where = "" if "/" in program else f" on PATH ({':'.join(_path_dirs(runtime))})"
         return [(program, f"{key}[0] is not in the image{where}")]

@@ -148,13 +148,18 @@ def read_oci_layout(root: Path) -> Image:
     if not tops:
         raise GosmallError(f"{index_path} names no image.")
     if len(tops) > 1:
-        names = sorted(str(d.get("annotations", {}).get("org.opencontainers.image.ref.name", digest)) for digest, d in tops.items())
+        names = sorted(_ref_name(d) or str(digest) for digest, d in tops.items())
         raise GosmallError(
             f"{index_path} names {len(tops)} different images ({', '.join(map(printable, names))}); audit takes one. "
             "Copy the one you mean to a layout of its own (skopeo copy oci:DIR:REF oci:OTHER)."
         )
     digest, descriptor = next(iter(tops.items()))
     return _read_image(store, store.manifest(digest), str(descriptor.get("mediaType", "")), digest)
+
+
+def _ref_name(descriptor: Any) -> str:
+    annotations = descriptor.get("annotations") if isinstance(descriptor, dict) else None
+    return str(annotations.get("org.opencontainers.image.ref.name", "")) if isinstance(annotations, dict) else ""
 
 
 # -- registry ---------------------------------------------------------------------

@@ -69,7 +69,7 @@ class RootFS:
         real = self.real_path(path, base=base)
         return self.files.get(real) if real is not None else None
 
-    def real_path(self, path: str, *, base: str = "/", follow_last: bool = True) -> str | None:
+    def real_path(self, path: str, *, base: str = "/") -> str | None:
         """`path` with no symlink left in it, walked inside the image; None when a component is missing or it loops."""
         pending = [p for p in reversed(path.split("/")) if p]
         current = "/" if path.startswith("/") else base
@@ -85,7 +85,7 @@ class RootFS:
             entry = self.files.get(candidate)
             if entry is None:
                 return None
-            if entry.kind == "symlink" and (pending or follow_last):
+            if entry.kind == "symlink":
                 followed += 1
                 if followed > _MAX_SYMLINKS:
                     return None
