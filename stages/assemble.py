@@ -20,13 +20,11 @@ from .compile import Binary
 from .config import ImageConfig
 from .errors import GosmallError
 from .image import (
-    MEDIA_CONFIG,
-    MEDIA_INDEX,
     MEDIA_LAYER_GZIP,
-    MEDIA_MANIFEST,
     Blob,
     Image,
     Layer,
+    MediaTypes,
     PlatformImage,
     canonical_json,
 )
@@ -60,13 +58,19 @@ def assemble(image: ImageConfig, parts: tuple[PlatformParts, ...], source: Sourc
     manifests = tuple(_platform_image(image, p, source) for p in parts)
     if len(manifests) == 1:
         return Image(manifests, None)
-    index = {
+    return Image(manifests, index_blob(manifests, source, MediaTypes.of(image.format)))
+
+
+def index_blob(manifests: tuple[PlatformImage, ...], source: SourceInfo, media: MediaTypes) -> Blob:
+    """The multi-platform index (an OCI index or a Docker manifest list) over the platforms' manifests."""
+    index: dict[str, object] = {
         "schemaVersion": 2,
-        "mediaType": MEDIA_INDEX,
+        "mediaType": media.index,
         "manifests": [m.manifest.descriptor(platform=m.platform).to_json() for m in manifests],
-        "annotations": _annotations(source),
     }
-    return Image(manifests, Blob(MEDIA_INDEX, canonical_json(index)))
+    if media.annotations:
+        index["annotations"] = _annotations(source)
+    return Blob(media.index, canonical_json(index))
 
 
 def layer_entries(image: ImageConfig, part: PlatformParts) -> tuple[FileEntry, ...]:
@@ -118,14 +122,15 @@ def build_layer_tar(entries: tuple[FileEntry, ...], epoch: int) -> bytes:
     return out.getvalue()
 
 
-def compress_layer(tar: bytes) -> Blob:
+def compress_layer(tar: bytes, media_type: str = MEDIA_LAYER_GZIP) -> Blob:
     # One gzip member with libdeflate's fixed header: mtime 0, no name, OS byte 255 ("unknown"), on every host.
-    return Blob(MEDIA_LAYER_GZIP, bytes(deflate.gzip_compress(tar, GZIP_LEVEL)))
+    return Blob(media_type, bytes(deflate.gzip_compress(tar, GZIP_LEVEL)))
 
 
 def _platform_image(image: ImageConfig, part: PlatformParts, source: SourceInfo) -> PlatformImage:
+    media = MediaTypes.of(image.format)
     tar = build_layer_tar(layer_entries(image, part), source.epoch)
-    layer = Layer(compress_layer(tar), tar)
+    layer = Layer(compress_layer(tar, media.layer_gzip), tar)
     created = rfc3339(source.epoch)
     config = {
         "created": created,
@@ -137,15 +142,16 @@ def _platform_image(image: ImageConfig, part: PlatformParts, source: SourceInfo)
     }
     if part.binary.platform.variant:
         config["variant"] = part.binary.platform.variant
-    config_blob = Blob(MEDIA_CONFIG, canonical_json(config))
-    manifest = {
+    config_blob = Blob(media.config, canonical_json(config))
+    manifest: dict[str, object] = {
         "schemaVersion": 2,
-        "mediaType": MEDIA_MANIFEST,
+        "mediaType": media.manifest,
         "config": config_blob.descriptor().to_json(),
         "layers": [layer.blob.descriptor().to_json()],
-        "annotations": _annotations(source),
     }
-    return PlatformImage(part.binary.platform, (layer,), config_blob, Blob(MEDIA_MANIFEST, canonical_json(manifest)))
+    if media.annotations:
+        manifest["annotations"] = _annotations(source)
+    return PlatformImage(part.binary.platform, (layer,), config_blob, Blob(media.manifest, canonical_json(manifest)))
 
 
 def _created_by(part: PlatformParts) -> str:

@@ -23,7 +23,7 @@ else:  # pragma: no cover
 
 from .elf import MACHINES
 from .errors import GosmallError, did_you_mean
-from .image import Platform
+from .image import Format, Platform
 
 # Go's GOOS/GOARCH pairs that an OCI image for Linux can carry: the rows of the
 # machine table, which also says the ELF machine each must be built for (checked by `prove`).
@@ -32,6 +32,7 @@ SUPPORTED_PLATFORMS = tuple(str(m.platform) for m in MACHINES)
 TzData = Literal["zip", "embed", "system", "none"]
 Pinning = Literal["error", "warn", "off"]
 NONROOT_ID = 65532
+FORMATS = ("oci", "docker")
 MAX_ID = 4294967294
 
 
@@ -80,6 +81,7 @@ class ImageConfig:
     lib_search_paths: tuple[Path, ...] = ()
     strip_libs: bool = False
     cc: tuple[tuple[str, str], ...] = ()  # (platform, C compiler) for cross cgo
+    format: Format = "oci"  # media types of every document: "oci", or "docker" (schema 2) for podman's healthcheck
     sysroot: tuple[tuple[str, Path], ...] = ()  # (platform, that platform's root) where cross cgo's libraries are found
     project_root: Path | None = None  # links under a `files` src may lead anywhere inside it, never out
 
@@ -215,11 +217,11 @@ def _toml_type(value: object) -> str:
     )
 
 
-_TOP_KEYS = ("output", "platforms", "pinning", "images", "go_version")
+_TOP_KEYS = ("output", "platforms", "pinning", "images", "go_version", "format")
 _IMAGE_KEYS = (
     "package", "repository", "tags", "platforms", "cgo", "build_tags", "ldflags", "env", "entrypoint", "args",
     "user", "workdir", "ports", "labels", "tzdata", "zones", "ca_certs", "extra_ca_certs", "files",
-    "healthcheck", "max_size", "smoke", "libs", "lib_search_paths", "strip_libs", "cc", "sysroot",
+    "healthcheck", "max_size", "smoke", "libs", "lib_search_paths", "strip_libs", "cc", "sysroot", "format",
 )  # fmt: skip
 _SMOKE_KEYS = ("path", "expect_status", "timeout", "env")
 _REPOSITORY = re.compile(
@@ -245,11 +247,12 @@ def parse_project(table: Any, pyproject: Path, *, images_required: bool = True) 
         top.fail("output", "must not be empty.")
     platforms = _platforms(top, "platforms", (Platform.parse("linux/amd64"),))
     pinning = top.choice("pinning", ("error", "warn", "off"), "error")
+    default_format = top.choice("format", FORMATS, "oci")
     go_version = _go_version(top)
     images_table = top.get("images", dict, {}, "a table of image tables")
     if not images_table and images_required:
         top.fail("images", 'no image is defined; add one, e.g. [tool.gosmall.images.app] with package = "./cmd/app".')
-    images = tuple(_image(name, body, pyproject, root, platforms) for name, body in sorted(images_table.items()))
+    images = tuple(_image(name, body, pyproject, root, platforms, default_format) for name, body in sorted(images_table.items()))
     return ProjectConfig(root, pyproject, _output_dir(top, output, root, images), platforms, pinning, images, go_version)  # type: ignore[arg-type]
 
 
@@ -331,7 +334,9 @@ def _project_path(table: _Table, key: str, value: str, root: Path) -> Path:
     return resolved
 
 
-def _image(name: str, body: Any, pyproject: Path, root: Path, default_platforms: tuple[Platform, ...]) -> ImageConfig:
+def _image(
+    name: str, body: Any, pyproject: Path, root: Path, default_platforms: tuple[Platform, ...], default_format: str = "oci"
+) -> ImageConfig:
     where = f"tool.gosmall.images.{name}"
     if not isinstance(body, dict):
         raise GosmallError(f'{pyproject} [{where}] must be a table, e.g. [{where}] with package = "./cmd/{name}".')
@@ -497,6 +502,7 @@ def _image(name: str, body: Any, pyproject: Path, root: Path, default_platforms:
         strip_libs=t.get("strip_libs", bool, False, "true or false"),
         cc=cc,
         sysroot=tuple((k, Path(v)) for k, v in sysroot),
+        format=t.choice("format", FORMATS, default_format),  # type: ignore[arg-type]
         project_root=root,
     )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from .digest import Digest
 
@@ -18,6 +18,37 @@ MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
 MEDIA_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+Format = Literal["oci", "docker"]
+
+
+@dataclass(frozen=True)
+class MediaTypes:
+    """One media-type family for every document of an image: OCI, or Docker schema 2 (which podman
+    and buildah need to keep a Healthcheck: they read it only from Docker-format configs)."""
+
+    index: str
+    manifest: str
+    config: str
+    layer_gzip: str
+    annotations: bool  # Docker schema 2 has no annotations field
+
+    @classmethod
+    def of(cls, format: Format) -> MediaTypes:  # noqa: A002 - the config key is `format`
+        return _FAMILIES[format]
+
+
+_FAMILIES: dict[str, MediaTypes] = {
+    "oci": MediaTypes(MEDIA_INDEX, MEDIA_MANIFEST, MEDIA_CONFIG, MEDIA_LAYER_GZIP, annotations=True),
+    "docker": MediaTypes(
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.container.image.v1+json",
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        annotations=False,
+    ),
+}
+INDEX_MEDIA_TYPES = frozenset(family.index for family in _FAMILIES.values())
 
 
 def canonical_json(document: Any) -> bytes:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .digest import Digest
 from .errors import GosmallError
-from .image import MEDIA_CONFIG, MEDIA_INDEX, MEDIA_MANIFEST, Blob, Descriptor, Image, Layer, Platform, PlatformImage, canonical_json
+from .image import INDEX_MEDIA_TYPES, MEDIA_INDEX, Blob, Descriptor, Image, Layer, Platform, PlatformImage, canonical_json
 
 
 def layout_index(image: Image, repository: str, tags: tuple[str, ...]) -> bytes:
@@ -66,15 +66,15 @@ def read_oci_layout(directory: Path) -> Image:
         index = json.loads((directory / "index.json").read_bytes())
         top = index["manifests"][0]
         index_blob: Blob | None = None
-        entries: list[tuple[str, Platform | None]] = [(top["digest"], None)]
-        if top["mediaType"] == MEDIA_INDEX:
-            index_blob = blob(MEDIA_INDEX, top["digest"], "index.json")
-            entries = [(m["digest"], Platform.from_json(m["platform"])) for m in json.loads(index_blob.data)["manifests"]]
+        entries: list[tuple[str, str, Platform | None]] = [(top["mediaType"], top["digest"], None)]
+        if top["mediaType"] in INDEX_MEDIA_TYPES:
+            index_blob = blob(top["mediaType"], top["digest"], "index.json")
+            entries = [(m["mediaType"], m["digest"], Platform.from_json(m["platform"])) for m in json.loads(index_blob.data)["manifests"]]
         manifests = []
-        for digest, platform in entries:
-            manifest = blob(MEDIA_MANIFEST, digest, "manifest")
+        for media_type, digest, platform in entries:
+            manifest = blob(media_type, digest, "manifest")
             document = json.loads(manifest.data)
-            config = blob(MEDIA_CONFIG, document["config"]["digest"], "config")
+            config = blob(document["config"]["mediaType"], document["config"]["digest"], "config")
             config_document = json.loads(config.data)
             layers = []
             for descriptor, diff_id in zip(document["layers"], config_document["rootfs"]["diff_ids"]):

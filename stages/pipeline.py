@@ -131,6 +131,11 @@ def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo,
         {p.binary.platform: p.runtime for p in parts},
     )
     enforce_max_size(config, sizes)
+    if config.healthcheck and config.format == "oci":
+        reporter.warn(
+            f"[tool.gosmall.images.{config.name}]: the image has a healthcheck, but podman and buildah read Healthcheck only "
+            'from Docker-format images and drop it from OCI ones; set format = "docker" if it will run under podman.'
+        )
     docker_platform = host_platform() if host_platform() in config.platforms else config.platforms[0]
     report = build_report(config, image, sizes, source, docker_platform, platform_facts, go=toolchain.version_text)
     show_size_table(reporter, config, sizes, str(image.digest))
