@@ -24,6 +24,7 @@ else:  # pragma: no cover
 from .elf import MACHINES
 from .errors import GosmallError, did_you_mean
 from .image import Format, Platform
+from .secret_names import credential_word
 
 # Go's GOOS/GOARCH pairs that an OCI image for Linux can carry: the rows of the
 # machine table, which also says the ELF machine each must be built for (checked by `prove`).
@@ -221,7 +222,7 @@ _TOP_KEYS = ("output", "platforms", "pinning", "images", "go_version", "format")
 _IMAGE_KEYS = (
     "package", "repository", "tags", "platforms", "cgo", "build_tags", "ldflags", "env", "entrypoint", "args",
     "user", "workdir", "ports", "labels", "tzdata", "zones", "ca_certs", "extra_ca_certs", "files",
-    "healthcheck", "max_size", "smoke", "libs", "lib_search_paths", "strip_libs", "cc", "sysroot", "format",
+    "healthcheck", "max_size", "smoke", "libs", "lib_search_paths", "strip_libs", "cc", "sysroot", "format", "allow_env_secrets",
 )  # fmt: skip
 _SMOKE_KEYS = ("path", "expect_status", "timeout", "env")
 _REPOSITORY = re.compile(
@@ -380,6 +381,17 @@ def _image(
     for key, _ in env:
         if not key or "=" in key:
             t.fail(f"env.{key}", "an environment variable name must be non-empty and contain no '='.")
+    allowed_secrets = t.strings("allow_env_secrets")
+    for key, value in env:
+        word = credential_word(key)
+        if word and value and key not in allowed_secrets:
+            # The value is never shown: it may be the secret itself.
+            t.fail(
+                f"env.{key}",
+                f"looks like a credential ({word}), and a value set here is baked into every copy of the image, "
+                f"readable by anyone who can pull it. Pass it at run time instead (docker run -e {key}, a Kubernetes "
+                f'Secret); if it really is not secret, add allow_env_secrets = ["{key}"] to this image.',
+            )
 
     user = t.get("user", str, "nonroot", '"nonroot", "root" or "UID:GID"')
     match = re.match(r"^([0-9]+):([0-9]+)$", user)

@@ -166,3 +166,24 @@ def test_the_command_reports_bad_config_without_traceback_or_output(tmp_path: Pa
     assert done.stderr.startswith("gosmall: error: ")
     assert "Traceback" not in done.stderr + done.stdout
     assert not (root / "dist").exists()
+
+
+@pytest.mark.parametrize("key", ["DB_PASSWORD", "api_key", "GITHUB_TOKEN", "AWS_SECRET_ACCESS_KEY", "X_CREDENTIALS", "PASSWD"])
+def test_a_credential_in_env_is_refused_naming_the_key_not_the_value(tmp_path: Path, key: str) -> None:
+    # Issue 17: a secret set in [tool.gosmall] env would be in every copy of the image.
+    message = error_for(tmp_path, f'[tool.gosmall.images.a]\npackage = "go_app"\nenv = {{ {key} = "hunter2-value" }}\n')
+    assert f"env.{key}: looks like a credential" in message and "Pass it at run time" in message
+    assert "hunter2-value" not in message
+
+
+@pytest.mark.parametrize("key", ["TOKENIZER_MODE", "PASSWORDLESS", "KEY", "SECRETARY_NAME", "TZ_NAME"])
+def test_names_that_only_contain_a_credential_word_are_not_secrets(tmp_path: Path, key: str) -> None:
+    load_project(write(tmp_path, f'[tool.gosmall.images.a]\npackage = "go_app"\nenv = {{ {key} = "x" }}\n'))
+
+
+def test_a_credential_looking_key_can_be_allowed_or_left_empty(tmp_path: Path) -> None:
+    table = '[tool.gosmall.images.a]\npackage = "go_app"\nenv = { DB_PASSWORD_FILE_TOKEN = "/run/secrets/db", API_KEY = "" }\n'
+    assert "DB_PASSWORD_FILE_TOKEN" in error_for(tmp_path, table)
+    allowed = table + 'allow_env_secrets = ["DB_PASSWORD_FILE_TOKEN"]\n'
+    (image,) = load_project(write(tmp_path, allowed)).images
+    assert dict(image.env)["DB_PASSWORD_FILE_TOKEN"] == "/run/secrets/db"
