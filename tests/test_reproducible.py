@@ -13,6 +13,11 @@ byte for byte, which holds every digest (index, manifests, configs, layers, diff
   statically linked and never sees the fake clock, so its build cache cannot be confused by
   file times from the future or the past; nothing needs to be filtered from its environment.
 
+- arm64: `qemu-aarch64` runs Debian's arm64 python3.11 (unpacked into GOSMALL_ARM64_ROOT, with
+  the pinned deflate's aarch64 wheel in its gosmall-site/, as .ci/run prepares them) to compress
+  the real layer tar of a native build the way assemble does, on two CPU models; the bytes must
+  be the native layer's. That proves the compressor on arm64, not the rest of gosmall there.
+
 Without qemu-x86_64 or faketime these skip with the reason, except in CI (CI=true or
 GOSMALL_REQUIRE_DOCKER=1, as .ci/run sets), where a missing tool fails instead.
 """
@@ -118,3 +123,39 @@ def test_build_small_gives_one_digest_on_other_days(tmp_path: Path, shift: str) 
     report = json.loads(today)
     committed = subprocess.run(["git", "log", "-1", "--format=%ct"], cwd=root, capture_output=True, text=True).stdout.strip()
     assert report["source"]["source_date_epoch"] == int(committed) == datetime.fromisoformat(COMMIT_DATE).timestamp()
+
+
+# Run by the arm64 Python: the compressor call of assemble.compress_layer, on the layer tar in image.tar.
+ARM64_COMPRESS = """
+import hashlib, json, sys, tarfile
+root, archive, level = sys.argv[1], sys.argv[2], int(sys.argv[3])
+sys.path.insert(0, root + "/gosmall-site")
+import deflate
+with tarfile.open(archive) as tar:
+    (layer,) = json.load(tar.extractfile("manifest.json"))[0]["Layers"]
+    data = tar.extractfile(layer).read()
+print(json.dumps({"version": deflate.__version__, "layer_digest": "sha256:" + hashlib.sha256(bytes(deflate.gzip_compress(data, level))).hexdigest()}))
+"""
+
+
+def test_the_layer_compresses_to_the_same_bytes_on_arm64(tmp_path: Path) -> None:
+    qemu = tool("qemu-aarch64", "qemu-user")
+    root_text = os.environ.get("GOSMALL_ARM64_ROOT", "")
+    python = Path(root_text) / "usr" / "bin" / "python3.11"
+    if not root_text or not python.is_file():
+        reason = "GOSMALL_ARM64_ROOT names no directory with Debian's arm64 python3.11 and deflate in gosmall-site/ (.ci/run makes one)"
+        if required_here():
+            pytest.fail(reason)
+        pytest.skip(reason)
+    project = make_project(tmp_path / "project")
+    report = json.loads(build_small(project, gosmall_command()))
+    native = report["platforms"][report["docker_platform"]]["layer_digest"]
+    compressor = report["builder"]["compressor"]
+    for cpu in ("cortex-a53", "max"):  # ARMv8.0 with NEON, CRC32 and PMULL; and every feature qemu has (SVE2, ...)
+        done = subprocess.run(
+            [qemu, "-cpu", cpu, "-L", root_text, str(python), "-I", "-c", ARM64_COMPRESS, root_text,
+             str(project / "dist" / "hello" / "image.tar"), str(compressor["level"])],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == {"version": compressor["version"], "layer_digest": native}, f"-cpu {cpu}"
