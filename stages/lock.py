@@ -31,6 +31,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from .built import Build
 from .config import ProjectConfig, load_project
 from .errors import FOUND, GosmallError
 from .reporter import Reporter
@@ -57,7 +58,7 @@ class Lock:
     revision: str
     source_date_epoch: int
     go: str  # "go1.27.3"
-    compressor: tuple[tuple[str, Any], ...]  # name, version, level
+    compressor: tuple[tuple[str, str | int], ...]  # name, version, level
     gosmall: str
     images: tuple[tuple[str, ImageLock], ...]
 
@@ -90,7 +91,7 @@ class Difference:
 # -- making and reading -------------------------------------------------------------
 
 
-def lock_from_builds(builds: Sequence[Any], pyproject: Path) -> Lock:
+def lock_from_builds(builds: Sequence[Build], pyproject: Path) -> Lock:
     """A Lock from what build_small returned: every value comes from each build's report."""
     if not builds:
         raise GosmallError(f"{pyproject}: no image was built, so there is nothing to lock.")
@@ -375,7 +376,7 @@ def verify_project_lock(
     return built
 
 
-def warn_if_unlike_lock(project: ProjectConfig, builds: Sequence[Any], reporter: Reporter) -> None:
+def warn_if_unlike_lock(project: ProjectConfig, builds: Sequence[Build], reporter: Reporter) -> None:
     """After build-small: a build of the lock's own revision, from a clean tree, that differs from it is worth a warning."""
     try:
         locked = read_lock(project.root / LOCK_NAME)
