@@ -142,7 +142,8 @@ def read_oci_layout(root: Path) -> Image:
     index_path = root / "index.json"
     index = _json(read_regular_file(index_path, "OCI layout")[0], str(index_path))
     try:
-        tops = {Digest.parse(d["digest"]): d for d in index["manifests"]}
+        # An artifact beside the image (an SBOM or a signature whose subject it is) is not an image to audit.
+        tops = {Digest.parse(d["digest"]): d for d in index["manifests"] if not d.get("artifactType")}
     except _STORE_ERRORS as exc:
         raise GosmallError(f"{index_path} is not an OCI image index ({exc}).") from None
     if not tops:
@@ -212,7 +213,9 @@ def _read_image(store: _Store, data: bytes, media_type: str, digest: Digest) -> 
 def _is_image(descriptor: Any) -> bool:
     """An image manifest for a real platform; not an attestation (BuildKit's unknown/unknown) or an artifact."""
     platform = descriptor.get("platform") or {}
-    return descriptor.get("mediaType") in _MANIFEST_TYPES and platform.get("os", "unknown") != "unknown"
+    return (
+        descriptor.get("mediaType") in _MANIFEST_TYPES and not descriptor.get("artifactType") and platform.get("os", "unknown") != "unknown"
+    )
 
 
 def _platform_image(store: _Store, data: bytes, media_type: str, digest: Digest, platform: Platform | None) -> PlatformImage:

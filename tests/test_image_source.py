@@ -130,3 +130,21 @@ def test_an_archive_whose_layer_is_not_its_diff_id_is_refused(tmp_path: Path) ->
     out.seek(0)
     with pytest.raises(GosmallError, match=r"rootfs.diff_ids do not match its layers"):
         read_docker_archive(out, "image.tar")
+
+
+def test_an_artifact_beside_the_image_in_a_layout_is_not_an_image(tmp_path: Path) -> None:
+    written = image(tmp_path, "linux/amd64")
+    write_oci_layout(written, tmp_path / "layout", "gosmall.test/src", ("a",))
+    sbom = canonical_json({"schemaVersion": 2, "artifactType": "application/spdx+json", "subject": written.top.to_json()})
+    (tmp_path / "layout" / "blobs" / "sha256" / Digest.of(sbom).hex).write_bytes(sbom)
+    index = json.loads((tmp_path / "layout" / "index.json").read_text())
+    index["manifests"].append(
+        {
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/spdx+json",
+            "digest": str(Digest.of(sbom)),
+            "size": len(sbom),
+        }
+    )
+    (tmp_path / "layout" / "index.json").write_text(json.dumps(index))
+    assert read_path(tmp_path / "layout") == written
