@@ -125,8 +125,17 @@ def _started(pid: int) -> int | None:
 
 def _stat_fields(pid: int) -> list[str] | None:
     """The fields of /proc/<pid>/stat after the command name, from the state (field 3) on."""
+    # Opened relative to the /proc/<pid> directory: qemu-user answers a process's own /proc/self/stat
+    # and /proc/<own pid>/stat with an emulated start time that no other process sees, so a build under
+    # emulation would look dead to the next one (which then removed its live work directory).
     try:
-        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+        directory = os.open(f"/proc/{pid}", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            stat_fd = os.open("stat", os.O_RDONLY, dir_fd=directory)
+        finally:
+            os.close(directory)
+        with os.fdopen(stat_fd, "rb") as stream:
+            text = stream.read().decode("ascii", errors="replace")
     except OSError:
         return None
     # The command name is in parentheses and may itself hold spaces and parentheses.

@@ -31,6 +31,7 @@ import pytest
 
 from gosmall.compile import host_platform
 from gosmall.errors import GosmallError
+from gosmall.image import Platform
 from gosmall.leftovers import Owner
 from gosmall.outputs import MARKER, MARKER_TEXT, prepare_output_dir
 from gosmall.toolchain import find_module, find_toolchain
@@ -510,3 +511,30 @@ def test_a_build_that_swaps_while_another_is_mid_swap_waits_its_turn(project: Pr
     check_output(project.output)
     assert listing(project.root / "dist") == ["hello"]
     assert listing(project.tmp) == []
+
+
+def test_a_build_under_qemu_user_is_seen_alive_by_another_gosmall(tmp_path: Path) -> None:
+    """Found: qemu-user answers a process's own /proc/self/stat with an emulated start time, so another
+    gosmall took a live emulated build's work directory for a killed one's and removed it."""
+    import shutil as _shutil
+
+    if _shutil.which("qemu-x86_64") is None or host_platform() != Platform.parse("linux/amd64"):
+        if os.environ.get("CI") and host_platform() == Platform.parse("linux/amd64"):
+            pytest.fail("CI installs qemu-user")
+        pytest.skip("needs qemu-x86_64 on an amd64 machine")
+    python = os.path.realpath(sys.executable)
+    ready = tmp_path / "token"
+    code = f"import pathlib, time; from gosmall.leftovers import Owner; pathlib.Path({str(ready)!r}).write_text(Owner.current().token); time.sleep(60)"
+    child = subprocess.Popen(["qemu-x86_64", "-cpu", "Nehalem", "-0", sys.executable, python, "-c", code])
+    try:
+        for _ in range(600):
+            if ready.exists() and ready.read_text():
+                break
+            time.sleep(0.1)
+        owner = Owner.parse(ready.read_text())
+        assert owner is not None and owner.pid == child.pid
+        assert not owner.is_gone()  # the host sees the emulated build alive, as it is
+    finally:
+        child.kill()
+        child.wait()
+    assert owner.is_gone()
