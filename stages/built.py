@@ -21,7 +21,7 @@ from .digest import Digest
 from .docker_archive import write_docker_archive
 from .errors import GosmallError
 from .image import Image, Platform, PlatformImage
-from .oci_layout import read_oci_layout
+from .image_source import read_oci_layout
 
 
 @dataclass(frozen=True)

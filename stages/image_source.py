@@ -32,24 +32,33 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from .digest import Digest
 from .errors import GosmallError
-from .image import MEDIA_CONFIG, MEDIA_INDEX, MEDIA_LAYER_GZIP, MEDIA_MANIFEST, Blob, Image, Layer, Platform, PlatformImage, canonical_json
+from .image import (
+    INDEX_MEDIA_TYPES,
+    MEDIA_CONFIG,
+    MEDIA_INDEX,
+    MEDIA_LAYER_GZIP,
+    MEDIA_MANIFEST,
+    Blob,
+    Image,
+    Layer,
+    MediaTypes,
+    Platform,
+    PlatformImage,
+    canonical_json,
+)
 from .layer_files import read_regular_file
 from .redact import printable, redact
 from .reference import Reference, ReferenceError, parse_normalized_named
-from .registry import (
-    INDEX_MEDIA_TYPES,
-    MEDIA_DOCKER_MANIFEST,
-    RegistryClient,
-    pull_blob,
-    pull_manifest,
-)
 
 if TYPE_CHECKING:  # pragma: no cover
     import docker
 
+    # Imported where a registry is read: reading a layout (every `load`) needs no HTTP client.
+    from .registry import RegistryClient
+
 MEDIA_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
 REGISTRY_PREFIX = "docker://"
-_MANIFEST_TYPES = (MEDIA_MANIFEST, MEDIA_DOCKER_MANIFEST)
+_MANIFEST_TYPES = (MEDIA_MANIFEST, MediaTypes.of("docker").manifest)
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _STORE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
@@ -58,6 +67,8 @@ _STORE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
 def read_target(target: str, *, client: RegistryClient | None = None, engine: docker.DockerClient | None = None) -> Image:
     """The image TARGET names: docker://… in a registry, a path on disk, else a name in the Docker engine."""
     if target.startswith(REGISTRY_PREFIX):
+        from .registry import RegistryClient
+
         return read_registry_image(_reference(target[len(REGISTRY_PREFIX) :], target), client or RegistryClient.from_environment())
     path = Path(target).expanduser()
     if os.path.lexists(path):
@@ -176,13 +187,19 @@ class _RegistryStore:
         return str(self.ref)
 
     def manifest(self, digest: Digest) -> bytes:
+        from .registry import pull_manifest
+
         return pull_manifest(self.client, self.ref, str(digest))[0]
 
     def blob(self, digest: Digest, size: int) -> bytes:
+        from .registry import pull_blob
+
         return pull_blob(self.client, self.ref, digest, size)
 
 
 def read_registry_image(ref: Reference, client: RegistryClient) -> Image:
+    from .registry import pull_manifest
+
     where = ref.digest or ref.tag or "latest"
     data, media_type = pull_manifest(client, ref, where)
     return _read_image(_RegistryStore(client, ref), data, media_type, Digest.of(data))
