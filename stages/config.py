@@ -11,7 +11,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, NoReturn
@@ -85,6 +85,8 @@ class ImageConfig:
     format: Format = "oci"  # media types of every document: "oci", or "docker" (schema 2) for podman's healthcheck
     sysroot: tuple[tuple[str, Path], ...] = ()  # (platform, that platform's root) where cross cgo's libraries are found
     project_root: Path | None = None  # links under a `files` src may lead anywhere inside it, never out
+    # No config: tzdata and ca_certs are what the binary needs, decided after prove (needs.ship_what_is_needed).
+    follow_needs: bool = False
 
     def cc_for(self, platform: Platform) -> str | None:
         return dict(self.cc).get(str(platform))
@@ -133,16 +135,25 @@ def find_pyproject(start: Path) -> Path:
             return candidate
     raise NoProjectError(
         f"No pyproject.toml with a [tool.gosmall] table was found in {start} or any directory above it. "
-        "Run gosmall inside your Go project, and add a table such as\n"
-        '[tool.gosmall.images.app]\npackage = "./cmd/app"\nrepository = "example.com/app"\n'
-        "to its pyproject.toml."
+        "Name the main packages to build with the defaults (`gosmall build-small ./cmd/app`), or run `gosmall init` "
+        "in your Go module to write a [tool.gosmall] table with one image per main package."
     )
 
 
-def load_project(start: Path | None = None, *, images_required: bool = True) -> ProjectConfig:
-    """The project at or above `start`; `images_required=False` for tasks that need only its top-level keys."""
+def load_project(start: Path | None = None, *, images_required: bool = True, environ: Mapping[str, str] | None = None) -> ProjectConfig:
+    """The project at or above `start`; `images_required=False` for tasks that need only its top-level keys.
+
+    The environment layer: an image whose table sets no repository gets `$GOSMALL_REPO/<name>` when it is set.
+    """
     pyproject = find_pyproject(start or Path.cwd())
-    return parse_project(_tool_table(pyproject)["gosmall"], pyproject, images_required=images_required)
+    table = _tool_table(pyproject)["gosmall"]
+    project = parse_project(table, pyproject, images_required=images_required)
+    bodies = table.get("images", {}) if isinstance(table, dict) else {}
+    images = tuple(
+        image if "repository" in bodies.get(image.name, {}) else replace(image, repository=default_repository(image.name, environ))
+        for image in project.images
+    )
+    return replace(project, images=images)
 
 
 def _tool_table(pyproject: Path) -> Mapping[str, Any]:
@@ -557,3 +568,96 @@ def _smoke(body: Any, image: _Table, where: str, pyproject: Path) -> SmokeConfig
         t.fail("timeout", f'{timeout_text!r} is not a duration; write e.g. "20s", "500ms" or "2m".')
     seconds = float(m.group(1)) * {None: 1, "s": 1, "ms": 0.001, "m": 60}[m.group(2)]
     return SmokeConfig(path, status, seconds, t.string_map("env"))
+
+
+# -- no config: the defaults of a package no table names -------------------------------
+
+REPO_ENV = "GOSMALL_REPO"
+# The registry of a repository gosmall made up: `.local` is reserved for local names (RFC 6762), so no
+# registry answers there, and push refuses it before trying (unpushable_repository).
+LOCAL_REGISTRY = "gosmall.local"
+# What a Go module with no [tool.gosmall] is built with; `gosmall init` writes the same keys down.
+NO_CONFIG_TABLE: Mapping[str, Any] = {"output": "dist", "pinning": "warn"}
+
+
+def default_repository(name: str, environ: Mapping[str, str] | None = None) -> str:
+    """`$GOSMALL_REPO/<name>`, else `gosmall.local/<name>`: it loads into a local engine and is never pushed."""
+    base = (os.environ if environ is None else environ).get(REPO_ENV, "").strip().rstrip("/")
+    if not base:
+        return f"{LOCAL_REGISTRY}/{name}"
+    repository = f"{base}/{name}"
+    if not _REPOSITORY.match(repository) or len(repository) > 255:
+        raise GosmallError(
+            f"{REPO_ENV}={base!r}: {repository!r} is not a valid repository name. Set {REPO_ENV} to a registry and "
+            "namespace in lowercase, e.g. GOSMALL_REPO=ghcr.io/you or GOSMALL_REPO=127.0.0.1:5000/team."
+        )
+    return repository
+
+
+def unpushable_repository(repository: str) -> str | None:
+    """Why `repository` may not be pushed (it is gosmall's made-up local name), or None when it may."""
+    if repository.split("/", 1)[0] != LOCAL_REGISTRY:
+        return None
+    name = repository.rsplit("/", 1)[-1]
+    return (
+        f"{repository} is the local-only name gosmall gives an image that has no repository: it loads into a local "
+        f"engine but is never pushed. Set {REPO_ENV} to your registry and namespace (e.g. {REPO_ENV}=ghcr.io/you "
+        f'gives ghcr.io/you/{name}), or write repository = "ghcr.io/you/{name}" in its [tool.gosmall.images] table.'
+    )
+
+
+def image_name_for(package: Path) -> str:
+    """A package's image name with no config: its directory's base name (the module directory's for `.`), lowercased."""
+    base = package.name
+    name = re.sub(r"[^a-z0-9_.-]+", "-", base.lower()).strip("-_.")
+    if not _IMAGE_NAME.match(name):
+        raise GosmallError(
+            f"{package}: the directory name {base!r} does not make an image name (lowercase letters, digits, '.', '_', '-'). "
+            "Give the package an image in [tool.gosmall.images] (gosmall init writes one)."
+        )
+    return name
+
+
+def project_without_table(module_root: Path, platforms: tuple[Platform, ...]) -> ProjectConfig:
+    """The project of a Go module with no [tool.gosmall]: the defaults, validated like a table."""
+    table = {**NO_CONFIG_TABLE, "platforms": [str(p) for p in platforms]}
+    return parse_project(table, module_root / "pyproject.toml", images_required=False)
+
+
+def package_image(
+    project: ProjectConfig, package: Path, name: str, platforms: tuple[Platform, ...], environ: Mapping[str, str] | None = None
+) -> ImageConfig:
+    """The image of a main package no table names: the defaults, its runtime files decided by what the binary links."""
+    relative = package.relative_to(project.root).as_posix()
+    image = _image(name, {"package": relative}, project.pyproject, project.root, platforms)
+    return replace(image, repository=default_repository(name, environ), tzdata="none", ca_certs=False, follow_needs=True)
+
+
+def load_package_project(
+    start: Path, module_root: Path, host: Platform, environ: Mapping[str, str] | None = None
+) -> tuple[ProjectConfig, tuple[Platform, ...]]:
+    """The project that packages named on the command line belong to, and the platforms of a package no image names:
+    the nearest [tool.gosmall] (its top-level platforms, else this machine's), else the module's defaults."""
+    try:
+        pyproject = find_pyproject(start)
+    except NoProjectError:
+        return project_without_table(module_root, (host,)), (host,)
+    project = load_project(pyproject.parent, images_required=False, environ=environ)
+    table = _tool_table(pyproject)["gosmall"]
+    return project, project.platforms if isinstance(table, dict) and "platforms" in table else (host,)
+
+
+def with_platforms(project: ProjectConfig, platforms: tuple[Platform, ...]) -> ProjectConfig:
+    """Every image built for `platforms` instead (`--platform`)."""
+    return replace(project, images=tuple(replace(image, platforms=platforms) for image in project.images))
+
+
+def parse_platform_flags(texts: tuple[str, ...]) -> tuple[Platform, ...]:
+    """`--platform` values (repeatable), checked like a table's platforms."""
+    for text in texts:
+        if text not in SUPPORTED_PLATFORMS:
+            raise GosmallError(
+                f"--platform {text!r} is not a platform gosmall can build; use one of {', '.join(SUPPORTED_PLATFORMS)}."
+                f"{did_you_mean(text, SUPPORTED_PLATFORMS)}"
+            )
+    return tuple(Platform.parse(t) for t in dict.fromkeys(texts))

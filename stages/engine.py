@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 import requests
 
@@ -325,16 +325,8 @@ def hardened_container(
     removed first (see `_remove_stale_containers`). A failed check is a finding
     (exit status 1); what stops the check from running is status 2.
     """
-    from docker.errors import APIError, ImageNotFound
 
-    _, built = built_image(image, source)
-    engine_platform = _engine_platform(client)
-    if not _same_platform(engine_platform, built.platform):
-        raise GosmallError(
-            f"The Docker engine runs {engine_platform}, but {built.archive} was made for {built.platform}, so it "
-            "cannot run here. Smoke-test on a machine of that platform, or build on this one."
-        )
-    image_id = _loaded_image_id(client, built, image)
+    built, image_id = _runnable_image(client, image, source)
     _remove_stale_containers(client, reporter)  # a killed run's container may hold the port
     mode: NetworkMode = network_mode or ("host" if image.ports else "none")
     probe_ports = tuple(ports) if ports is not None else _tcp_ports(image)
@@ -345,21 +337,10 @@ def hardened_container(
         # Without a network nothing on this machine can reach the ports.
         probe_ports = ()
     seconds = timeout if timeout is not None else image.smoke.timeout
-    user = f"{image.uid}:{image.gid}"
     label = uuid.uuid4().hex
-    options: dict[str, Any] = dict(
-        user=user,
-        read_only=True,
-        cap_drop=["ALL"],
-        security_opt=["no-new-privileges"],
-        pids_limit=PIDS_LIMIT,
-        mem_limit=MEMORY_LIMIT,
-        network_mode=mode,
-        environment=[f"{k}={v}" for k, v in image.smoke.env],
-        labels={SMOKE_LABEL: image.name, RUN_LABEL: label, OWNER_LABEL: Owner.current().token},
-        name=f"gosmall-smoke-{image.name}-{label[:12]}",
-        detach=True,
-    )
+    options = hardened_options(image, mode, label)
+    user = options["user"]
+    options["environment"] = [f"{k}={v}" for k, v in image.smoke.env]
     if args is not None:
         options["command"] = list(args)
     if healthcheck is not None:
@@ -376,19 +357,9 @@ def hardened_container(
     started = time.monotonic()
     ctrl_c = _CtrlC.install()
     try:
-        try:
+        with _starting(built, image, image_id):
             container = client.containers.create(image_id, **options)
             container.start()
-        except ImageNotFound:
-            raise GosmallError(
-                f"The Docker engine has no image {image_id} ({built.reference}); run `gosmall load --image {image.name}`."
-            ) from None
-        except APIError as exc:
-            raise GosmallError(
-                f"The Docker engine could not start {built.reference}: {exc.explanation or exc}. The image's "
-                f"entrypoint must be a file in it (a scratch image has no shell); check entrypoint and args of "
-                f"[tool.gosmall.images.{image.name}]."
-            ) from None
         result = _wait_until_ready(
             container, image, built, image_id, user, mode, probe_ports, seconds, started, reporter,
             has_healthcheck=healthcheck is not None or bool(image.healthcheck),
@@ -400,6 +371,103 @@ def hardened_container(
         if ctrl_c.seen is not None:
             # Python drops an exception raised inside a garbage-collection finaliser;
             # a Ctrl-C or SIGTERM that landed there must still stop the command.
+            raise Interrupted(ctrl_c.seen)
+
+
+def hardened_options(image: ImageConfig, mode: NetworkMode, label: str, *, purpose: str = "smoke") -> dict[str, Any]:
+    """The container options smoke and run share: the image's own user, read-only root, all capabilities dropped,
+    no new privileges, pids and memory limits, and the labels by which a later run removes what a killed one left."""
+    return dict(
+        user=f"{image.uid}:{image.gid}",
+        read_only=True,
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        pids_limit=PIDS_LIMIT,
+        mem_limit=MEMORY_LIMIT,
+        network_mode=mode,
+        labels={SMOKE_LABEL: image.name, RUN_LABEL: label, OWNER_LABEL: Owner.current().token},
+        name=f"gosmall-{purpose}-{image.name}-{label[:12]}",
+        detach=True,
+    )
+
+
+@contextmanager
+def _starting(built: BuiltImage, image: ImageConfig, image_id: str) -> Iterator[None]:
+    """The engine refusing to create or start the container, said once for smoke and run."""
+    from docker.errors import APIError, ImageNotFound
+
+    try:
+        yield
+    except ImageNotFound:
+        raise GosmallError(
+            f"The Docker engine has no image {image_id} ({built.reference}); run `gosmall load --image {image.name}`."
+        ) from None
+    except APIError as exc:
+        raise GosmallError(
+            f"The Docker engine could not start {built.reference}: {exc.explanation or exc}. The image's "
+            f"entrypoint must be a file in it (a scratch image has no shell); check entrypoint and args of "
+            f"[tool.gosmall.images.{image.name}]."
+        ) from None
+
+
+def _runnable_image(client: docker.DockerClient, image: ImageConfig, source: Build | Path) -> tuple[BuiltImage, str]:
+    """The built image and the engine's ID of it, once it is known to be loaded and of the engine's platform."""
+    _, built = built_image(image, source)
+    engine_platform = _engine_platform(client)
+    if not _same_platform(engine_platform, built.platform):
+        raise GosmallError(
+            f"The Docker engine runs {engine_platform}, but {built.archive} was made for {built.platform}, so it "
+            "cannot run here. Run it on a machine of that platform, or build on this one."
+        )
+    return built, _loaded_image_id(client, built, image)
+
+
+def run_container(
+    client: docker.DockerClient,
+    image: ImageConfig,
+    source: Build | Path,
+    reporter: Reporter,
+    *,
+    args: Sequence[str] = (),
+    network_mode: NetworkMode = "host",
+    stdout: BinaryIO,
+    stderr: BinaryIO,
+) -> int:
+    """Run the loaded image in the foreground, hardened like smoke, and return its exit status.
+
+    `args` (when given) replace the image's Cmd, after its entrypoint. The container's stdout and
+    stderr are copied to `stdout` and `stderr` as they come; stdin is not connected. The container
+    is removed when it exits, on an error, on Ctrl-C and on SIGTERM.
+    """
+    built, image_id = _runnable_image(client, image, source)
+    _remove_stale_containers(client, reporter)
+    label = uuid.uuid4().hex
+    options = hardened_options(image, network_mode, label, purpose="run")
+    if args:
+        options["command"] = list(args)
+    reporter.step(f"Running {built.reference} as user {options['user']}, read-only, no capabilities, network {network_mode}")
+    container: Container | None = None
+    ctrl_c = _CtrlC.install()
+    try:
+        with _starting(built, image, image_id):
+            container = created = client.containers.create(image_id, **options)
+            # No read timeout on the output: a server may be quiet for hours. Attached before it starts: no line is missed.
+            timeout, client.api.timeout = client.api.timeout, None  # type: ignore[assignment]
+            try:
+                output = client.api.attach(str(created.id), stdout=True, stderr=True, stream=True, logs=True, demux=True)
+            finally:
+                client.api.timeout = timeout
+            created.start()
+        for out, err in output:
+            for data, stream in ((out, stdout), (err, stderr)):
+                if data:
+                    stream.write(data)
+                    stream.flush()
+        return int(created.wait(timeout=None)["StatusCode"])
+    finally:
+        _remove(client, container, label, reporter)
+        ctrl_c.restore()
+        if ctrl_c.seen is not None:
             raise Interrupted(ctrl_c.seen)
 
 

@@ -10,7 +10,7 @@ from the source: it is what the linker kept.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from elftools.common.exceptions import ELFError
@@ -114,3 +114,13 @@ def advise(image: ImageConfig, needs: Needs, tzdata_bytes: int) -> tuple[tuple[s
             ("note", f"{where}: the binary can load system CA roots (crypto/x509); set ca_certs = true if it makes TLS connections.")
         )
     return tuple(out)
+
+
+def ship_what_is_needed(image: ImageConfig, needs: Needs) -> tuple[ImageConfig, str]:
+    """With no config (`follow_needs`): Go's zone database only when time.LoadLocation is linked, the CA bundle
+    only when crypto/x509's system-root loader is; and a line saying so."""
+    evidence = dict(needs.evidence)
+    shipped = replace(image, tzdata="zip" if "tzdata" in needs else "none", ca_certs="ca_certs" in needs)
+    said = [f"Go's zone database (the binary links {', '.join(evidence['tzdata'])})" if "tzdata" in needs else "no zone database"]
+    said.append(f"the CA bundle (it links {', '.join(evidence['ca_certs'])})" if "ca_certs" in needs else "no CA bundle")
+    return shipped, f"no config: ships {' and '.join(said)}"

@@ -58,7 +58,6 @@ import re
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -74,6 +73,7 @@ else:  # pragma: no cover
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from .atomic import write_beside
 from .digest import Digest
 from .errors import COULD_NOT_RUN, FOUND, GosmallError
 from .redact import printable
@@ -826,18 +826,4 @@ def _apply(root: Path, changes: Sequence[PinChange]) -> None:
                     "gosmall pin ran; run it again."
                 )
             text = text[:offset] + edit.new + text[offset + len(edit.old) :]
-        _write_beside(target, text.encode("utf-8"))
-
-
-def _write_beside(path: Path, data: bytes) -> None:
-    """Write to a temp file next to `path`, then rename: never a half-written file."""
-    mode = path.stat().st_mode & 0o7777
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(temp, mode)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+        write_beside(target, text.encode("utf-8"))

@@ -26,7 +26,7 @@ from .image import Platform
 from .interrupts import Interrupted
 from .leftovers import make_owned_dir, owned_name_pattern, remove_stale, report_removed
 from .libraries import CollectedFile, collect_libraries
-from .needs import advise, read_needs
+from .needs import advise, read_needs, ship_what_is_needed
 from .oci_layout import write_oci_layout
 from .outputs import check_replaceable, make_staging_dir, prepare_output_dir, remove_leftovers, swap_into_place
 from .prove import prove_binary
@@ -107,9 +107,13 @@ def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo,
             )
             needs = read_needs(binary.path)
             platform_facts.setdefault(platform, {})["needs"] = needs.to_json()
-            for kind, message in advise(config, needs, common.size("tzdata")):
+            shipped, runtime = config, common
+            if config.follow_needs:
+                shipped, said = ship_what_is_needed(config, needs)
+                runtime = collect_runtime_files(shipped, toolchain, never_ship=(project.output,))
+                reporter.detail(f"{platform}: {said}")
+            for kind, message in advise(shipped, needs, runtime.size("tzdata")):
                 (reporter.warn if kind == "warn" else reporter.detail)(f"{platform}: {message}")
-            runtime = common
             if not facts.static:
                 closure = collect_libraries(
                     binary.path,

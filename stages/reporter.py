@@ -113,10 +113,10 @@ class RichReporter:
         self._out.print(table)
 
 
-def make_reporter() -> Reporter:
-    """Rich on a terminal, plain otherwise (CI, pipes, NO_COLOR)."""
+def make_reporter(*, out: TextIO | None = None) -> Reporter:
+    """Rich on a terminal, plain otherwise (CI, pipes, NO_COLOR). `out`: where tables go instead of stdout."""
     import os
 
     if sys.stderr.isatty() and not os.environ.get("CI") and not os.environ.get("NO_COLOR"):
-        return RichReporter()
-    return PlainReporter()
+        return RichReporter(stdout=out)
+    return PlainReporter(out=out or sys.stdout)

@@ -17,7 +17,7 @@ from typing import Any, Callable, TypeVar
 from invoke import Collection, Exit, task
 
 from .built import Build, read_build
-from .config import ProjectConfig, load_project
+from .config import ProjectConfig, load_project, parse_platform_flags, with_platforms
 from .errors import COULD_NOT_RUN, FOUND, GosmallError
 from .interrupts import Interrupted, sigterm_as_ctrl_c
 from .lock import warn_if_unlike_lock
@@ -27,6 +27,29 @@ from .reporter import Reporter, make_reporter
 F = TypeVar("F", bound=Callable[..., Any])
 
 IMAGE_HELP = "Only this image (a key of [tool.gosmall.images]); default: all of them."
+PACKAGE_HELP = (
+    "A Go main package directory, as `go build` takes it (repeatable; `gosmall build-small ./cmd/app ./cmd/worker` also "
+    "works): built as the image [tool.gosmall] gives it, else with the defaults. No pyproject.toml needed."
+)
+PLATFORM_HELP = "Build for this platform instead of the configured ones, e.g. linux/arm64 (repeatable)."
+# The last lines of each task's --help (stages.cli prints them).
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "build-small": (
+        "gosmall build-small ./cmd/app",
+        "GOSMALL_REPO=ghcr.io/you gosmall build-small ./cmd/app --load",
+        "gosmall build-small --image hello --smoke",
+    ),
+    "init": ("gosmall init && gosmall build-small", "GOSMALL_REPO=ghcr.io/you gosmall init ./cmd/app"),
+    "run": ("gosmall run ./cmd/app -- --help", "gosmall run --image hello --network none"),
+    "load": ("gosmall load --image hello",),
+    "smoke": ("gosmall smoke --image hello",),
+    "verify-pins": ("gosmall verify-pins", "gosmall verify-pins k8s/ Dockerfile --format json"),
+    "pin": ("gosmall pin --check", "gosmall pin Dockerfile"),
+    "lock": ("gosmall lock && git add gosmall.lock",),
+    "verify-lock": ("gosmall verify-lock",),
+    "sbom": ("gosmall sbom --image hello",),
+    "audit": ("gosmall audit dist/hello", "gosmall audit docker://127.0.0.1:5000/app@sha256:... --format json"),
+}
 PATH_HELP = "A file or directory to look at (repeatable; `gosmall verify-pins a b` also works); default: the whole project."
 
 
@@ -57,13 +80,28 @@ def _interrupted_message(stop: Interrupted) -> str:
     return f"gosmall: interrupted; the new build is already in place in {done}; any other output was left as it was."
 
 
-@task(help={"image": IMAGE_HELP, "load": "Then load image.tar into the Docker engine and check its image ID.",
-            "smoke": "Then load it and run it hardened until it answers (implies --load)."})  # fmt: skip
+@task(iterable=["package", "platform"],
+      help={"image": IMAGE_HELP, "load": "Then load image.tar into the Docker engine and check its image ID.",
+            "smoke": "Then load it and run it hardened until it answers (implies --load).",
+            "package": PACKAGE_HELP, "platform": PLATFORM_HELP})  # fmt: skip
 @speaks_to_user
-def build_small(c: Any, image: str | None = None, load: bool = False, smoke: bool = False) -> None:
-    """Build each image into <output>/<image>/: an OCI layout, a docker-loadable image.tar and report.json."""
+def build_small(
+    c: Any,
+    image: str | None = None,
+    load: bool = False,
+    smoke: bool = False,
+    package: list[str] | None = None,
+    platform: list[str] | None = None,
+) -> None:
+    """Build each image into <output>/<image>/: an OCI layout, a docker-loadable image.tar and report.json.
+
+    With PACKAGE (`./cmd/app`, `.`) it builds those main packages, in any Go module: with no [tool.gosmall] each gets
+    the defaults (image = its directory's name, dist/<name>/ at the module root, repository $GOSMALL_REPO/<name> or a
+    local-only gosmall.local/<name>, this machine's platform, user nonroot, tzdata and CA bundle only if the binary
+    links them). Exit status: 0 built; 1 over max_size; 2 it could not run.
+    """
     reporter = make_reporter()
-    project = load_project()
+    project = _selected_project(image, package, platform)
     _check_pins(project, reporter)
     builds = run_build_small(project, reporter, names=(image,) if image else ())
     warn_if_unlike_lock(project, builds, reporter)
@@ -206,6 +244,80 @@ def audit(c: Any, target: str, format: str = "text", allow: list[str] | None = N
     if failing(findings):
         raise Exit(code=FOUND)
     print(f"{target}: no finding fails the audit", file=sys.stderr)
+
+
+@task(iterable=["package"], help={"package": "A main package to write an image for (repeatable; `gosmall init ./cmd/app` also works); default: every main package of the module."})  # fmt: skip
+@speaks_to_user
+def init(c: Any, package: list[str] | None = None) -> None:
+    """Write [tool.gosmall] into pyproject.toml: one image per main package, with the runtime files its binary needs.
+
+    Each package is built once, in memory, to read what its binary links. A missing pyproject.toml is created; an
+    existing one keeps every byte and gets the table appended. Repositories come from GOSMALL_REPO, else a local-only
+    name that push refuses. Exit status: 0 written; 2 it could not run (the file already has [tool.gosmall], no main
+    package, a failed build), and then the file is as it was.
+    """
+    from .init import init_project
+
+    reporter = make_reporter()
+    path, images = init_project(tuple(package or ()), reporter)
+    reporter.step(f"{path}: [tool.gosmall] with {', '.join(i.name for i in images)}; next: gosmall build-small")
+
+
+@task(iterable=["package", "arg"],
+      help={"package": "The Go main package to run, as `go run` takes it (`gosmall run ./cmd/app` also works).",
+            "image": "Run this configured image instead (a key of [tool.gosmall.images]).",
+            "network": "host (default) or none.",
+            "arg": "An argument after the image's entrypoint, in place of its args (repeatable); `gosmall run ./cmd/app -- -v x` also works."})  # fmt: skip
+@speaks_to_user
+def run(c: Any, package: list[str] | None = None, image: str | None = None, network: str = "host", arg: list[str] | None = None) -> None:
+    """Build one image, load it, and run it in the foreground, hardened like smoke; exit with its exit status.
+
+    The container's stdout is gosmall's stdout; its stderr and gosmall's own messages go to stderr; stdin is not
+    connected. The container is removed when it exits, on Ctrl-C and on SIGTERM. Exit status: the container's;
+    2 gosmall could not build, load or start it; 130 or 143 when Ctrl-C or SIGTERM stopped it.
+    """
+    if network not in ("host", "none"):
+        raise GosmallError(f"--network {network!r} is not known; use host or none.")
+    if len(package or ()) > 1:
+        raise GosmallError(f"run takes one package, not {len(package or ())} ({', '.join(package or ())}).")
+    reporter = make_reporter(out=sys.stderr)  # stdout is the container's
+    project = _selected_project(image, package, None)
+    if not image and not package and len(project.images) != 1:
+        raise GosmallError(
+            f"{project.pyproject} has {len(project.images)} images ({', '.join(i.name for i in project.images)}); "
+            "name one with --image NAME, or a package: gosmall run ./cmd/app."
+        )
+    _check_pins(project, reporter)
+    (build,) = run_build_small(project, reporter, names=(image,) if image else ())
+    from .engine import connect, load_image, run_container
+
+    client = connect(reporter)
+    load_image(client, build.config, build, reporter)
+    try:
+        status = run_container(
+            client, build.config, build, reporter,
+            args=tuple(arg or ()), network_mode=network,  # type: ignore[arg-type]
+            stdout=sys.stdout.buffer, stderr=sys.stderr.buffer,
+        )  # fmt: skip
+    except KeyboardInterrupt as stop:
+        raise Exit("gosmall: stopped; the container was removed.", code=Interrupted.of(stop).exit_status) from None
+    if status:
+        raise Exit(code=status)
+
+
+def _selected_project(image: str | None, packages: list[str] | None, platforms: list[str] | None) -> ProjectConfig:
+    """The configured project, or the one for PACKAGE arguments (no config needed); --platform applied to each image."""
+    if image and packages:
+        raise GosmallError(f"--image {image} and the package {packages[0]} both say what to build; give one of them.")
+    if packages:
+        from .packages import project_for_packages
+
+        project = project_for_packages(packages)
+    else:
+        project = load_project()
+    if platforms:
+        project = with_platforms(project, parse_platform_flags(tuple(platforms)))
+    return project
 
 
 def _pin_scope() -> tuple[Path, Path | None]:
