@@ -244,6 +244,23 @@ def read_elf_file(path: Path) -> ElfFacts:
         raise ElfError(exc.strerror or str(exc)) from None
 
 
+def read_section(data: bytes, name: str) -> bytes | None:
+    """The contents of section `name` of an ELF file in memory; None when it has no such section (or no section table).
+
+    For what a section holds beyond the facts above: the SBOM reads Go's build info from `.go.buildinfo`.
+    """
+    stream = io.BytesIO(data)
+    if parse_ident(data[:HEADER_SIZE]) is None:
+        raise NotElfError("not an ELF file")
+    try:
+        section = ELFFile(stream).get_section_by_name(name)
+        if section is None or section["sh_type"] == "SHT_NOBITS":
+            return None
+        return bytes(section.data())
+    except _PARSE_ERRORS as exc:
+        raise ElfError(str(exc) or type(exc).__name__) from None
+
+
 def tag_string(tag: DynamicTag) -> str:
     """The string a DT_NEEDED, DT_RPATH, DT_RUNPATH or DT_SONAME tag names."""
     kind = tag.entry.d_tag

@@ -178,3 +178,19 @@ class Image:
             if image.platform == platform:
                 return image
         return None
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """An OCI 1.1 artifact: a manifest whose `subject` is an image (the SBOM beside it), and the blobs it names.
+
+    Stored and pushed like an image manifest; registries list it as a referrer of its subject's digest.
+    """
+
+    artifact_type: str
+    manifest: Blob
+    blobs: tuple[Blob, ...]  # its config and layers
+
+    def descriptor(self) -> dict[str, Any]:
+        """The manifest's descriptor with its artifactType, as an index or index.json lists a referrer."""
+        return {**self.manifest.descriptor().to_json(), "artifactType": self.artifact_type}
