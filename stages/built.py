@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .config import ImageConfig
 from .digest import Digest
@@ -23,6 +23,55 @@ from .errors import GosmallError
 from .image import Image, Platform, PlatformImage
 from .image_source import read_oci_layout
 
+Ecosystem = Literal["golang", "pypi", "deb"]  # purl types
+ECOSYSTEMS: tuple[Ecosystem, ...] = ("golang", "pypi", "deb")
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """Where one file of a layer came from: a package and its version, as the build machine could tell."""
+
+    path: str  # in the image
+    ecosystem: Ecosystem
+    name: str  # "stdlib" for Go's own files, "certifi", a Debian package name
+    version: str
+    namespace: str = ""  # deb: the distribution, as /etc/os-release's ID names it
+    arch: str = ""  # deb: the package's architecture
+    note: str = ""  # what was done to it on the way: "reduced to 2 zones", "debug sections stripped"
+
+    def to_json(self) -> dict[str, str]:
+        return {k: v for k, v in self.__dict__.items() if v}
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> FileSource:
+        ecosystem = document["ecosystem"]
+        if ecosystem not in ECOSYSTEMS:
+            raise ValueError(f"a file source of ecosystem {ecosystem!r}")
+        text = {k: str(document.get(k, "")) for k in ("namespace", "arch", "note")}
+        return cls(str(document["path"]), ecosystem, str(document["name"]), str(document["version"]), **text)
+
+
+@dataclass(frozen=True)
+class PlatformFacts:
+    """What building one platform knew that its image cannot say; report.json keeps it for `read_build`."""
+
+    binary: str = ""  # the image path of the Go binary gosmall compiled
+    ldflags: str = ""  # `go build -ldflags`: Go leaves them out of the build info under -trimpath
+    sources: tuple[FileSource, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"go_build": {"binary": self.binary, "ldflags": self.ldflags}, "sources": [s.to_json() for s in self.sources]}
+
+    @classmethod
+    def from_json(cls, entry: Mapping[str, Any]) -> PlatformFacts:
+        """From report.json's entry for the platform; an output of an older gosmall has none, and gets none."""
+        go_build = entry.get("go_build", {})
+        return cls(
+            str(go_build.get("binary", "")),
+            str(go_build.get("ldflags", "")),
+            tuple(FileSource.from_json(s) for s in entry.get("sources", ())),
+        )
+
 
 @dataclass(frozen=True)
 class Build:
@@ -30,6 +79,10 @@ class Build:
     image: Image
     report: Mapping[str, Any]  # report.json's content
     output_dir: Path  # <output>/<image>
+    facts: tuple[tuple[Platform, PlatformFacts], ...] = ()
+
+    def facts_for(self, platform: Platform) -> PlatformFacts:
+        return next((facts for p, facts in self.facts if p == platform), PlatformFacts())
 
     @property
     def digest(self) -> Digest:
@@ -79,7 +132,8 @@ def read_build(config: ImageConfig, output_dir: Path) -> Build:
         repository, tags = report["repository"], tuple(report["tags"])
         Platform.parse(str(report["docker_platform"]))
         int(report["source"]["source_date_epoch"])
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        known = {name: PlatformFacts.from_json(entry) for name, entry in report["platforms"].items()}
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         raise GosmallError(
             f"{report_path} cannot be read as a gosmall build report ({type(exc).__name__}: {exc}); it may come from "
             f"another gosmall version or an interrupted build. Run `gosmall build-small --image {config.name}` again."
@@ -102,4 +156,5 @@ def read_build(config: ImageConfig, output_dir: Path) -> Build:
                 f"{report_path} says {what} {said}, but {layout} holds {held}: the two are not from one build, or "
                 f"one was changed. Run `gosmall build-small --image {config.name}` again."
             )
-    return Build(config, image, report, output_dir)
+    facts = tuple((m.platform, known.get(str(m.platform), PlatformFacts())) for m in image.manifests)
+    return Build(config, image, report, output_dir, facts)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .assemble import PlatformParts, assemble
-from .built import Build
+from .built import Build, PlatformFacts
 from .compile import compile_binary, host_platform, plan_compile
 from .config import ImageConfig, ProjectConfig
 from .errors import GosmallError
@@ -33,6 +33,7 @@ from .prove import prove_binary
 from .report import build_report, enforce_max_size, platform_sizes, report_json, show_libraries, show_size_table
 from .reporter import Reporter
 from .runtime_files import collect_runtime_files, with_libraries
+from .sbom import SBOM_FILE, file_sources, sbom_artifact, sbom_document
 from .source import SourceInfo, describe_source
 from .toolchain import find_module, find_toolchain, verify_module
 
@@ -91,6 +92,7 @@ def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo,
 
     parts: list[PlatformParts] = []
     platform_facts: dict[Platform, dict[str, Any]] = {}  # report.json's per-platform extras
+    known: list[tuple[Platform, PlatformFacts]] = []  # what the SBOM needs that the image cannot say
     with _workdir(reporter) as workdir:
         # Every platform planned, and the runtime files read, before anything is compiled:
         # a refused combination or a bad `files` entry costs no build.
@@ -114,6 +116,7 @@ def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo,
                 reporter.detail(f"{platform}: {said}")
             for kind, message in advise(shipped, needs, runtime.size("tzdata")):
                 (reporter.warn if kind == "warn" else reporter.detail)(f"{platform}: {message}")
+            closure = None
             if not facts.static:
                 closure = collect_libraries(
                     binary.path,
@@ -127,6 +130,9 @@ def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo,
                 platform_facts.setdefault(platform, {})["libraries"] = [_library_json(f) for f in closure.files]
                 show_libraries(reporter, platform, closure)
             parts.append(PlatformParts(binary, runtime))
+            sources = file_sources(shipped, runtime.entries, closure, toolchain.version_text)
+            known.append((platform, PlatformFacts(f"/{binary.name}", plan.ldflags, sources)))
+            platform_facts.setdefault(platform, {}).update(known[-1][1].to_json())
         image = assemble(config, tuple(parts), source)
 
     sizes = platform_sizes(
@@ -143,7 +149,7 @@ def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo,
     docker_platform = host_platform() if host_platform() in config.platforms else config.platforms[0]
     report = build_report(config, image, sizes, source, docker_platform, platform_facts, go=toolchain.version_text)
     show_size_table(reporter, config, sizes, str(image.digest))
-    return Build(config, image, report, project.output_dir(config))
+    return Build(config, image, report, project.output_dir(config), tuple(known))
 
 
 WORKDIR_PREFIX = "gosmall-build-"
@@ -177,7 +183,9 @@ def write_outputs(build: Build, reporter: Reporter) -> None:
     remove_leftovers(target.parent, reporter)
     staging = make_staging_dir(target)
     try:
-        write_oci_layout(build.image, staging / "oci", build.config.repository, build.config.tags)
+        sbom = sbom_document(build)
+        write_oci_layout(build.image, staging / "oci", build.config.repository, build.config.tags, referrers=(sbom_artifact(build, sbom),))
+        (staging / SBOM_FILE).write_bytes(sbom)
         (staging / "image.tar").write_bytes(build.docker_archive())
         (staging / "report.json").write_bytes(report_json(dict(build.report)))
         os.chmod(staging, 0o755)

@@ -221,6 +221,22 @@ def verify_lock(c: Any, image: str | None = None) -> None:
     reporter.step(f"gosmall.lock matches a clean rebuild of {built.revision[:12]}: {', '.join(n for n, _ in built.images)}")
 
 
+@task(help={"image": IMAGE_HELP})
+@speaks_to_user
+def sbom(c: Any, image: str | None = None) -> None:
+    """Write <output>/<image>/sbom.spdx.json (SPDX 2.3) and its referrer in the OCI layout again, from the built output.
+
+    build-small writes both; this reads the build back (report.json and the layout, checked) and makes the same bytes,
+    e.g. for an output an older gosmall wrote without them. Exit status: 0 written; 2 it could not run (not built, a
+    damaged output).
+    """
+    from .sbom import write_sbom
+
+    reporter = make_reporter()
+    for build in _read_builds(load_project(), image):
+        reporter.step(f"{build.config.name}: {write_sbom(build)}")
+
+
 @task(iterable=["allow"], help={"target": "An OCI layout directory (or a gosmall output directory), a docker-archive image.tar, an image in the Docker engine by name, or docker://host/repo@sha256:... in a registry.",
                                 "format": "text (platform: path-or-key: rule: finding) or json (a list of {platform, rule, level, path or key, message}).",
                                 "allow": "A rule id whose findings do not fail the audit and are not shown (repeatable)."})  # fmt: skip

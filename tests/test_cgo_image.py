@@ -58,6 +58,32 @@ def test_collected_libraries_are_what_ldd_sees(cgo_project: Path, tmp_path: Path
         assert entry["needed_by"], entry
 
 
+@pytest.mark.skipif(shutil.which("dpkg-query") is None, reason="needs the dpkg database of a Debian machine")
+def test_the_sbom_names_each_library_by_the_debian_package_that_installed_it(cgo_project: Path) -> None:
+    document = json.loads((cgo_project / "dist" / "cgo" / "sbom.spdx.json").read_text())
+    elements = {e["SPDXID"]: e for e in (*document["packages"], *document["files"])}
+    origin = {
+        elements[r["spdxElementId"]]["fileName"][1:]: elements[r["relatedSpdxElement"]]
+        for r in document["relationships"]
+        if r["relationshipType"] == "GENERATED_FROM" and r["spdxElementId"].startswith("SPDXRef-File-")
+    }
+    files = [e["path"] for e in report(cgo_project)["platforms"]["linux/amd64"]["libraries"] if e["kind"] == "file"]
+    for path in files:
+        if path == "/etc/nsswitch.conf":
+            assert path not in origin  # gosmall wrote it; no package did
+            continue
+        package = origin[path]
+        # Debian 12 lists libc under /lib, later releases under /usr/lib: ask for both, as the SBOM does.
+        asked = subprocess.run(["dpkg-query", "-S", path, path.removeprefix("/usr")], capture_output=True, text=True)
+        owner = asked.stdout.split(":")[0]
+        shown = subprocess.run(["dpkg-query", "-W", "-f=${Package} ${Architecture} ${Version}", owner], capture_output=True, text=True)
+        name, arch, version = shown.stdout.split(" ")
+        assert (package["name"], package["versionInfo"]) == (name, version), path
+        locator = package["externalRefs"][0]["referenceLocator"]
+        assert locator == f"pkg:deb/debian/{name}@{version.replace('+', '%2B')}?arch={arch}"
+    assert origin[next(p for p in files if p.endswith("/libc.so.6"))]["name"] == "libc6"
+
+
 @pytest.mark.docker
 def test_cgo_image_runs_on_scratch_as_nonroot(cgo_project: Path, docker_client) -> None:  # type: ignore[no-untyped-def]
     with (cgo_project / "dist" / "cgo" / "image.tar").open("rb") as archive:

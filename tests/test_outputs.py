@@ -209,7 +209,8 @@ def check_output(output: Path) -> dict[str, object]:
     assert (output / MARKER).read_bytes() == MARKER_TEXT
     report = json.loads((output / "report.json").read_text())
     index = json.loads((output / "oci" / "index.json").read_text())
-    assert {m["digest"] for m in index["manifests"]} == {report["digest"]}
+    assert {m["digest"] for m in index["manifests"] if "artifactType" not in m} == {report["digest"]}  # then the SBOM's referrer
+    assert (output / "sbom.spdx.json").is_file()
     blobs = output / "oci" / "blobs" / "sha256"
     for blob in blobs.iterdir():
         assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
