@@ -5,17 +5,23 @@ Two jobs, both with `requests` and nothing Docker-specific in between:
 - `RegistryResolver.resolve(reference) -> Digest`: which manifest a tag
   points at now (a HEAD on `/v2/<name>/manifests/<tag>` accepting OCI and
   Docker manifests and indexes), for `gosmall pin`.
-- `push_layout(layout_dir, reference, *, client=None) -> Digest`: push an OCI
-  image layout (`oci-layout`, `index.json`, `blobs/sha256/…`) and tag it.
+- pushing, for `gosmall push` and `index`, is `push.py`'s: it speaks the
+  same API through the same client.
 
-`RegistryClient` does the part both share: the endpoint for a registry
+`RegistryClient` does the part they share: the endpoint for a registry
 domain (plain http only for loopback, as Docker treats localhost as an
-insecure registry by default; `docker.io` is served by registry-1.docker.io),
-credentials from the Docker config (`$DOCKER_CONFIG/config.json` or
-`~/.docker/config.json`, `auths.<host>.auth`, base64 `user:password`), and
-the token flow: a 401 with `WWW-Authenticate: Bearer realm=…,service=…,scope=…`
-is answered by fetching a token from the realm and retrying once.
-Credential helpers (`credsStore`, `credHelpers`) are not run.
+insecure registry by default, or for a host named `insecure`; `docker.io` is
+served by registry-1.docker.io), credentials from the Docker config
+(`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`: `credHelpers.<host>`,
+else `credsStore`, each run as `docker-credential-<name> get` with the host
+on stdin, as Docker does, else `auths.<host>.auth`, base64 `user:password`),
+and the challenge: a 401 with `WWW-Authenticate: Basic` is answered with
+those credentials (and later requests to that registry send them at once),
+one with `Bearer realm=…,service=…,scope=…` by fetching a token from the
+realm. Credentials go only to the registry's own host, never to another host
+an upload `Location` names; no repr, message or log line holds one.
+`retrying` runs an operation again, with backoff and a bound, when the
+registry could not be reached, reset the connection, or answered 429 or 5xx.
 
 Nothing a registry does can hold gosmall for long or flood it: every request
 has a total deadline (`timeout`, and the run's `deadline` when one is set),
@@ -32,14 +38,15 @@ import json
 import os
 import re
 import socket
+import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -64,25 +71,42 @@ TIMEOUT = 30.0  # seconds one request may take in all: connecting, sending, head
 CONNECT_TIMEOUT = 10.0
 # The distribution spec lets registries refuse manifests over 4 MiB; no answer gosmall reads needs more.
 MAX_BODY = 4 * 2**20
+RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+ATTEMPTS = 4
+BACKOFF = 0.5
+MAX_RETRY_AFTER = 30.0  # seconds: a registry's Retry-After is honoured up to this
 
 
-def registry_base(domain: str) -> str:
-    """The API root for a reference's domain: http for loopback, https otherwise."""
+def registry_base(domain: str, insecure: Collection[str] = ()) -> str:
+    """The API root for a reference's domain: http for loopback or a host named in `insecure`, https otherwise."""
     if domain in (DEFAULT_DOMAIN, "index.docker.io"):
         return f"https://{DOCKER_HUB_API}"
     host = domain.rsplit(":", 1)[0] if not domain.endswith("]") else domain
-    if host in ("localhost", "127.0.0.1", "[::1]") or host.startswith("127."):
+    if host in ("localhost", "127.0.0.1", "[::1]") or host.startswith("127.") or domain in insecure or host in insecure:
         return f"http://{domain}"
     return f"https://{domain}"
 
 
-def load_docker_auths(config: Path | None = None) -> dict[str, tuple[str, str]]:
-    """Registry host → (user, password) from the Docker config, if there is one."""
-    if config is None:
-        directory = os.environ.get("DOCKER_CONFIG")
-        config = Path(directory) / "config.json" if directory else Path.home() / ".docker" / "config.json"
+@dataclass(frozen=True)
+class DockerConfig:
+    """What the Docker config says about credentials; `auths` holds secrets, so it is kept out of repr."""
+
+    path: Path | None
+    auths: Mapping[str, tuple[str, str]] = field(default_factory=dict, repr=False)
+    creds_store: str = ""  # credsStore: the helper for every registry without its own
+    cred_helpers: Mapping[str, str] = field(default_factory=dict)  # credHelpers: registry host -> helper
+
+
+def docker_config_path() -> Path:
+    directory = os.environ.get("DOCKER_CONFIG")
+    return Path(directory) / "config.json" if directory else Path.home() / ".docker" / "config.json"
+
+
+def load_docker_config(config: Path | None = None) -> DockerConfig:
+    """The credential parts of the Docker config, if there is one; a config of the wrong shape is named."""
+    config = config or docker_config_path()
     if not config.is_file():
-        return {}
+        return DockerConfig(None)
     try:
         document = json.loads(config.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as exc:
@@ -90,6 +114,25 @@ def load_docker_auths(config: Path | None = None) -> dict[str, tuple[str, str]]:
     fix = f"Fix {config} or move it away; `docker login` writes a new one."
     if not isinstance(document, dict):
         raise GosmallError(f'{config}: its top level must be a JSON object such as {{"auths": {{}}}}, not {_json_type(document)}. {fix}')
+    store = document.get("credsStore", "")
+    if not isinstance(store, str) or not re.fullmatch(r"[\w.-]*", store):
+        raise GosmallError(
+            f'{config} credsStore: must be the name of a credential helper, such as "pass" for docker-credential-pass. {fix}'
+        )
+    helpers = document.get("credHelpers", {})
+    if not isinstance(helpers, dict) or not all(isinstance(v, str) and re.fullmatch(r"[\w.-]+", v) for v in helpers.values()):
+        raise GosmallError(
+            f'{config} credHelpers: must be an object of registry hosts and helper names, such as {{"ghcr.io": "pass"}}. {fix}'
+        )
+    return DockerConfig(config, _auths(config, document, fix), store, {_host(k): v for k, v in helpers.items()})
+
+
+def load_docker_auths(config: Path | None = None) -> dict[str, tuple[str, str]]:
+    """Registry host → (user, password) from the Docker config's `auths`, if there is one."""
+    return dict(load_docker_config(config).auths)
+
+
+def _auths(config: Path, document: dict[str, Any], fix: str) -> dict[str, tuple[str, str]]:
     auths = document.get("auths", {})
     if not isinstance(auths, dict):
         raise GosmallError(
@@ -106,10 +149,13 @@ def load_docker_auths(config: Path | None = None) -> dict[str, tuple[str, str]]:
             user, _, password = base64.b64decode(encoded).decode("utf-8").partition(":")
         except (ValueError, UnicodeDecodeError):
             raise GosmallError(f"{config} auths.{key}.auth is not base64 of 'user:password'; run `docker login {key}` again.") from None
-        # Keys are written as "host", "https://host" or "https://host/v1/".
-        host = re.sub(r"^https?://", "", key).split("/", 1)[0]
-        out[host] = (user, password)
+        out[_host(key)] = (user, password)
     return out
+
+
+def _host(key: str) -> str:
+    # Keys are written as "host", "https://host" or "https://host/v1/".
+    return re.sub(r"^https?://", "", key).split("/", 1)[0]
 
 
 def _json_type(value: object) -> str:
@@ -183,6 +229,7 @@ def _shut_down(sock: socket.socket) -> None:
 
 
 _Connection = TypeVar("_Connection", bound=HTTPConnection)
+_T = TypeVar("_T")
 
 
 def _watched_pools(deadlines: _Deadlines) -> dict[str, type[HTTPConnectionPool]]:
@@ -229,19 +276,30 @@ class _DeadlineAdapter(HTTPAdapter):
 
 @dataclass
 class RegistryClient:
-    """HTTP to registries with Docker-config credentials and bearer tokens.
+    """HTTP to registries with Docker-config credentials, answering basic and bearer challenges.
 
-    Mutable on purpose: it caches one token per (registry, scope) for the
-    run, the way a docker client does. `timeout` bounds each request in all;
-    `deadline` (a `time.monotonic()` value) bounds every request of a run.
+    Mutable on purpose: it caches one token per (registry, scope), and each
+    registry's credentials once found, for the run, the way a docker client
+    does. `timeout` bounds each request in all; `deadline` (a
+    `time.monotonic()` value) bounds every request of a run. Nothing that
+    holds a secret is in its repr.
     """
 
-    auths: Mapping[str, tuple[str, str]] = field(default_factory=dict)
-    session: requests.Session = field(default_factory=requests.Session)
+    auths: Mapping[str, tuple[str, str]] = field(default_factory=dict, repr=False)
+    session: requests.Session = field(default_factory=requests.Session, repr=False)
     timeout: float = TIMEOUT
     deadline: float | None = None
-    _tokens: dict[tuple[str, str], str] = field(default_factory=dict)
-    _deadlines: _Deadlines = field(default_factory=_Deadlines)
+    creds_store: str = ""  # credsStore, run for every registry without a credHelpers entry
+    cred_helpers: Mapping[str, str] = field(default_factory=dict)  # credHelpers: registry host -> helper name
+    config_path: Path | None = None  # where the credentials came from, named in messages
+    insecure: frozenset[str] = frozenset()  # hosts (or host:port) spoken to in plain HTTP, like loopback
+    attempts: int = ATTEMPTS  # `retrying`: tries in all
+    backoff: float = BACKOFF  # `retrying`: seconds before the second try, doubled for each further one
+    _tokens: dict[tuple[str, str], str] = field(default_factory=dict, repr=False)
+    _found: dict[str, tuple[tuple[str, str] | None, str]] = field(default_factory=dict, repr=False)
+    _basic: set[str] = field(default_factory=set, repr=False)  # registries that asked for basic auth
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _deadlines: _Deadlines = field(default_factory=_Deadlines, repr=False)
 
     def __post_init__(self) -> None:
         adapter = _DeadlineAdapter(self._deadlines)
@@ -249,15 +307,45 @@ class RegistryClient:
         self.session.mount("https://", adapter)
 
     @classmethod
-    def from_environment(cls, *, deadline: float | None = None) -> RegistryClient:
-        return cls(load_docker_auths(), deadline=deadline)
+    def from_environment(cls, *, deadline: float | None = None, insecure: Collection[str] = ()) -> RegistryClient:
+        config = load_docker_config()
+        return cls(
+            config.auths,
+            deadline=deadline,
+            creds_store=config.creds_store,
+            cred_helpers=config.cred_helpers,
+            config_path=config.path,
+            insecure=frozenset(insecure),
+        )
 
     def credentials(self, domain: str) -> tuple[str, str] | None:
-        keys = DOCKER_HUB_AUTH_KEYS if domain in (DEFAULT_DOMAIN, "index.docker.io") else (domain,)
+        """(user, secret) for `domain`: its credHelpers entry, else credsStore, else auths; None for anonymous."""
+        with self._lock:
+            if domain not in self._found:
+                self._found[domain] = self._look_up(domain)
+            return self._found[domain][0]
+
+    def credential_source(self, domain: str) -> str:
+        """Where `domain`'s credentials came from, for messages (never what they are)."""
+        self.credentials(domain)
+        return self._found[domain][1]
+
+    def _look_up(self, domain: str) -> tuple[tuple[str, str] | None, str]:
+        hub = domain in (DEFAULT_DOMAIN, "index.docker.io")
+        keys = DOCKER_HUB_AUTH_KEYS if hub else (domain,)
+        where = f" in {self.config_path}" if self.config_path else ""
+        # Docker's order: a helper named for the registry, else the store, else the config's own auths.
+        helper = next(((f"credHelpers.{k}", self.cred_helpers[k]) for k in keys if k in self.cred_helpers), None)
+        if helper is None and self.creds_store:
+            helper = ("credsStore", self.creds_store)
+        if helper is not None:
+            found = _run_credential_helper(helper[1], DOCKER_HUB_AUTH_KEYS[0] if hub else domain, helper[0] + where, self.timeout)
+            if found is not None:
+                return found, f"{helper[0]}{where} (docker-credential-{helper[1]})"
         for key in keys:
             if key in self.auths:
-                return self.auths[key]
-        return None
+                return self.auths[key], f"auths.{key}{where}"
+        return None, "none (anonymous)"
 
     def request(
         self,
@@ -269,27 +357,59 @@ class RegistryClient:
         headers: Mapping[str, str] | None = None,
         data: bytes | None = None,
     ) -> Answer:
-        """One API call; answers an auth challenge once, then returns whatever comes."""
-        full = url if url.startswith(("http://", "https://")) else registry_base(domain) + url
+        """One API call; answers an auth challenge once, then returns whatever comes.
+
+        Credentials and tokens go only to the registry's own host: an upload
+        `Location` on another host (a storage backend) gets none.
+        """
+        base = registry_base(domain, self.insecure)
+        full = url if url.startswith(("http://", "https://")) else base + url
+        own_host = urlsplit(full).netloc == urlsplit(base).netloc
         sent = dict(headers or {})
-        token = self._tokens.get((domain, scope))
-        if token:
-            sent["Authorization"] = f"Bearer {token}"
+        if own_host:
+            token = self._tokens.get((domain, scope))
+            if token:
+                sent["Authorization"] = f"Bearer {token}"
+            elif domain in self._basic:
+                self._add_basic(domain, sent)
         response = self._send(method, full, headers=sent, data=data)
-        if response.status_code != 401:
+        if response.status_code != 401 or not own_host:
             return response
         challenge = response.headers.get("WWW-Authenticate", "")
         scheme, params = _parse_challenge(challenge)
-        credentials = self.credentials(domain)
         if scheme == "bearer" and "realm" in params:
-            token = self._fetch_token(domain, params, scope, credentials)
+            token = self._fetch_token(domain, params, scope, self.credentials(domain))
             self._tokens[(domain, scope)] = token
             sent["Authorization"] = f"Bearer {token}"
-        elif scheme == "basic" and credentials:
-            sent["Authorization"] = "Basic " + base64.b64encode(":".join(credentials).encode()).decode()
+        elif scheme == "basic" and "Authorization" not in sent and self._add_basic(domain, sent):
+            self._basic.add(domain)
         else:
             return response
         return self._send(method, full, headers=sent, data=data)
+
+    def _add_basic(self, domain: str, headers: dict[str, str]) -> bool:
+        credentials = self.credentials(domain)
+        if credentials:
+            headers["Authorization"] = "Basic " + base64.b64encode(":".join(credentials).encode()).decode()
+        return credentials is not None
+
+    def retrying(self, operation: Callable[[], _T], on_retry: Callable[[str], None] | None = None) -> _T:
+        """`operation()`, run again after a backoff while it raises RegistryUnavailable, `attempts` times at most.
+
+        The run's deadline bounds the waiting too: no retry starts that could not finish in time.
+        """
+        attempt = 1
+        while True:
+            try:
+                return operation()
+            except RegistryUnavailable as exc:
+                delay = min(self.backoff * 2 ** (attempt - 1) if exc.retry_after is None else exc.retry_after, MAX_RETRY_AFTER)
+                if attempt >= self.attempts or (self.deadline is not None and time.monotonic() + delay >= self.deadline):
+                    raise RegistryUnavailable(f"{exc.message} (gave up after {attempt} attempt{'s' if attempt > 1 else ''})") from None
+                attempt += 1
+                if on_retry is not None:
+                    on_retry(f"{exc.message}; trying again in {delay:g} s (attempt {attempt} of {self.attempts})")
+                time.sleep(delay)
 
     def _send(
         self,
@@ -319,7 +439,7 @@ class RegistryClient:
             except (requests.RequestException, OSError) as exc:
                 if expired.is_set():
                     raise self._too_slow(method, url, seconds) from None
-                raise GosmallError(f"{method} {redact(url)} failed: {redact(str(exc))}. Check that the registry is reachable.") from None
+                raise _unreachable(method, url, exc) from None
             if expired.is_set():
                 # A body without a length ends where the socket was shut: it may be cut short.
                 raise self._too_slow(method, url, seconds)
@@ -368,6 +488,78 @@ class RegistryClient:
                 'a token service answers {"token": "…"}. Check that the registry\'s WWW-Authenticate realm names its token service.'
             )
         return token
+
+
+def _unreachable(method: str, url: str, exc: Exception) -> GosmallError:
+    failed = f"{method} {redact(url)} failed: {redact(str(exc))}."
+    if isinstance(exc, requests.exceptions.SSLError):
+        # Not worth another try; often a plain-HTTP registry spoken to in TLS.
+        host = urlsplit(url).netloc
+        return GosmallError(f"{failed} If {host} serves plain HTTP, name it with --insecure-registry {host}.")
+    if isinstance(exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError, OSError)):
+        return RegistryUnavailable(f"{failed} Check that the registry is reachable.")
+    return GosmallError(f"{failed} Check that the registry is reachable.")
+
+
+class RegistryUnavailable(GosmallError):
+    """The registry could not be reached, dropped the connection, or answered 429 or 5xx: another try may work."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def raise_if_unavailable(answer: Answer, what: str) -> Answer:
+    """`answer`, unless it is a 429 or 5xx: then RegistryUnavailable, for `RegistryClient.retrying` to try again."""
+    if answer.status_code in RETRIED_STATUSES:
+        retry_after = answer.headers.get("Retry-After", "").strip()
+        raise RegistryUnavailable(
+            f"{what}: HTTP {answer.status_code} ({redact(answer.text) or 'no body'})",
+            retry_after=float(retry_after) if retry_after.isdigit() else None,
+        )
+    return answer
+
+
+def _run_credential_helper(name: str, server: str, named_in: str, timeout: float) -> tuple[str, str] | None:
+    """`docker-credential-<name> get` with `server` on stdin, per Docker's credential-helper protocol.
+
+    None when the helper has no credentials for the server; any other failure is an error, because pushing
+    anonymously instead would only fail later with a less useful message. Its output is never shown: it holds
+    the secret.
+    """
+    binary = f"docker-credential-{name}"
+    fix = f"Fix the helper, or remove it from {named_in}."
+    try:
+        done = subprocess.run([binary, "get"], input=server.encode(), capture_output=True, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise GosmallError(
+            f"{named_in} names the credential helper {binary}, but it is not on PATH. Install it, or remove it from there."
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise GosmallError(f"{binary} get did not answer within {timeout:g} s for {server} ({named_in}). {fix}") from None
+    except OSError as exc:
+        raise GosmallError(f"{binary} could not be run for {server} ({named_in}): {exc.strerror or exc}. {fix}") from None
+    said = done.stdout.decode("utf-8", "replace")
+    if done.returncode != 0:
+        if "credentials not found" in said.lower():
+            return None  # the protocol's way of saying "nothing stored for this server"
+        why = redact(done.stderr.decode("utf-8", "replace"), limit=200) or f"exit status {done.returncode}"
+        raise GosmallError(f"{binary} get failed for {server} ({named_in}): {why}. {fix}")
+    try:
+        answer = json.loads(said)
+        user, secret = answer["Username"], answer["Secret"]
+        if not isinstance(user, str) or not isinstance(secret, str):
+            raise TypeError
+    except (ValueError, KeyError, TypeError, RecursionError):
+        raise GosmallError(
+            f'{binary} get answered for {server} with something other than {{"Username": "…", "Secret": "…"}} ({named_in}). {fix}'
+        ) from None
+    if user == "<token>":
+        raise GosmallError(
+            f"{binary} holds an identity token for {server} ({named_in}), which gosmall cannot use; "
+            "log in with a user name and password or access token instead."
+        )
+    return user, secret
 
 
 def _read_body(response: requests.Response, method: str, url: str) -> bytes:
@@ -442,110 +634,19 @@ def _parse_digest(ref: Reference, text: str) -> Digest:
 # -- pushing an OCI layout ------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Layout:
-    root: Path
+def push_layout(layout_dir: Path, reference: str | Reference, *, client: RegistryClient | None = None) -> Digest:
+    """Push the image in an OCI layout to `reference` (name:tag) and return its digest: push.py's one push path.
 
-    def blob(self, digest: Digest) -> bytes:
-        path = self.root / "blobs" / digest.algorithm / digest.hex
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise GosmallError(f"{path}: cannot read blob {digest} of the OCI layout: {exc.strerror}.") from None
-        if Digest.of(data) != digest:
-            raise GosmallError(f"{path}: its content does not hash to {digest}; the OCI layout is corrupt. Build it again.")
-        return data
-
-
-def push_layout(
-    layout_dir: Path,
-    reference: str | Reference,
-    *,
-    client: RegistryClient | None = None,
-) -> Digest:
-    """Push the image in an OCI layout to `reference` (name:tag) and return its digest.
-
-    The layout's index.json names the image: with one entry that entry is
-    pushed (a manifest or an index); with several, index.json itself is
-    pushed as the index over them.
+    Only tests call it (the tasks push a `Build`); it stays here, where they import it, until they move.
     """
+    from .image_source import read_oci_layout
+    from .push import push_image  # push.py builds on this module
+
     ref = parse_normalized_named(reference) if isinstance(reference, str) else reference
     if ref.digest is not None:
         raise ReferenceError(str(ref), "", "a push target takes a tag, not a digest")
-    client = client or RegistryClient.from_environment()
-    layout = _Layout(Path(layout_dir))
-    index_path = layout.root / "index.json"
-    try:
-        index_bytes = index_path.read_bytes()
-        index = json.loads(index_bytes)
-    except (OSError, ValueError) as exc:
-        raise GosmallError(f"{index_path}: not a readable OCI image layout index ({exc}). Build the image first.") from None
-    if not (layout.root / "oci-layout").is_file():
-        raise GosmallError(f"{layout.root} has no oci-layout file, so it is not an OCI image layout.")
-    manifests = index.get("manifests") or []
-    if not manifests:
-        raise GosmallError(f"{index_path} lists no manifests; there is nothing to push.")
-    pusher = _Pusher(client, ref, layout)
-    tag = ref.tag or DEFAULT_TAG
-    if len(manifests) == 1:
-        top = manifests[0]
-        digest = Digest.parse(top["digest"])
-        return pusher.manifest(layout.blob(digest), top["mediaType"], tag)
-    return pusher.manifest(index_bytes, index.get("mediaType", MEDIA_INDEX), tag)
-
-
-@dataclass(frozen=True)
-class _Pusher:
-    client: RegistryClient
-    ref: Reference
-    layout: _Layout
-
-    @property
-    def scope(self) -> str:
-        return f"repository:{self.ref.path}:pull,push"
-
-    def manifest(self, data: bytes, media_type: str, where: str) -> Digest:
-        """Push what a manifest needs, then the manifest itself under `where` (tag or digest)."""
-        document: dict[str, Any] = json.loads(data)
-        if media_type in INDEX_MEDIA_TYPES or "manifests" in document:
-            # Children go first, by digest, so the index never names what is not there.
-            for child in document.get("manifests", []):
-                child_digest = Digest.parse(child["digest"])
-                self.manifest(self.layout.blob(child_digest), child["mediaType"], str(child_digest))
-        else:
-            for descriptor in (document["config"], *document.get("layers", [])):
-                self.blob(Digest.parse(descriptor["digest"]))
-        url = f"/v2/{self.ref.path}/manifests/{where}"
-        response = self.client.request("PUT", self.ref.domain, url, self.scope, headers={"Content-Type": media_type}, data=data)
-        if response.status_code not in (200, 201):
-            raise _fail(self.ref, f"pushing manifest {where}", response)
-        digest = Digest.of(data)
-        answered = response.headers.get("Docker-Content-Digest")
-        if answered and _parse_digest(self.ref, answered) != digest:
-            raise GosmallError(f"{self.ref}: the registry stored manifest {where} as {answered}, not {digest}.")
-        return digest
-
-    def blob(self, digest: Digest) -> None:
-        base = f"/v2/{self.ref.path}/blobs"
-        head = self.client.request("HEAD", self.ref.domain, f"{base}/{digest}", self.scope)
-        if head.status_code == 200:
-            return  # already there: nothing to upload
-        data = self.layout.blob(digest)
-        start = self.client.request("POST", self.ref.domain, f"{base}/uploads/", self.scope)
-        if start.status_code != 202 or "Location" not in start.headers:
-            raise _fail(self.ref, f"starting the upload of blob {digest}", start)
-        location = urljoin(registry_base(self.ref.domain) + f"{base}/uploads/", start.headers["Location"])
-        url = location + ("&" if "?" in location else "?") + f"digest={digest}"
-        done = self.client.request(
-            "PUT",
-            self.ref.domain,
-            url,
-            self.scope,
-            headers={"Content-Type": "application/octet-stream", "Content-Length": str(len(data))},
-            data=data,
-        )
-        if done.status_code != 201:
-            raise _fail(self.ref, f"uploading blob {digest}", done)
+    image = read_oci_layout(Path(layout_dir))
+    return push_image(client or RegistryClient.from_environment(), ref, image, (ref.tag or DEFAULT_TAG,))
 
 
 # -- pulling an image (audit) ---------------------------------------------------

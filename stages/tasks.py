@@ -9,10 +9,11 @@ pyproject.toml, environment (SOURCE_DATE_EPOCH, DOCKER_HOST), task flags.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from invoke import Collection, Exit, task
 
@@ -23,6 +24,10 @@ from .interrupts import Interrupted, sigterm_as_ctrl_c
 from .lock import warn_if_unlike_lock
 from .pipeline import build_small as run_build_small
 from .reporter import Reporter, make_reporter
+
+if TYPE_CHECKING:  # imported where used: building needs no registry client
+    from .push import RegistryPublisher
+    from .registry import RegistryClient
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -50,6 +55,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "sbom": ("gosmall sbom --image hello",),
     "audit": ("gosmall audit dist/hello", "gosmall audit docker://127.0.0.1:5000/app@sha256:... --format json"),
 }
+INSECURE_HELP = "A registry host (or host:port) to speak plain HTTP to (repeatable); loopback registries always are."
+PUSHED_FORMAT_HELP = "text (repository@sha256:... per image) or json (a list of {image, reference, repository, digest, tags})."
 PATH_HELP = "A file or directory to look at (repeatable; `gosmall verify-pins a b` also works); default: the whole project."
 
 
@@ -131,6 +138,64 @@ def smoke(c: Any, image: str | None = None) -> None:
     """
     project = load_project()
     _load_and_smoke(_read_builds(project, image), make_reporter(), smoke=True, load=False)
+
+
+@task(iterable=["insecure_registry"], help={"image": IMAGE_HELP, "format": PUSHED_FORMAT_HELP, "insecure_registry": INSECURE_HELP})  # fmt: skip
+@speaks_to_user
+def push(c: Any, image: str | None = None, format: str = "text", insecure_registry: list[str] | None = None) -> None:  # noqa: A002 - the flag is --format
+    """Push what build-small wrote to each image's repository: blobs, manifests, the index, then every tag, last.
+
+    No tag ever names a partial image, blobs the registry has are not sent again, and each tag is checked to serve
+    report.json's digest; report.json records the push. Prints repository@sha256:... per image. A build of only some
+    platforms (build-small --platform) is pushed by digest, untagged, for `gosmall index`. Credentials come from the
+    Docker config: credHelpers, credsStore, auths. Exit status: 0 pushed and checked; 2 it could not run (not built,
+    credentials refused, the registry failed or served another digest).
+    """
+    _check_pushed_format(format)
+    project = load_project()
+    builds = _read_builds(project, image)
+    publisher = _registry_publisher(project, insecure_registry)
+    reporter = make_reporter()
+    for build in builds:
+        publisher.publish(build, reporter)
+    _print_pushed(publisher, format)
+
+
+@task(iterable=["from_", "insecure_registry"],
+      help={"image": "The image to index (a key of [tool.gosmall.images]); may be left out when there is one.",
+            "from": "A report.json that `build-small --image NAME --platform P --push` wrote in a platform job (repeatable).",
+            "push": "Push the index by digest, then under the image's tags; without it, only check and show its digest.",
+            "format": PUSHED_FORMAT_HELP, "insecure_registry": INSECURE_HELP})  # fmt: skip
+@speaks_to_user
+def index(
+    c: Any,
+    image: str | None = None,
+    from_: list[str] | None = None,
+    push: bool = False,
+    format: str = "text",  # noqa: A002 - the flag is --format
+    insecure_registry: list[str] | None = None,
+) -> None:
+    """Fan-in: join the platform jobs' pushed manifests into the image's multi-platform index, under its tags.
+
+    The reports must cover the image's platforms and come from this checkout's commit; each manifest is read back from
+    the registry by digest. The index is byte for byte the one one machine building every platform makes, so its
+    digest is too. Exit status: 0 done; 2 it could not run (a platform missing, another commit, the registry failed).
+    """
+    from .push import index_from_reports, push_index
+
+    _check_pushed_format(format)
+    project = load_project()
+    if image is None and len(project.images) > 1:
+        raise GosmallError(f"index: name the image with --image; {project.pyproject} has {', '.join(i.name for i in project.images)}.")
+    [config] = project.image(image) if image else project.images[:1]
+    client = _registry_client(insecure_registry)
+    top = index_from_reports(project, config, tuple(Path(p) for p in from_ or ()), client)
+    if not push:
+        tags = ", ".join(config.tags)
+        make_reporter().step(f"{config.name}: the index is {config.repository}@{top.digest}; add --push to push it as {tags}")
+        return
+    pushed = push_index(client, config, top, make_reporter())
+    print(json.dumps([pushed.to_json()], indent=2) if format == "json" else pushed.reference)
 
 
 @task(iterable=["path"], help={"path": PATH_HELP, "format": "text (path:line:col: message) or json (a list of {path, line, column, reference, problem, message})."})  # fmt: skip
@@ -361,6 +426,31 @@ def _check_pins(project: ProjectConfig, reporter: Reporter) -> None:
     reporter.step("Checking that every image reference is pinned by digest")
     for line in enforce_pinning(scan_project(project.root, output_dir=project.output), project.pinning):
         reporter.warn(line)
+
+
+def _registry_client(insecure: list[str] | None) -> RegistryClient:
+    from .registry import RegistryClient
+
+    return RegistryClient.from_environment(insecure=tuple(insecure or ()))
+
+
+def _registry_publisher(project: ProjectConfig, insecure: list[str] | None) -> RegistryPublisher:
+    from .push import RegistryPublisher
+
+    return RegistryPublisher(project, _registry_client(insecure))
+
+
+def _check_pushed_format(format: str) -> None:  # noqa: A002 - the flag is --format
+    if format not in ("text", "json"):
+        raise GosmallError(f"--format {format!r} is not known; use text or json.")
+
+
+def _print_pushed(publisher: RegistryPublisher, format: str) -> None:  # noqa: A002 - the flag is --format
+    """repository@sha256:... per image, ready to paste into a manifest; or those as JSON."""
+    if format == "json":
+        print(json.dumps([pushed.to_json() for pushed in publisher.pushed], indent=2))
+    for pushed in publisher.pushed if format == "text" else ():
+        print(pushed.reference)
 
 
 def _read_builds(project: ProjectConfig, image: str | None) -> tuple[Build, ...]:

@@ -3,9 +3,12 @@
 A pytest plugin (register with `pytest_plugins = ["tests.registry_fixture"]`).
 The session-scoped fixture `registry` starts `docker-registry serve` with a
 throw-away filesystem store on a free 127.0.0.1 port, waits until `/v2/`
-answers, yields a `LocalRegistry`, and stops the process at the end. Without
-the binary the tests that use it are skipped, unless GOSMALL_REQUIRE_DOCKER=1
-says this run must prove the real thing, which makes it a failure.
+answers, yields a `LocalRegistry` (whose access log tells which requests it
+got), and stops the process at the end. `auth_registry` is one that demands
+basic auth against an htpasswd file of bcrypt hashes; `registry_process(dir)`
+is one a test may stop and start again on the same store. Without the binary
+the tests that use them are skipped, unless GOSMALL_REQUIRE_DOCKER=1 says this
+run must prove the real thing, which makes it a failure.
 
 For what a real registry does not do (hang, drip, echo credentials), two
 small loopback servers: `http_server(handler)` runs a `BaseHTTPRequestHandler`
@@ -17,6 +20,8 @@ count of the connections open at once.
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -40,55 +45,121 @@ BINARY = "docker-registry"
 class LocalRegistry:
     host: str  # "127.0.0.1:<port>", the domain part of references to it
     root: Path  # its storage directory
+    log: Path | None = None  # its access log: one line per request, "METHOD /v2/... HTTP/1.1" STATUS
 
     @property
     def url(self) -> str:
         return f"http://{self.host}"
 
+    def requests(self, method: str, path_prefix: str) -> list[str]:
+        """The request lines ("POST /v2/a/b/blobs/uploads/?mount=… 201") it logged for `method` on paths starting so."""
+        assert self.log is not None
+        found = re.findall(r'"([A-Z]+) (\S+) HTTP/[\d.]+" (\d{3})', self.log.read_text(errors="replace"))
+        return [f"{path} {status}" for verb, path, status in found if verb == method and path.startswith(path_prefix)]
 
-@pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+
+@dataclass
+class RegistryProcess:
+    """`docker-registry serve` on one port and one store, which a test may stop and start again."""
+
+    binary: str
+    base: Path
+    port: int
+    htpasswd: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def registry(self) -> LocalRegistry:
+        return LocalRegistry(f"127.0.0.1:{self.port}", self.base / "data", self.base / "registry.log")
+
+    def start(self) -> LocalRegistry:
+        config = self.base / "config.yml"
+        auth = f"auth:\n  htpasswd:\n    realm: gosmall-test\n    path: {self.htpasswd}\n" if self.htpasswd else ""
+        # A fixed secret: an upload begun before a restart is still the registry's after it.
+        config.write_text(
+            "version: 0.1\n"
+            "log:\n  level: warn\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {self.base / 'data'}\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: 127.0.0.1:{self.port}\n  secret: gosmall-test-secret\n" + auth,
+            encoding="utf-8",
+        )
+        log = (self.base / "registry.log").open("ab")
+        self.process = subprocess.Popen([self.binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        found = self.registry
+        deadline = time.monotonic() + 20
+        while True:
+            if self.process.poll() is not None:
+                pytest.fail(f"{BINARY} exited with {self.process.returncode}: {(self.base / 'registry.log').read_text()}")
+            try:
+                if requests.get(f"{found.url}/v2/", timeout=1).status_code in (200, 401):
+                    return found
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"{BINARY} did not answer on {found.url}/v2/ within 20s: {(self.base / 'registry.log').read_text()}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+
+def _binary() -> str:
     binary = shutil.which(BINARY) or (f"/usr/bin/{BINARY}" if Path(f"/usr/bin/{BINARY}").exists() else None)
     if binary is None:
         reason = f"'{BINARY}' is not installed (Debian package docker-registry)"
         if os.environ.get("GOSMALL_REQUIRE_DOCKER") == "1":
             pytest.fail(f"{reason}, and GOSMALL_REQUIRE_DOCKER=1 requires the registry tests to run")
         pytest.skip(reason)
-    base = tmp_path_factory.mktemp("registry")
-    port = free_loopback_port()
-    config = base / "config.yml"
-    config.write_text(
-        "version: 0.1\n"
-        "log:\n  level: warn\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {base / 'data'}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n",
-        encoding="utf-8",
-    )
-    log = (base / "registry.log").open("wb")
-    process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
-    found = LocalRegistry(f"127.0.0.1:{port}", base / "data")
+    return binary
+
+
+@contextmanager
+def registry_process(base: Path, *, htpasswd: Path | None = None) -> Iterator[RegistryProcess]:
+    """A started registry in `base`, stopped at the end however the test went."""
+    base.mkdir(parents=True, exist_ok=True)
+    server = RegistryProcess(_binary(), base, free_loopback_port(), htpasswd)
+    server.start()
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"{BINARY} exited with {process.returncode}: {(base / 'registry.log').read_text()}")
-            try:
-                if requests.get(f"{found.url}/v2/", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"{BINARY} did not answer on {found.url}/v2/ within 20s: {(base / 'registry.log').read_text()}")
-            time.sleep(0.1)
-        yield found
+        yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+    with registry_process(tmp_path_factory.mktemp("registry")) as server:
+        yield server.registry
+
+
+@dataclass(frozen=True)
+class AuthRegistry:
+    registry: LocalRegistry
+    user: str
+    password: str
+
+
+@pytest.fixture(scope="session")
+def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthRegistry]:
+    """A registry that lets only one user in, by basic auth against an htpasswd file of bcrypt hashes (all it accepts)."""
+    if shutil.which("htpasswd") is None:
+        if os.environ.get("GOSMALL_REQUIRE_DOCKER") == "1":
+            pytest.fail("htpasswd is not installed (Debian package apache2-utils), and GOSMALL_REQUIRE_DOCKER=1 requires it")
+        pytest.skip("htpasswd is not installed (Debian package apache2-utils)")
+    base = tmp_path_factory.mktemp("auth-registry")
+    user, password = "pusher", "pw-" + secrets.token_hex(12)
+    done = subprocess.run(["htpasswd", "-B", "-b", "-n", user, password], capture_output=True, text=True, check=True)
+    (base / "htpasswd").write_text(done.stdout)
+    with registry_process(base, htpasswd=base / "htpasswd") as server:
+        yield AuthRegistry(server.registry, user, password)
 
 
 @contextmanager
@@ -194,22 +265,26 @@ def never_answer(connection: socket.socket, server: RawServer) -> None:
             return
 
 
+class StandIn(BaseHTTPRequestHandler):
+    """The base of the stand-in registries: no request log, and `_answer` for a whole answer at once."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _answer(self, code: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        self.send_response(code)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+
 def bearer_registry(token_body: bytes, *, status: int = 200, echo: bool = False) -> type[BaseHTTPRequestHandler]:
     """A registry that asks for a bearer token from its own /token; with `echo`, its 403 echoes the request."""
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def _answer(self, code: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
-            self.send_response(code)
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
+    class Handler(StandIn):
         def do_GET(self) -> None:
             if self.path.startswith("/token"):
                 self._answer(status, token_body)

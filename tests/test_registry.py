@@ -28,6 +28,7 @@ from gosmall.registry import (
     RegistryClient,
     RegistryResolver,
     load_docker_auths,
+    load_docker_config,
     push_layout,
     registry_base,
 )
@@ -311,6 +312,40 @@ def test_a_docker_config_of_the_wrong_shape_is_named(tmp_path: Path, text: str, 
     with pytest.raises(GosmallError) as caught:
         load_docker_auths(config)
     assert str(config) in caught.value.message and expected in caught.value.message
+
+
+def test_docker_config_helpers_are_read_and_keys_normalised(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"credsStore": "pass", "credHelpers": {"https://ghcr.io": "gh", "127.0.0.1:5000": "local"}}))
+    read = load_docker_config(config)
+    assert (read.path, read.creds_store, dict(read.cred_helpers)) == (config, "pass", {"ghcr.io": "gh", "127.0.0.1:5000": "local"})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"credsStore": 5}', "credsStore: must be the name of a credential helper"),
+        ('{"credsStore": "../../bin/sh"}', "credsStore: must be the name of a credential helper"),
+        ('{"credHelpers": ["ghcr.io"]}', "credHelpers: must be an object of registry hosts and helper names"),
+        ('{"credHelpers": {"ghcr.io": "a b"}}', "credHelpers: must be an object of registry hosts and helper names"),
+    ],
+)
+def test_a_credential_helper_of_the_wrong_shape_is_named(tmp_path: Path, text: str, expected: str) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(text)
+    with pytest.raises(GosmallError) as caught:
+        load_docker_config(config)
+    assert str(config) in caught.value.message and expected in caught.value.message
+
+
+def test_no_repr_shows_credentials(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"auths": {"127.0.0.1:5000": {"auth": base64.b64encode(b"alice:s3cret-in-repr").decode()}}}))
+    read = load_docker_config(config)
+    client = RegistryClient(read.auths, config_path=read.path)
+    assert client.credentials("127.0.0.1:5000") == ("alice", "s3cret-in-repr")
+    for shown in (repr(read), repr(client)):
+        assert "s3cret" not in shown and "czNjcmV0" not in shown
 
 
 def test_a_docker_config_without_auths_is_no_credentials(tmp_path: Path) -> None:
