@@ -32,7 +32,7 @@ from urllib.parse import quote, urljoin
 
 from .assemble import index_blob
 from .built import Build
-from .config import ImageConfig, ProjectConfig
+from .config import ImageConfig, ProjectConfig, unpushable_repository
 from .digest import Digest
 from .errors import GosmallError
 from .image import Blob, Image, MediaTypes, Platform, PlatformImage
@@ -114,6 +114,10 @@ class RegistryPublisher:
 
 
 def repository_reference(config: ImageConfig) -> Reference:
+    """The registry and repository `config` is pushed to; gosmall's made-up local name is refused before any request."""
+    refused = unpushable_repository(config.repository)
+    if refused:
+        raise GosmallError(refused)
     try:
         return parse_normalized_named(config.repository)
     except ReferenceError as exc:

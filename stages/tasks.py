@@ -48,6 +48,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "run": ("gosmall run ./cmd/app -- --help", "gosmall run --image hello --network none"),
     "load": ("gosmall load --image hello",),
     "smoke": ("gosmall smoke --image hello",),
+    "push": ("gosmall push --image hello", "gosmall push --format json --insecure-registry registry.lan:5000"),
+    "index": ("gosmall index --image hello --from amd64/report.json --from arm64/report.json --push",),
     "verify-pins": ("gosmall verify-pins", "gosmall verify-pins k8s/ Dockerfile --format json"),
     "pin": ("gosmall pin --check", "gosmall pin Dockerfile"),
     "lock": ("gosmall lock && git add gosmall.lock",),
@@ -87,10 +89,13 @@ def _interrupted_message(stop: Interrupted) -> str:
     return f"gosmall: interrupted; the new build is already in place in {done}; any other output was left as it was."
 
 
-@task(iterable=["package", "platform"],
+@task(iterable=["package", "platform", "insecure_registry"],
       help={"image": IMAGE_HELP, "load": "Then load image.tar into the Docker engine and check its image ID.",
             "smoke": "Then load it and run it hardened until it answers (implies --load).",
-            "package": PACKAGE_HELP, "platform": PLATFORM_HELP})  # fmt: skip
+            "package": PACKAGE_HELP, "platform": PLATFORM_HELP,
+            "push": "Then push each image to its repository (as `gosmall push` does) and print repository@sha256:...; "
+                    "with --platform, by digest and untagged, for `gosmall index` to join.",
+            "insecure_registry": INSECURE_HELP})  # fmt: skip
 @speaks_to_user
 def build_small(
     c: Any,
@@ -99,6 +104,8 @@ def build_small(
     smoke: bool = False,
     package: list[str] | None = None,
     platform: list[str] | None = None,
+    push: bool = False,
+    insecure_registry: list[str] | None = None,
 ) -> None:
     """Build each image into <output>/<image>/: an OCI layout, a docker-loadable image.tar and report.json.
 
@@ -110,8 +117,12 @@ def build_small(
     reporter = make_reporter()
     project = _selected_project(image, package, platform)
     _check_pins(project, reporter)
-    builds = run_build_small(project, reporter, names=(image,) if image else ())
+    # The publisher knows the configured platforms: a build of fewer is pushed untagged, for `gosmall index`.
+    pusher = _registry_publisher(_selected_project(image, package, None) if platform else project, insecure_registry) if push else None
+    builds = run_build_small(project, reporter, names=(image,) if image else (), publishers=(pusher,) if pusher else ())
     warn_if_unlike_lock(project, builds, reporter)
+    if pusher:
+        _print_pushed(pusher, "text")
     if load or smoke:
         try:
             # The in-memory builds go to the engine: nothing is read back from disk.

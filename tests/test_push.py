@@ -492,6 +492,14 @@ def test_a_missing_or_failing_credential_helper_is_named(config: dict[str, objec
     assert auth_registry.password not in done.stdout + done.stderr
 
 
+def test_the_made_up_local_repository_is_refused_before_any_request(tmp_path: Path) -> None:
+    project, build = _layout_build(tmp_path, "gosmall.local/app")
+    # The client would fail to resolve gosmall.local; the refusal must come first and say what to set.
+    with pytest.raises(GosmallError) as caught:
+        RegistryPublisher(project, RegistryClient(attempts=1)).publish(build, RecordingReporter())
+    assert "gosmall.local/app is the local-only name" in caught.value.message and "GOSMALL_REPO" in caught.value.message
+
+
 def test_plain_http_only_for_loopback_or_a_named_insecure_registry() -> None:
     assert registry_base("registry.lan:5000") == "https://registry.lan:5000"
     assert registry_base("registry.lan:5000", {"registry.lan:5000"}) == "http://registry.lan:5000"

@@ -1,0 +1,147 @@
+"""Fan-out, fan-in: each platform built and pushed in its own job, then joined into the one-machine index.
+
+Each job is its own process in its own clone of one commit, with its own output directory, as CI matrix
+jobs are; the registry is the only thing they share, and the fan-in job gets the platform jobs' report.json
+files the way CI artifacts arrive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+import requests
+
+from gosmall.registry import MANIFEST_ACCEPT
+
+from .conftest import git_commit, gosmall, make_project
+
+if TYPE_CHECKING:
+    from .registry_fixture import LocalRegistry
+
+pytestmark = pytest.mark.slow
+
+TABLE = """[tool.gosmall]
+output = "dist"
+pinning = "off"
+
+[tool.gosmall.images.hello]
+package = "./go_app"
+repository = "{host}/fan/hello"
+tags = ["1.0", "latest"]
+platforms = ["linux/amd64", "linux/arm64"]
+ldflags = ["-X main.version={{version}}"]
+"""
+PLATFORMS = ("linux/amd64", "linux/arm64")
+ENV = {"SOURCE_DATE_EPOCH": ""}
+
+
+@dataclass(frozen=True)
+class FannedOut:
+    origin: Path  # the repository every job clones
+    reports: dict[str, Path]  # platform -> that job's report.json, copied out as an artifact
+    pushed: dict[str, str]  # platform -> what its job printed
+    repository: str
+    tags_after_jobs: dict[str, int]  # tag -> the registry's answer to a HEAD once both jobs were done
+
+
+def _clone(origin: Path, where: Path) -> Path:
+    subprocess.run(["git", "clone", "-q", str(origin), str(where)], check=True)
+    return where
+
+
+def _tag_answer(registry: LocalRegistry, tag: str) -> requests.Response:
+    return requests.head(f"{registry.url}/v2/fan/hello/manifests/{tag}", headers={"Accept": MANIFEST_ACCEPT}, timeout=10)
+
+
+@pytest.fixture(scope="module")
+def fanned_out(registry: LocalRegistry, tmp_path_factory: pytest.TempPathFactory) -> FannedOut:
+    base = tmp_path_factory.mktemp("fan")
+    origin = make_project(base / "origin", TABLE.format(host=registry.host))
+    reports, pushed = {}, {}
+    for platform in PLATFORMS:
+        job = _clone(origin, base / f"job-{platform.replace('/', '-')}")
+        done = gosmall("build-small", "--image", "hello", "--platform", platform, "--push", cwd=job, env=ENV)
+        assert done.returncode == 0, done.stderr
+        pushed[platform] = done.stdout.splitlines()[-1]
+        artifact = base / "artifacts" / platform.replace("/", "-") / "report.json"
+        artifact.parent.mkdir(parents=True)
+        shutil.copy(job / "dist" / "hello" / "report.json", artifact)
+        reports[platform] = artifact
+    tags = {tag: _tag_answer(registry, tag).status_code for tag in ("1.0", "latest")}
+    return FannedOut(origin, reports, pushed, f"{registry.host}/fan/hello", tags)
+
+
+def test_platform_jobs_push_untagged_manifests_recorded_in_their_reports(fanned_out: FannedOut, registry: LocalRegistry) -> None:
+    for platform, path in fanned_out.reports.items():
+        report = json.loads(path.read_text())
+        assert list(report["platforms"]) == [platform]  # only that platform was built
+        manifest = report["platforms"][platform]["manifest_digest"]
+        assert report["digest"] == manifest
+        assert fanned_out.pushed[platform] == f"{fanned_out.repository}@{manifest}"
+        assert report["pushed"] == {"reference": f"{fanned_out.repository}@{manifest}", "tags": []}
+        assert _tag_answer(registry, manifest).headers["Docker-Content-Digest"] == manifest
+    assert fanned_out.tags_after_jobs == {"1.0": 404, "latest": 404}  # no tag ever names one platform alone
+
+
+def test_the_fan_in_index_is_the_one_machine_build(fanned_out: FannedOut, registry: LocalRegistry, tmp_path: Path) -> None:
+    fan_in = _clone(fanned_out.origin, tmp_path / "fan-in")
+    args = [arg for platform in PLATFORMS for arg in ("--from", str(fanned_out.reports[platform]))]
+    done = gosmall("index", "--image", "hello", *args, "--push", cwd=fan_in, env=ENV)
+    assert done.returncode == 0, done.stderr
+    reference = done.stdout.strip()
+    assert reference.startswith(f"{fanned_out.repository}@sha256:")
+    digest = reference.split("@", 1)[1]
+
+    # One machine, every platform, the same commit: the same digest, and the index the registry serves is its bytes.
+    whole = _clone(fanned_out.origin, tmp_path / "one-machine")
+    built = gosmall("build-small", "--image", "hello", cwd=whole, env=ENV)
+    assert built.returncode == 0, built.stderr
+    report = json.loads((whole / "dist" / "hello" / "report.json").read_text())
+    assert report["digest"] == digest
+    for platform in PLATFORMS:
+        job_report = json.loads(fanned_out.reports[platform].read_text())
+        assert job_report["platforms"][platform]["manifest_digest"] == report["platforms"][platform]["manifest_digest"]
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{fanned_out.repository}:1.0"], capture_output=True, check=True
+    ).stdout
+    assert raw == (whole / "dist" / "hello" / "oci" / "blobs" / "sha256" / digest.removeprefix("sha256:")).read_bytes()
+    assert "sha256:" + hashlib.sha256(raw).hexdigest() == digest
+    for tag in ("1.0", "latest"):
+        assert _tag_answer(registry, tag).headers["Docker-Content-Digest"] == digest
+
+
+def test_without_push_the_index_is_only_checked(fanned_out: FannedOut, registry: LocalRegistry, tmp_path: Path) -> None:
+    fan_in = _clone(fanned_out.origin, tmp_path / "fan-in")
+    puts = registry.requests("PUT", "/v2/fan/hello/manifests/")
+    args = [arg for platform in PLATFORMS for arg in ("--from", str(fanned_out.reports[platform]))]
+    done = gosmall("index", "--image", "hello", *args, cwd=fan_in, env=ENV)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert f"the index is {fanned_out.repository}@sha256:" in done.stderr and "add --push" in done.stderr
+    assert registry.requests("PUT", "/v2/fan/hello/manifests/") == puts
+
+
+def test_a_missing_platform_is_named_with_the_job_to_run(fanned_out: FannedOut, tmp_path: Path) -> None:
+    fan_in = _clone(fanned_out.origin, tmp_path / "fan-in")
+    done = gosmall("index", "--image", "hello", "--from", str(fanned_out.reports["linux/amd64"]), "--push", cwd=fan_in, env=ENV)
+    assert done.returncode == 2
+    assert "the image's platforms are linux/amd64, linux/arm64, but the reports lack linux/arm64" in done.stderr
+    assert "`gosmall build-small --image hello --platform linux/arm64 --push`" in done.stderr
+
+
+def test_reports_of_another_commit_are_refused(fanned_out: FannedOut, tmp_path: Path) -> None:
+    fan_in = _clone(fanned_out.origin, tmp_path / "fan-in")
+    (fan_in / "CHANGES").write_text("later\n")
+    git_commit(fan_in, "later")
+    args = [arg for platform in PLATFORMS for arg in ("--from", str(fanned_out.reports[platform]))]
+    done = gosmall("index", "--image", "hello", *args, "--push", cwd=fan_in, env=ENV)
+    assert done.returncode == 2
+    assert f"--from {fanned_out.reports['linux/amd64']} was built from" in done.stderr
+    assert "Run index in a checkout of the commit the platform jobs built" in done.stderr
