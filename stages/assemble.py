@@ -8,6 +8,7 @@ config, manifest and index.
 
 from __future__ import annotations
 
+import functools
 import io
 import posixpath
 import tarfile
@@ -16,8 +17,10 @@ from datetime import datetime, timezone
 
 import deflate
 
+from .cache import compressed_layer
 from .compile import Binary
 from .config import ImageConfig
+from .digest import Digest
 from .errors import GosmallError
 from .image import (
     MEDIA_LAYER_GZIP,
@@ -124,7 +127,22 @@ def build_layer_tar(entries: tuple[FileEntry, ...], epoch: int) -> bytes:
 
 def compress_layer(tar: bytes, media_type: str = MEDIA_LAYER_GZIP) -> Blob:
     # One gzip member with libdeflate's fixed header: mtime 0, no name, OS byte 255 ("unknown"), on every host.
-    return Blob(media_type, bytes(deflate.gzip_compress(tar, GZIP_LEVEL)))
+    # An unchanged layer comes from gosmall's cache, checked against its diff_id before it is used.
+    data = compressed_layer(
+        tar,
+        Digest.of(tar),
+        f"{COMPRESSOR}-{_compressor_version()}-{GZIP_LEVEL}",
+        lambda t: bytes(deflate.gzip_compress(t, GZIP_LEVEL)),
+        lambda d: bytes(deflate.gzip_decompress(d)),
+    )
+    return Blob(media_type, data)
+
+
+@functools.lru_cache(maxsize=1)
+def _compressor_version() -> str:
+    from importlib.metadata import version
+
+    return version(COMPRESSOR)
 
 
 def _platform_image(image: ImageConfig, part: PlatformParts, source: SourceInfo) -> PlatformImage:

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
+from .cache import copy_out, go_output, key_of
 from .config import ImageConfig
 from .elf import machine_for_uname
 from .errors import GosmallError
@@ -101,7 +102,9 @@ def plan_compile(image: ImageConfig, module: GoModule, platform: Platform, versi
         platform=platform,
         cgo=image.cgo,
         tags=tuple(tags),
-        ldflags=" ".join(["-s", "-w", "-buildid=", *user_flags]),
+        # Go's build ID stays: with -trimpath it is the same in any directory and cache, and it is
+        # what lets `go build` see a kept output is up to date and skip the link.
+        ldflags=" ".join(["-s", "-w", *user_flags]),
         binary_name=binary_name(image.package, module),
         cc=cc,
     )
@@ -126,7 +129,13 @@ def compile_binary(plan: CompilePlan, toolchain: Toolchain, workdir: Path, *, ru
     scratch = workdir / "go-tmp"
     scratch.mkdir(exist_ok=True)
     env = {**plan.env(), "GOTMPDIR": str(scratch), "TMPDIR": str(scratch)}
-    done = run_go(toolchain, plan.module, plan.args(output), cwd=plan.package, env=env, runner=runner)
+    # Everything that decides the binary but the source, which Go's own up-to-date check reads.
+    key = key_of([str(plan.package), str(plan.module.root), plan.args(Path("-")), plan.env(), str(toolchain.go), toolchain.version_text])
+    with go_output(key) as kept:
+        target = kept / plan.binary_name if kept is not None else output
+        done = run_go(toolchain, plan.module, plan.args(target), cwd=plan.package, env=env, runner=runner)
+        if kept is not None and done.returncode == 0 and target.is_file():
+            copy_out(target, output)  # under the lock: another build may re-link the kept file next
     if done.returncode != 0:
         # The compiler's own words, as it printed them.
         raise GosmallError(

@@ -62,7 +62,7 @@ def test_a_default_plan_is_static_trimmed_and_offline(tmp_path: Path) -> None:
     image = image_config(tmp_path)
     plan = plan_compile(image, find_module(image.package), AMD64, "v1.0.0")
     assert plan.tags == ("netgo", "osusergo")
-    assert plan.ldflags == "-s -w -buildid="
+    assert plan.ldflags == "-s -w"
     assert plan.env() == {"CGO_ENABLED": "0", "GOOS": "linux", "GOARCH": "amd64"}
     assert plan.binary_name == "hello"
     args = plan.args(tmp_path / "out")
@@ -81,7 +81,7 @@ def test_user_ldflags_follow_the_trimming_flags_with_the_version_filled_in(tmp_p
     go_project(tmp_path)
     image = image_config(tmp_path, ldflags=["-X main.version={version}", "-X main.name=app"])
     plan = plan_compile(image, find_module(image.package), AMD64, "v1.2.3-dirty")
-    assert plan.ldflags == "-s -w -buildid= -X main.version=v1.2.3-dirty -X main.name=app"
+    assert plan.ldflags == "-s -w -X main.version=v1.2.3-dirty -X main.name=app"
 
 
 @pytest.mark.parametrize(("platform", "goarm"), [("linux/arm/v7", "7"), ("linux/arm/v6", "6")])
