@@ -227,19 +227,25 @@ def load_image(client: docker.DockerClient, image: ImageConfig, source: Build | 
     if not _same_platform(engine_platform, built.platform):
         reporter.warn(f"image.tar was made for {built.platform} but the engine runs {engine_platform}; it loads, but it will not run here.")
     try:
-        loaded = client.images.load(build.docker_archive())
-        if not loaded:
-            raise GosmallError(
-                f"The Docker engine loaded nothing from {built.archive}; the archive holds no image it understands. "
-                f"Rebuild it with `gosmall build-small --image {image.name}`."
-            )
-        ids = {str(i.id) for i in loaded}
-        if len(ids) != 1:
-            raise GosmallError(
-                f"{built.archive} loaded {len(ids)} different images ({', '.join(sorted(ids))}); a gosmall archive "
-                f"holds one. Rebuild it with `gosmall build-small --image {image.name}`."
-            )
-        loaded_image = loaded[0]
+        # Content-addressed: an engine whose image ID is the config digest holds exactly these bytes,
+        # so an unchanged rebuild loads nothing and only (re)tags.
+        loaded_image = _engine_has(client, built)
+        if loaded_image is not None:
+            reporter.detail(f"the engine already holds {built.config_digest}: nothing to load")
+        else:
+            loaded = client.images.load(build.docker_archive())
+            if not loaded:
+                raise GosmallError(
+                    f"The Docker engine loaded nothing from {built.archive}; the archive holds no image it understands. "
+                    f"Rebuild it with `gosmall build-small --image {image.name}`."
+                )
+            ids = {str(i.id) for i in loaded}
+            if len(ids) != 1:
+                raise GosmallError(
+                    f"{built.archive} loaded {len(ids)} different images ({', '.join(sorted(ids))}); a gosmall archive "
+                    f"holds one. Rebuild it with `gosmall build-small --image {image.name}`."
+                )
+            loaded_image = loaded[0]
         loaded_id = str(loaded_image.id)
         _check_image_id(loaded_id, built, image)
         for reference in built.tags:
@@ -261,6 +267,20 @@ def load_image(client: docker.DockerClient, image: ImageConfig, source: Build | 
         ) from None
     reporter.detail(f"{loaded_id} tagged {', '.join(built.tags)}")
     return LoadResult(loaded_id, built.tags, built.platform)
+
+
+def _engine_has(client: docker.DockerClient, built: BuiltImage) -> Any:
+    """The engine's image when its ID is the build's config or manifest digest, else None."""
+    from docker.errors import ImageNotFound
+
+    for digest in (built.config_digest, built.manifest_digest):
+        try:
+            found = client.images.get(str(digest))
+        except ImageNotFound:
+            continue
+        if str(found.id) in (str(built.config_digest), str(built.manifest_digest)):
+            return found
+    return None
 
 
 def _check_image_id(image_id: str, built: BuiltImage, image: ImageConfig) -> None:

@@ -291,6 +291,17 @@ def test_load_gives_the_config_digest_and_is_idempotent(docker_client: Any, tiny
 
 
 @pytest.mark.docker
+def test_an_image_the_engine_already_holds_is_only_retagged(docker_client: Any, tiny: TinyBuild) -> None:
+    # Issue 12: do not load what the engine already has; its image ID is the config digest.
+    load_image(docker_client, tiny.image, tiny.output_dir, RecordingReporter())
+    docker_client.images.remove(f"{tiny.image.repository}:v1")  # the untag of one name; the image stays
+    reporter = RecordingReporter()
+    again = load_image(docker_client, tiny.image, tiny.output_dir, reporter)
+    assert f"the engine already holds {tiny.config_digest}: nothing to load" in reporter.messages("detail")
+    assert docker_client.images.get(f"{tiny.image.repository}:v1").id == again.image_id == tiny.config_digest
+
+
+@pytest.mark.docker
 def test_load_refuses_a_report_that_is_not_the_layouts(docker_client: Any, tiny: TinyBuild, tmp_path: Path) -> None:
     shutil.copytree(tiny.output_dir, tmp_path / "out")
     report_path = tmp_path / "out" / "report.json"
