@@ -43,6 +43,11 @@ The public surface, all returning values and never printing:
   or dropped. Up to `RESOLVE_WORKERS` references are resolved at once, and
   the whole run is bounded by `timeout` seconds: a registry that never
   answers costs one bound, not one per reference.
+- `apply_changes(root, changes)` and `rewrite_file(path, changes) -> str`:
+  the rewrite `pin` and `resolve` share: each change replaces one
+  reference's characters at its line and column, every other byte is kept;
+  `apply_changes` writes each file atomically (a link kept, its target
+  inside `root`), `rewrite_file` only returns the new text.
 
 Positions are 1-based; a column points at the first character of the
 reference as written (after `docker://` in a workflow, after a quote in
@@ -766,7 +771,7 @@ def pin_references(
             continue
         changes.append(PinChange(occurrence.path, occurrence.line, occurrence.column, occurrence.written, new, outcome))
     if not check:
-        _apply(scan.root, changes)
+        apply_changes(scan.root, changes)
     return PinResult(scan.root, check, tuple(changes), tuple(sorted(unresolved, key=Finding.sort_key)))
 
 
@@ -803,27 +808,34 @@ def _resolve_all(resolver: Resolver, refs: set[Reference], deadline: float, time
     return out
 
 
-def _apply(root: Path, changes: Sequence[PinChange]) -> None:
+def apply_changes(root: Path, changes: Sequence[PinChange], *, command: str = "pin") -> None:
+    """Make `changes` in their files, each written whole beside itself and renamed; a link is kept and its target edited."""
     by_file: dict[Path, list[PinChange]] = {}
     for change in changes:
         by_file.setdefault(change.path, []).append(change)
     for path, edits in by_file.items():
-        # A link is kept and its target edited (the scan saw that it stays in the project).
+        # The scan saw that a link stays in the project; it is checked again, as it may have changed since.
         target = Path(os.path.realpath(path))
         if target != path and not _inside(target, root):
-            raise GosmallError(f"{path}: it now links to {target}, outside the project ({root}); gosmall does not edit it. Run pin again.")
-        data = target.read_bytes()
-        text = data.decode("utf-8")
-        starts = [0]
-        for row in text.split("\n"):
-            starts.append(starts[-1] + len(row) + 1)
-        # From the end backwards, so earlier offsets stay valid.
-        for edit in sorted(edits, key=lambda e: (e.line, e.column), reverse=True):
-            offset = starts[edit.line - 1] + edit.column - 1
-            if text[offset : offset + len(edit.old)] != edit.old:
-                raise GosmallError(
-                    f"{path}:{edit.line}:{edit.column}: expected '{edit.old}' there, but the file changed while "
-                    "gosmall pin ran; run it again."
-                )
-            text = text[:offset] + edit.new + text[offset + len(edit.old) :]
-        write_beside(target, text.encode("utf-8"))
+            raise GosmallError(
+                f"{path}: it now links to {target}, outside the project ({root}); gosmall does not edit it. Run {command} again."
+            )
+        write_beside(target, rewrite_file(target, edits, command=command).encode("utf-8"))
+
+
+def rewrite_file(path: Path, changes: Sequence[PinChange], *, command: str = "pin") -> str:
+    """The text of `path` with `changes` made: only each reference's own characters differ, every other byte is kept."""
+    text = path.read_bytes().decode("utf-8")
+    starts = [0]
+    for row in text.split("\n"):
+        starts.append(starts[-1] + len(row) + 1)
+    # From the end backwards, so earlier offsets stay valid.
+    for edit in sorted(changes, key=lambda e: (e.line, e.column), reverse=True):
+        offset = starts[edit.line - 1] + edit.column - 1
+        if text[offset : offset + len(edit.old)] != edit.old:
+            raise GosmallError(
+                f"{path}:{edit.line}:{edit.column}: expected '{edit.old}' there, but the file changed while "
+                f"gosmall {command} ran; run it again."
+            )
+        text = text[:offset] + edit.new + text[offset + len(edit.old) :]
+    return text

@@ -52,6 +52,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "index": ("gosmall index --image hello --from amd64/report.json --from arm64/report.json --push",),
     "verify-pins": ("gosmall verify-pins", "gosmall verify-pins k8s/ Dockerfile --format json"),
     "pin": ("gosmall pin --check", "gosmall pin Dockerfile"),
+    "resolve": ("GOSMALL_REPO=ghcr.io/you gosmall resolve -f k8s/ | kubectl apply -f -", "gosmall resolve -f compose.yaml --write"),
     "lock": ("gosmall lock && git add gosmall.lock",),
     "verify-lock": ("gosmall verify-lock",),
     "sbom": ("gosmall sbom --image hello",),
@@ -263,6 +264,31 @@ def pin(c: Any, path: list[str] | None = None, check: bool = False, timeout: int
         )
     if result.exit_status:
         raise Exit(code=result.exit_status)
+
+
+@task(iterable=["filename", "insecure_registry"],
+      help={"filename": "A file or directory whose gosmall:// and ko:// references to resolve (repeatable; "
+                        "`gosmall resolve k8s/` also works).",
+            "write": "Edit the files in place (as `gosmall pin` does) instead of printing them.",
+            "insecure_registry": INSECURE_HELP})  # fmt: skip
+@speaks_to_user
+def resolve(c: Any, filename: list[str] | None = None, write: bool = False, insecure_registry: list[str] | None = None) -> None:
+    """Build and push the images that YAML files and Dockerfiles name as gosmall://NAME or ko://IMPORTPATH; print them with repository@sha256:...
+
+    NAME is an image of [tool.gosmall.images] or a main package path (gosmall://./cmd/app, no config needed); a ko://
+    reference is matched by the main package's import path, so manifests written for ko resolve unchanged. Only the
+    images referenced are built; every other byte of each file is kept. With --write the files are edited in place,
+    under the same rules as pin. Exit status: 0 resolved; 2 it could not run (no such image, missing path, bad config,
+    registry refused), and then nothing is built or printed.
+    """
+    from .resolve import resolve_references
+
+    if not filename:
+        raise GosmallError("Name the files to resolve: gosmall resolve -f k8s/ (a file or directory, repeatable).")
+    reporter = make_reporter(out=sys.stderr)  # stdout is the documents
+    result = resolve_references(Path.cwd(), _paths(filename), client=_registry_client(insecure_registry), reporter=reporter, write=write)
+    if not write:
+        sys.stdout.write(result.documents)
 
 
 @task

@@ -1,0 +1,137 @@
+"""gosmall resolve against a real registry: references become the digests it serves, every other byte stays."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+import requests
+
+from gosmall.compile import host_platform
+
+from .conftest import gosmall, make_project
+from .test_push import _skopeo_raw
+
+if TYPE_CHECKING:
+    from .registry_fixture import LocalRegistry
+
+TABLE = """[tool.gosmall]
+output = "dist"
+pinning = "off"
+
+[tool.gosmall.images.hello]
+package = "./go_app"
+repository = "{host}/{repository}"
+tags = ["v1"]
+platforms = ["{platform}"]
+"""
+# Two documents, comments everywhere, a quoted ko:// reference: all of it but the references must come back as it was.
+MANIFEST = """# The app, resolved by gosmall.
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: hello  # the gosmall image key
+spec:
+  template:
+    spec:
+      containers:
+        - name: hello
+          image: gosmall://hello   # replaced
+          args: ["-addr", ":8080"]
+---
+# Written for ko: resolves unchanged.
+apiVersion: batch/v1
+kind: Job
+metadata: {name: migrate}
+spec:
+  template:
+    spec:
+      initContainers:
+        - image: "ko://example.com/go_app"
+          name: migrate
+      containers:
+        - image: busybox:1.36
+          name: done
+"""
+
+
+def _project(root: Path, registry: LocalRegistry, repository: str, manifest: str = MANIFEST) -> Path:
+    make_project(root, TABLE.format(host=registry.host, repository=repository, platform=host_platform()))
+    (root / "k8s").mkdir()
+    (root / "k8s" / "app.yaml").write_text(manifest)
+    return root
+
+
+def _served_digest(reference: str) -> str:
+    return "sha256:" + hashlib.sha256(_skopeo_raw(reference)).hexdigest()
+
+
+def _only_references_changed(before: str, after: str, pinned: str) -> None:
+    old, new = before.split("\n"), after.split("\n")
+    assert len(old) == len(new)
+    changed = [(a, b) for a, b in zip(old, new) if a != b]
+    assert changed == [
+        ("          image: gosmall://hello   # replaced", f"          image: {pinned}   # replaced"),
+        ('        - image: "ko://example.com/go_app"', f'        - image: "{pinned}"'),
+    ]
+
+
+@pytest.fixture(scope="module")
+def resolved(registry: LocalRegistry, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    root = _project(tmp_path_factory.mktemp("resolve") / "project", registry, "resolve/hello")
+    return root, gosmall("resolve", "-f", "k8s/", cwd=root, env={"SOURCE_DATE_EPOCH": ""})
+
+
+def test_resolve_prints_the_documents_with_the_digest_the_registry_serves(resolved: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    root, done = resolved
+    assert done.returncode == 0, done.stderr
+    pinned = next(word for word in done.stdout.split() if "@sha256:" in word).strip('"')
+    repository, _, digest = pinned.partition("@")
+    assert repository.endswith("/resolve/hello")
+    assert _served_digest(pinned) == digest
+    _only_references_changed(MANIFEST, done.stdout, pinned)
+    assert (root / "k8s" / "app.yaml").read_text() == MANIFEST  # printed, not written
+
+
+def test_resolve_write_edits_a_linked_file_at_its_target_and_keeps_the_link(
+    resolved: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    root, printed = resolved
+    (root / "deploy").mkdir()
+    (root / "deploy" / "app.yaml").write_text(MANIFEST)
+    link = root / "linked" / "app.yaml"
+    link.parent.mkdir()
+    link.symlink_to("../deploy/app.yaml")
+    done = gosmall("resolve", "linked", "--write", cwd=root, env={"SOURCE_DATE_EPOCH": ""})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert link.is_symlink() and link.readlink() == Path("../deploy/app.yaml")
+    # Reproducible: the same digest as the printed run.
+    assert (root / "deploy" / "app.yaml").read_text() == printed.stdout
+
+
+def test_resolve_refuses_a_link_out_of_the_project(resolved: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    root, _ = resolved
+    outside = tmp_path / "app.yaml"
+    outside.write_text(MANIFEST)
+    (root / "escape").mkdir()
+    (root / "escape" / "app.yaml").symlink_to(outside)
+    done = gosmall("resolve", "-f", "escape/app.yaml", "--write", cwd=root)
+    assert done.returncode == 2
+    assert "outside the project" in done.stderr
+    assert outside.read_text() == MANIFEST
+
+
+def test_an_unknown_image_exits_2_and_builds_and_pushes_nothing(registry: LocalRegistry, tmp_path: Path) -> None:
+    manifest = MANIFEST.replace("gosmall://hello", "gosmall://nope")
+    root = _project(tmp_path / "project", registry, "resolve/unknown", manifest)
+    done = gosmall("resolve", "-f", "k8s/", cwd=root)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert "k8s/app.yaml:11:18: gosmall://nope: no such image; images: hello" in done.stderr
+    assert not (root / "dist").exists()
+    catalog = requests.get(f"{registry.url}/v2/_catalog", timeout=10).json()
+    assert "resolve/unknown" not in catalog["repositories"]
