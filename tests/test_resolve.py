@@ -135,3 +135,22 @@ def test_an_unknown_image_exits_2_and_builds_and_pushes_nothing(registry: LocalR
     assert not (root / "dist").exists()
     catalog = requests.get(f"{registry.url}/v2/_catalog", timeout=10).json()
     assert "resolve/unknown" not in catalog["repositories"]
+
+
+def test_with_no_config_a_package_path_and_a_ko_import_path_in_a_dockerfile_resolve(registry: LocalRegistry, tmp_path: Path) -> None:
+    root = tmp_path / "module"
+    (root / "cmd" / "app").mkdir(parents=True)
+    (root / "go.mod").write_text("module example.com/first\n\ngo 1.22\n")
+    (root / "cmd" / "app" / "main.go").write_text('package main\n\nimport "fmt"\n\nfunc main() { fmt.Println("resolve") }\n')
+    (root / "k8s").mkdir()
+    pod = "kind: Pod\nspec:\n  containers:\n    - image: gosmall://./cmd/app # no config\n"
+    dockerfile = "# syntax=docker/dockerfile:1\nFROM ko://example.com/first/cmd/app AS app\nCOPY --from=app /app /app\n"
+    (root / "k8s" / "pod.yaml").write_text(pod)
+    (root / "Dockerfile").write_text(dockerfile)
+    done = gosmall("resolve", "k8s", "-f", "Dockerfile", cwd=root, env={"GOSMALL_REPO": f"{registry.host}/nocfg"})
+    assert done.returncode == 0, done.stderr
+    pinned = next(word for word in done.stdout.split() if "@sha256:" in word)
+    assert pinned.startswith(f"{registry.host}/nocfg/app@sha256:")
+    assert _served_digest(pinned) == pinned.partition("@")[2]
+    # Files in name order: the Dockerfile, then the manifest.
+    assert done.stdout == dockerfile.replace("ko://example.com/first/cmd/app", pinned) + pod.replace("gosmall://./cmd/app", pinned)
