@@ -130,6 +130,20 @@ def push_image(client: RegistryClient, ref: Reference, image: Image, tags: tuple
     return pusher.push(image, tags, image.digest, retry_command="the push")
 
 
+def push_manifest(
+    client: RegistryClient, ref: Reference, manifest: Blob, blobs: Sequence[Blob], tags: tuple[str, ...], *, reporter: Reporter | None = None, retry_command: str = "the push"
+) -> Digest:  # fmt: skip
+    """Push `blobs`, then `manifest` under `tags`, each checked like an image's: for a document that is not an
+    `Image`, such as a signature. Its digest."""
+    pusher = _Pusher(client, ref, reporter or RecordingReporter(), CHUNK_SIZE, (), {})
+    try:
+        for blob in blobs:
+            pusher.blob(blob)
+    except RegistryUnavailable as exc:
+        raise pusher.stopped(exc, retry_command) from None
+    return pusher.tag(manifest, tags, manifest.digest, retry_command=retry_command)
+
+
 def record_push(build: Build, pushed: Pushed, reporter: Reporter) -> None:
     """Write `pushed` into the build's report.json: where the image is now, for the fan-in job and for people.
 

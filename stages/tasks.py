@@ -50,6 +50,9 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "smoke": ("gosmall smoke --image hello",),
     "push": ("gosmall push --image hello", "gosmall push --format json --insecure-registry registry.lan:5000"),
     "index": ("gosmall index --image hello --from amd64/report.json --from arm64/report.json --push",),
+    "keygen": ("GOSMALL_SIGNING_PASSWORD=... gosmall keygen",),
+    "sign": ("gosmall sign --key cosign.key --image hello",),
+    "verify-signature": ("gosmall verify-signature --key cosign.pub registry.lan:5000/hello:v1",),
     "verify-pins": ("gosmall verify-pins", "gosmall verify-pins k8s/ Dockerfile --format json"),
     "pin": ("gosmall pin --check", "gosmall pin Dockerfile"),
     "resolve": ("GOSMALL_REPO=ghcr.io/you gosmall resolve -f k8s/ | kubectl apply -f -", "gosmall resolve -f compose.yaml --write"),
@@ -152,9 +155,10 @@ def smoke(c: Any, image: str | None = None) -> None:
     _load_and_smoke(_read_builds(project, image), make_reporter(), smoke=True, load=False)
 
 
-@task(iterable=["insecure_registry"], help={"image": IMAGE_HELP, "format": PUSHED_FORMAT_HELP, "insecure_registry": INSECURE_HELP})  # fmt: skip
+@task(iterable=["insecure_registry"], help={"image": IMAGE_HELP, "format": PUSHED_FORMAT_HELP, "insecure_registry": INSECURE_HELP,
+                                            "sign": "Then sign each pushed digest with this cosign private key, as `gosmall sign` does."})  # fmt: skip
 @speaks_to_user
-def push(c: Any, image: str | None = None, format: str = "text", insecure_registry: list[str] | None = None) -> None:  # noqa: A002 - the flag is --format
+def push(c: Any, image: str | None = None, format: str = "text", insecure_registry: list[str] | None = None, sign: str = "") -> None:  # noqa: A002 - the flag is --format
     """Push what build-small wrote to each image's repository: blobs, manifests, the index, then every tag, last.
 
     No tag ever names a partial image, blobs the registry has are not sent again, and each tag is checked to serve
@@ -166,11 +170,75 @@ def push(c: Any, image: str | None = None, format: str = "text", insecure_regist
     _check_pushed_format(format)
     project = load_project()
     builds = _read_builds(project, image)
+    key = _signing_key(sign) if sign else None  # a wrong password stops the run before any upload
     publisher = _registry_publisher(project, insecure_registry)
     reporter = make_reporter()
     for build in builds:
         publisher.publish(build, reporter)
+    if key is not None:
+        from .reference import parse_normalized_named
+        from .sign import sign_image
+
+        for pushed in publisher.pushed:
+            sign_image(publisher.client, parse_normalized_named(pushed.repository), pushed.digest, key, reporter)
     _print_pushed(publisher, format)
+
+
+@task
+@speaks_to_user
+def keygen(c: Any) -> None:
+    """Write a signing key pair in the current directory: cosign.key (encrypted) and cosign.pub, in cosign's format.
+
+    cosign and skopeo (--sign-by-sigstore-private-key, a sigstoreSigned policy) use the same files. The password comes
+    from GOSMALL_SIGNING_PASSWORD, else a prompt. An existing key is never overwritten. Exit status: 0 written; 2 it
+    could not (a key already there, no password).
+    """
+    from .sign import check_no_key_pair, generate_key_pair, signing_password, write_key_pair
+
+    check_no_key_pair(Path.cwd())
+    private, public = write_key_pair(Path.cwd(), generate_key_pair(signing_password(confirm=True)))
+    make_reporter().step(f"Wrote {private.name} (keep it secret) and {public.name} (give it to whoever verifies)")
+
+
+@task(iterable=["insecure_registry"], help={"key": "The cosign private key (cosign.key from `gosmall keygen`); its password from GOSMALL_SIGNING_PASSWORD, else a prompt.",
+                                            "image": IMAGE_HELP, "insecure_registry": INSECURE_HELP})  # fmt: skip
+@speaks_to_user
+def sign(c: Any, key: str = "", image: str | None = None, insecure_registry: list[str] | None = None) -> None:
+    """Sign each image's pushed digest (report.json's) and store the signature beside it, the way cosign does.
+
+    The signature is a simple-signing payload signed with ECDSA P-256, under the tag sha256-<hex>.sig of the image's
+    repository; cosign and skopeo (use-sigstore-attachments) read it there. Prints that reference per image. Exit
+    status: 0 signed; 2 it could not (no key or wrong password, not built, not pushed, the registry refused).
+    """
+    from .push import repository_reference
+    from .sign import sign_image
+
+    if not key:
+        raise GosmallError("sign needs --key: the cosign private key to sign with (`gosmall keygen` writes cosign.key).")
+    project = load_project()
+    builds = _read_builds(project, image)
+    private = _signing_key(key)
+    client = _registry_client(insecure_registry)
+    reporter = make_reporter()
+    for build in builds:
+        print(sign_image(client, repository_reference(build.config), build.digest, private, reporter))
+
+
+@task(iterable=["insecure_registry"], help={"image": "The image: repo@sha256:... or repo:tag.", "key": "The cosign public key (cosign.pub).",
+                                            "insecure_registry": INSECURE_HELP})  # fmt: skip
+@speaks_to_user
+def verify_signature(c: Any, image: str, key: str = "", insecure_registry: list[str] | None = None) -> None:
+    """Check that IMAGE carries a signature by KEY, stored the way cosign and skopeo store it, for its own repository.
+
+    Exit status: 0 a signature checks out; 1 there is none, or none by this key for this image and repository; 2 it
+    could not run (no key, bad reference, the registry failed).
+    """
+    from .sign import read_public_key, verify_image_signature
+
+    if not key:
+        raise GosmallError("verify-signature needs --key: the cosign public key to check with (cosign.pub).")
+    verified = verify_image_signature(_registry_client(insecure_registry), image, read_public_key(Path(key)))
+    print(f"{verified.repository}@{verified.digest}: signed by {key} as {verified.docker_reference}")
 
 
 @task(iterable=["from_", "insecure_registry"],
@@ -488,6 +556,12 @@ def _print_pushed(publisher: RegistryPublisher, format: str) -> None:  # noqa: A
         print(json.dumps([pushed.to_json() for pushed in publisher.pushed], indent=2))
     for pushed in publisher.pushed if format == "text" else ():
         print(pushed.reference)
+
+
+def _signing_key(path: str) -> Any:
+    from .sign import read_private_key, signing_password
+
+    return read_private_key(Path(path), signing_password(confirm=False))
 
 
 def _read_builds(project: ProjectConfig, image: str | None) -> tuple[Build, ...]:

@@ -1,0 +1,453 @@
+"""Signatures: keyed, offline, in the format cosign and skopeo already write and verify.
+
+A key pair is cosign's: `cosign.pub` a PKIX PEM of an ECDSA P-256 key,
+`cosign.key` its PKCS#8 DER sealed with NaCl secretbox under a key that scrypt
+derives from the password, inside a JSON document in a PEM block (sigstore's
+`pkg/encrypted` / go-securesystemslib's `encrypted`, with their field names).
+
+A signature is cosign's too: the simple-signing payload (the repository and
+the manifest digest it vouches for) is signed with ECDSA over SHA-256, and
+stored in the image's own repository as an OCI manifest tagged
+`sha256-<hex>.sig`, whose one layer per signature is the payload and whose
+layer annotation `dev.cosignproject.cosign/signature` holds the base64 DER
+signature. skopeo with `use-sigstore-attachments: true` finds it there.
+
+Signing is deterministic (RFC 6979), so signing the same digest with the same
+key again yields the very layer the manifest already has, and nothing changes.
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nacl.exceptions
+import nacl.secret
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from .digest import Digest
+from .errors import COULD_NOT_RUN, FOUND, GosmallError
+from .image import MEDIA_CONFIG, MEDIA_MANIFEST, Blob, canonical_json
+from .redact import redact
+from .reference import Reference, ReferenceError, parse_normalized_named
+from .registry import MANIFEST_ACCEPT, RegistryClient, RegistryResolver, _fail, pull_blob
+from .reporter import Reporter
+
+PRIVATE_KEY_FILE = "cosign.key"
+PUBLIC_KEY_FILE = "cosign.pub"
+PASSWORD_VARIABLE = "GOSMALL_SIGNING_PASSWORD"
+# cosign 2 writes the SIGSTORE type; cosign 1 (and what it wrote) the COSIGN one, which every version reads.
+PRIVATE_KEY_PEM_TYPE = "ENCRYPTED SIGSTORE PRIVATE KEY"
+PRIVATE_KEY_PEM_TYPES = (PRIVATE_KEY_PEM_TYPE, "ENCRYPTED COSIGN PRIVATE KEY")
+SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
+SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+SIGNATURE_TYPE = "cosign container image signature"
+# sigstore's "standard" scrypt parameters, the ones cosign generates keys with.
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 65536, 8, 1
+# What a key file may ask scrypt for: enough for cosign's legacy, standard and OWASP choices, no more, so a
+# tampered file cannot make gosmall spend gigabytes.
+SCRYPT_ACCEPTED = frozenset({(32768, 8, 1), (65536, 8, 1), (131072, 8, 1)})
+SALT_SIZE = 32
+SIGNATURE_ALGORITHM = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """The two files `gosmall keygen` writes: the encrypted private key and the public key, both PEM."""
+
+    private_pem: bytes
+    public_pem: bytes
+
+
+@dataclass(frozen=True)
+class Signature:
+    """One simple-signing signature: the payload bytes and the DER ECDSA signature over them."""
+
+    payload: bytes
+    signature: bytes
+
+    @property
+    def layer(self) -> Blob:
+        return Blob(SIMPLE_SIGNING, self.payload)
+
+    @property
+    def annotation(self) -> str:
+        return base64.b64encode(self.signature).decode()
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A signature that checked out: the image it names and the identity its payload claims."""
+
+    repository: str
+    digest: Digest
+    docker_reference: str
+
+
+# -- keys -----------------------------------------------------------------------
+
+
+def generate_key_pair(password: bytes) -> KeyPair:
+    """A new ECDSA P-256 key pair, the private half encrypted under `password` the way cosign does."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return KeyPair(encrypt_private_key(der, password), public)
+
+
+def encrypt_private_key(der: bytes, password: bytes) -> bytes:
+    """PKCS#8 `der` sealed in sigstore's encrypted-key document (scrypt, then nacl/secretbox), as PEM."""
+    salt = secrets.token_bytes(SALT_SIZE)
+    nonce = secrets.token_bytes(nacl.secret.SecretBox.NONCE_SIZE)
+    box = nacl.secret.SecretBox(_derive(password, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P))
+    sealed = box.encrypt(der, nonce).ciphertext
+    document = {
+        "kdf": {"name": "scrypt", "params": {"N": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P}, "salt": _b64(salt)},
+        "cipher": {"name": "nacl/secretbox", "nonce": _b64(nonce)},
+        "ciphertext": _b64(sealed),
+    }
+    return _pem(PRIVATE_KEY_PEM_TYPE, json.dumps(document).encode())
+
+
+def load_private_key(pem: bytes, password: bytes, *, where: str) -> ec.EllipticCurvePrivateKey:
+    """The ECDSA P-256 key in a cosign private key file (either PEM type cosign has written)."""
+    kind, body = _unpem(pem, where)
+    if kind not in PRIVATE_KEY_PEM_TYPES:
+        raise GosmallError(f"{where}: a PEM block of type {kind!r} is not a cosign private key ({PRIVATE_KEY_PEM_TYPE}).")
+    try:
+        document = json.loads(body)
+        kdf, cipher = document["kdf"], document["cipher"]
+        params = kdf["params"]
+        n, r, p = int(params["N"]), int(params["r"]), int(params["p"])
+        salt, nonce = base64.b64decode(kdf["salt"]), base64.b64decode(cipher["nonce"])
+        sealed = base64.b64decode(document["ciphertext"])
+        names = (kdf["name"], cipher["name"])
+    except (ValueError, KeyError, TypeError, RecursionError):
+        raise GosmallError(f"{where}: not a cosign encrypted key (its JSON lacks kdf, cipher or ciphertext).") from None
+    if names != ("scrypt", "nacl/secretbox") or (n, r, p) not in SCRYPT_ACCEPTED or len(nonce) != nacl.secret.SecretBox.NONCE_SIZE:
+        raise GosmallError(f"{where}: encrypted with {names[0]} N={n} r={r} p={p} and {names[1]}, which cosign does not write.")
+    try:
+        der = nacl.secret.SecretBox(_derive(password, salt, n, r, p)).decrypt(sealed, nonce)
+    except nacl.exceptions.CryptoError:
+        raise GosmallError(f"{where}: the password does not open this key; check {PASSWORD_VARIABLE}.") from None
+    key = serialization.load_der_private_key(der, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise GosmallError(f"{where}: the key is not ECDSA P-256, the only kind gosmall signs with.")
+    return key
+
+
+def load_public_key(pem: bytes, *, where: str) -> ec.EllipticCurvePublicKey:
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except ValueError:
+        raise GosmallError(f"{where}: not a PEM public key (`gosmall keygen` writes one as {PUBLIC_KEY_FILE}).") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise GosmallError(f"{where}: the public key is not ECDSA P-256, the only kind gosmall verifies.")
+    return key
+
+
+def check_no_key_pair(directory: Path) -> None:
+    """Refuse before any prompt when `directory` already has cosign.key or cosign.pub: no key is ever lost."""
+    for path in (directory / PRIVATE_KEY_FILE, directory / PUBLIC_KEY_FILE):
+        if os.path.lexists(path):
+            raise GosmallError(f"{path} already exists; gosmall never overwrites a key. Move it away to make a new pair.")
+
+
+def write_key_pair(directory: Path, pair: KeyPair) -> tuple[Path, Path]:
+    """cosign.key (mode 0600) and cosign.pub in `directory`; neither may exist, so no key is ever lost."""
+    check_no_key_pair(directory)
+    private, public = directory / PRIVATE_KEY_FILE, directory / PUBLIC_KEY_FILE
+    written: list[Path] = []
+    try:
+        for path, data, mode in ((private, pair.private_pem, 0o600), (public, pair.public_pem, 0o644)):
+            # O_EXCL: a file that appeared meanwhile is not overwritten either.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            written.append(path)
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+    except OSError as exc:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise GosmallError(f"{directory}: could not write the key pair: {exc.strerror}.") from None
+    return private, public
+
+
+def signing_password(*, confirm: bool, environ: Mapping[str, str] = os.environ, prompt: Callable[[str], str] = getpass.getpass) -> bytes:
+    """The key's password: GOSMALL_SIGNING_PASSWORD when set (CI), else asked for (twice for a new key)."""
+    if PASSWORD_VARIABLE in environ:
+        return environ[PASSWORD_VARIABLE].encode()
+    try:
+        password = prompt("Password for the signing key: ")
+        if confirm and prompt("Again, to confirm: ") != password:
+            raise GosmallError("The two passwords differ; no key was written.")
+    except EOFError:
+        raise GosmallError(f"No password: set {PASSWORD_VARIABLE}, or run this on a terminal to be asked.") from None
+    return password.encode()
+
+
+def read_private_key(path: Path, password: bytes) -> ec.EllipticCurvePrivateKey:
+    return load_private_key(_read_key_file(path), password, where=str(path))
+
+
+def read_public_key(path: Path) -> ec.EllipticCurvePublicKey:
+    return load_public_key(_read_key_file(path), where=str(path))
+
+
+def _read_key_file(path: Path) -> bytes:
+    if not path.is_file():
+        raise GosmallError(f"{path}: no such key file; `gosmall keygen` writes {PRIVATE_KEY_FILE} and {PUBLIC_KEY_FILE}.")
+    try:
+        return path.read_bytes()[: 2**16]
+    except OSError as exc:
+        raise GosmallError(f"{path}: cannot read the key: {exc.strerror}.") from None
+
+
+def _derive(password: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, maxmem=256 * r * n + 2**20, dklen=nacl.secret.SecretBox.KEY_SIZE)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _pem(kind: str, body: bytes) -> bytes:
+    text = base64.b64encode(body).decode()
+    lines = [text[i : i + 64] for i in range(0, len(text), 64)]
+    return (f"-----BEGIN {kind}-----\n" + "".join(f"{line}\n" for line in lines) + f"-----END {kind}-----\n").encode()
+
+
+def _unpem(pem: bytes, where: str) -> tuple[str, bytes]:
+    lines = pem.decode("ascii", errors="replace").strip().splitlines()
+    if len(lines) < 2 or not lines[0].startswith("-----BEGIN ") or not lines[0].endswith("-----"):
+        raise GosmallError(f"{where}: not a PEM file (`gosmall keygen` writes {PRIVATE_KEY_FILE}).")
+    kind = lines[0][len("-----BEGIN ") : -len("-----")]
+    end = f"-----END {kind}-----"
+    if end not in lines:
+        raise GosmallError(f"{where}: the PEM block {kind!r} has no end line.")
+    body = [line for line in lines[1 : lines.index(end)] if ":" not in line]  # headers such as Proc-Type are skipped
+    try:
+        return kind, base64.b64decode("".join(body), validate=True)
+    except ValueError:
+        raise GosmallError(f"{where}: the PEM block {kind!r} is not base64.") from None
+
+
+# -- payloads and the signature manifest --------------------------------------
+
+
+def simple_signing_payload(repository: str, digest: Digest) -> bytes:
+    """The payload cosign signs: the image's repository and manifest digest, in canonical JSON."""
+    return canonical_json(
+        {
+            "critical": {
+                "identity": {"docker-reference": repository},
+                "image": {"docker-manifest-digest": str(digest)},
+                "type": SIGNATURE_TYPE,
+            },
+            "optional": None,
+        }
+    )
+
+
+def sign_payload(key: ec.EllipticCurvePrivateKey, payload: bytes) -> Signature:
+    return Signature(payload, key.sign(payload, SIGNATURE_ALGORITHM))
+
+
+def signature_tag(digest: Digest) -> str:
+    """Where cosign keeps an image's signatures: `sha256:<hex>` becomes the tag `sha256-<hex>.sig`."""
+    return f"{digest.algorithm}-{digest.hex}.sig"
+
+
+@dataclass(frozen=True)
+class SignatureLayer:
+    """A layer of a signature manifest: the payload's descriptor and its annotations, as the manifest has them."""
+
+    digest: Digest
+    size: int
+    annotations: tuple[tuple[str, str], ...]
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mediaType": SIMPLE_SIGNING, "digest": str(self.digest), "size": self.size}
+        if self.annotations:
+            out["annotations"] = dict(self.annotations)
+        return out
+
+    @property
+    def signature(self) -> str:
+        return dict(self.annotations).get(SIGNATURE_ANNOTATION, "")
+
+
+def signature_manifest(layers: tuple[SignatureLayer, ...]) -> tuple[Blob, Blob]:
+    """The `.sig` manifest over `layers` and its config, the way cosign writes them (an image of payload layers)."""
+    config = Blob(
+        MEDIA_CONFIG,
+        canonical_json(
+            {
+                "architecture": "",
+                "config": {},
+                "created": "0001-01-01T00:00:00Z",
+                "history": [{"created": "0001-01-01T00:00:00Z"} for _ in layers],
+                "os": "",
+                "rootfs": {"diff_ids": [str(layer.digest) for layer in layers], "type": "layers"},
+            }
+        ),
+    )
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MEDIA_MANIFEST,
+        "config": config.descriptor().to_json(),
+        "layers": [layer.to_json() for layer in layers],
+    }
+    return Blob(MEDIA_MANIFEST, canonical_json(manifest)), config
+
+
+# -- the registry ---------------------------------------------------------------
+
+
+def sign_image(client: RegistryClient, repository: Reference, digest: Digest, key: ec.EllipticCurvePrivateKey, reporter: Reporter) -> str:
+    """Sign `repository@digest` and put the signature beside it; the `.sig` reference it is under.
+
+    Signatures already there (other keys, other tools) are kept: ours is added as one more layer, unless the very
+    same layer is there already.
+    """
+    from .push import push_manifest  # push.py builds on the registry module, as this one does
+
+    ref = Reference(repository.domain, repository.path)
+    _require_manifest(client, ref, digest)
+    signature = sign_payload(key, simple_signing_payload(ref.name, digest))
+    ours = SignatureLayer(signature.layer.digest, signature.layer.size, ((SIGNATURE_ANNOTATION, signature.annotation),))
+    tag = signature_tag(digest)
+    existing = read_signature_layers(client, ref, tag)
+    reporter.step(f"{ref.name}@{digest}: signing, as {ref.name}:{tag}")
+    if ours in existing:
+        reporter.detail(f"{ref.name}:{tag} already holds this signature")
+    layers = existing if ours in existing else (*existing, ours)
+    manifest, config = signature_manifest(layers)
+    push_manifest(client, ref, manifest, (signature.layer, config), (tag,), reporter=reporter, retry_command="`gosmall sign`")
+    return f"{ref.name}:{tag}"
+
+
+def verify_image_signature(client: RegistryClient, image: str, key: ec.EllipticCurvePublicKey) -> Verified:
+    """The first signature of `image` (`repo@sha256:…` or `repo:tag`) that `key` made, checked as skopeo's
+    `matchRepository` does; GosmallError with code FOUND when there is none, COULD_NOT_RUN when it cannot tell."""
+    ref = _image_reference(image)
+    digest = Digest.parse(ref.digest) if ref.digest else _resolve(client, ref)
+    tag = signature_tag(digest)
+    layers = read_signature_layers(client, ref, tag)
+    if not layers:
+        raise GosmallError(
+            f"{ref.name}@{digest} has no signature ({ref.name}:{tag} does not exist). Sign it with `gosmall sign`.", code=FOUND
+        )
+    problems: list[str] = []
+    for layer in layers:
+        problem = _check_layer(client, ref, digest, layer, key)
+        if isinstance(problem, Verified):
+            return problem
+        problems.append(problem)
+    raise GosmallError(f"{ref.name}@{digest}: no signature checks out with this key: {'; '.join(problems)}.", code=FOUND)
+
+
+def _check_layer(
+    client: RegistryClient, ref: Reference, digest: Digest, layer: SignatureLayer, key: ec.EllipticCurvePublicKey
+) -> Verified | str:
+    try:
+        signature = base64.b64decode(layer.signature, validate=True)
+    except ValueError:
+        return f"layer {layer.digest}: its {SIGNATURE_ANNOTATION} annotation is not base64"
+    if not signature:
+        return f"layer {layer.digest}: no {SIGNATURE_ANNOTATION} annotation"
+    payload = pull_blob(client, ref, layer.digest, layer.size)
+    try:
+        key.verify(signature, payload, SIGNATURE_ALGORITHM)
+    except InvalidSignature:
+        return f"layer {layer.digest}: signed with another key, or altered"
+    claimed = _payload_claims(payload)
+    if isinstance(claimed, str):
+        return f"layer {layer.digest}: {claimed}"
+    identity, signed = claimed
+    if signed != digest:
+        return f"layer {layer.digest}: it signs {signed}, another image"
+    try:
+        signed_repository = parse_normalized_named(identity).name
+    except ReferenceError:
+        return f"layer {layer.digest}: its docker-reference {redact(identity, limit=100)!r} is not a reference"
+    if signed_repository != ref.name:
+        return f"layer {layer.digest}: it names the repository {signed_repository}, not {ref.name}"
+    return Verified(ref.name, digest, identity)
+
+
+def _payload_claims(payload: bytes) -> tuple[str, Digest] | str:
+    """(docker-reference, docker-manifest-digest) of a simple-signing payload, or what is wrong with it."""
+    try:
+        document = json.loads(payload)
+        critical = document["critical"]
+        identity, image, kind = critical["identity"]["docker-reference"], critical["image"]["docker-manifest-digest"], critical["type"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return "its payload is not a simple-signing document"
+    if kind != SIGNATURE_TYPE or not isinstance(identity, str) or not isinstance(image, str):
+        return f"its payload's type is {redact(str(kind), limit=100)!r}, not {SIGNATURE_TYPE!r}"
+    try:
+        return identity, Digest.parse(image)
+    except ValueError:
+        return "its payload's docker-manifest-digest is not a sha256 digest"
+
+
+def read_signature_layers(client: RegistryClient, ref: Reference, tag: str) -> tuple[SignatureLayer, ...]:
+    """The simple-signing layers of the `.sig` manifest under `tag`; none when there is no such tag."""
+    scope = f"repository:{ref.path}:pull"
+    answer = client.request("GET", ref.domain, f"/v2/{ref.path}/manifests/{tag}", scope, headers={"Accept": MANIFEST_ACCEPT})
+    if answer.status_code == 404:
+        return ()
+    if answer.status_code != 200:
+        raise GosmallError(_fail(ref, f"getting signature manifest {tag}", answer).message, code=COULD_NOT_RUN)
+    try:
+        document = json.loads(answer.content)
+        layers = tuple(_signature_layer(layer) for layer in document["layers"] if layer.get("mediaType") == SIMPLE_SIGNING)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        raise GosmallError(f"{ref.name}:{tag} is not a signature manifest (no layers of {SIMPLE_SIGNING}).") from None
+    return layers
+
+
+def _signature_layer(layer: Mapping[str, Any]) -> SignatureLayer:
+    annotations = layer.get("annotations") or {}
+    if not isinstance(annotations, dict) or not all(isinstance(v, str) for v in annotations.values()):
+        raise TypeError("annotations")
+    size = layer["size"]
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise TypeError("size")
+    return SignatureLayer(Digest.parse(layer["digest"]), size, tuple(sorted(annotations.items())))
+
+
+def _require_manifest(client: RegistryClient, ref: Reference, digest: Digest) -> None:
+    scope = f"repository:{ref.path}:pull"
+    answer = client.request("HEAD", ref.domain, f"/v2/{ref.path}/manifests/{digest}", scope, headers={"Accept": MANIFEST_ACCEPT})
+    if answer.status_code == 404:
+        raise GosmallError(f"{ref.name}@{digest} is not in the registry, so there is nothing to sign; run `gosmall push` first.")
+    if answer.status_code != 200:
+        raise _fail(ref, f"looking up manifest {digest}", answer)
+
+
+def _resolve(client: RegistryClient, ref: Reference) -> Digest:
+    try:
+        return RegistryResolver(client).resolve(ref)
+    except GosmallError as exc:
+        raise GosmallError(exc.message, code=COULD_NOT_RUN) from None
+
+
+def _image_reference(image: str) -> Reference:
+    try:
+        ref = parse_normalized_named(image)
+    except ReferenceError as exc:
+        raise GosmallError(exc.message) from None
+    if ref.digest is None and ref.tag is None:
+        raise GosmallError(f"{image!r} names no image: give repo@sha256:… or repo:tag.")
+    return ref
