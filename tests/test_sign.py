@@ -29,7 +29,6 @@ from gosmall.sign import (
     generate_key_pair,
     load_private_key,
     load_public_key,
-    sign_payload,
     simple_signing_payload,
 )
 
@@ -85,6 +84,26 @@ def project(registry: LocalRegistry, tmp_path_factory: pytest.TempPathFactory) -
     done = gosmall("build-small", "--push", cwd=root, env=ENV)
     assert done.returncode == 0, done.stderr
     return Project(root, registry.host, _keygen(base / "keys"), _keygen(base / "other"))
+
+
+GO_CRYPTO = Path("/usr/share/gocode/src/golang.org/x/crypto")  # Debian's golang-golang-x-crypto-dev
+
+
+@pytest.fixture(scope="session")
+def cosign_check(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/cosign_check built with Go and Debian's x/crypto (scrypt, nacl/secretbox): a second implementation of
+    cosign's key and signature formats, since Debian's skopeo can neither sign nor verify sigstore signatures."""
+    go = shutil.which("go")
+    if go is None or not (GO_CRYPTO / "scrypt").is_dir():
+        reason = "cosign_check needs go and Debian's golang-golang-x-crypto-dev"
+        if os.environ.get("GOSMALL_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"{reason}, and GOSMALL_REQUIRE_DOCKER=1 requires it")
+        pytest.skip(reason)
+    binary = tmp_path_factory.mktemp("cosign_check") / "cosign_check"
+    env = {**os.environ, "GO111MODULE": "off", "GOPATH": str(GO_CRYPTO.parents[3]), "GOFLAGS": "", "CGO_ENABLED": "0"}
+    done = subprocess.run([go, "build", "-o", str(binary), "."], cwd=Path(__file__).parent / "cosign_check", env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return binary
 
 
 def _skopeo(project: Project, tmp_path: Path, *args: str, pub: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -191,8 +210,9 @@ def test_gosmall_signature_is_stored_the_cosign_way(project: Project) -> None:
     assert _sig_manifest(project, "signed").content == answer.content
 
 
-def test_skopeo_reads_a_gosmall_signature_as_a_sigstore_attachment(project: Project, tmp_path: Path) -> None:
-    """skopeo's own reader (c/image, use-sigstore-attachments) finds the signature and hands over payload and signature."""
+def test_skopeo_reads_a_gosmall_signature_as_a_sigstore_attachment(project: Project, tmp_path: Path, cosign_check: Path) -> None:
+    """skopeo's own reader (c/image, use-sigstore-attachments) finds the signature and hands over payload and
+    signature; Go's crypto verifies that with cosign.pub."""
     assert _sign(project, "signed", project.keys).returncode == 0
     target = tmp_path / "copied"
     done = _skopeo(project, tmp_path, "copy", "--src-tls-verify=false", f"docker://{project.reference('signed')}:v1", f"dir:{target}")
@@ -207,6 +227,10 @@ def test_skopeo_reads_a_gosmall_signature_as_a_sigstore_attachment(project: Proj
     public = serialization.load_pem_public_key((project.keys / "cosign.pub").read_bytes())
     assert isinstance(public, ec.EllipticCurvePublicKey)
     public.verify(base64.b64decode(found["annotations"][SIGNATURE_ANNOTATION]), payload, ec.ECDSA(hashes.SHA256()))
+    (tmp_path / "payload").write_bytes(payload)
+    for keys, status in ((project.keys, 0), (project.other, 1)):
+        checked = subprocess.run([str(cosign_check), "verify", str(keys / "cosign.pub"), str(tmp_path / "payload"), found["annotations"][SIGNATURE_ANNOTATION]], capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert checked.returncode == status, checked.stderr
 
 
 def test_skopeo_policy_copies_a_gosmall_signed_image_and_refuses_unsigned_and_other_key(project: Project, tmp_path: Path) -> None:
@@ -284,16 +308,22 @@ def test_gosmall_verifies_what_skopeo_signed_with_a_gosmall_key(project: Project
     assert _verify(project, target, project.keys).returncode == 1
 
 
-def test_gosmall_verifies_a_signature_that_skopeo_stored(project: Project, tmp_path: Path) -> None:
-    """The `.sig` manifest written by skopeo's own writer (c/image), from a sigstore signature in a dir: copy, verifies."""
+def test_gosmall_verifies_a_signature_that_go_made_with_a_gosmall_key_and_skopeo_stored(
+    project: Project, tmp_path: Path, cosign_check: Path
+) -> None:
+    """Go's x/crypto opens the cosign.key gosmall wrote and signs; skopeo's own writer (c/image) stores that as a
+    sigstore attachment from a dir: copy; gosmall verifies it."""
     written = f"{project.host}/sign/written"
     source = tmp_path / "source"
     pulled = _skopeo(project, tmp_path, "copy", "--src-tls-verify=false", "--remove-signatures", f"docker://{project.reference('signed')}:v1", f"dir:{source}")  # fmt: skip
     assert pulled.returncode == 0, pulled.stderr
     digest = Digest.of((source / "manifest.json").read_bytes())  # what skopeo will push
-    key = load_private_key((project.keys / "cosign.key").read_bytes(), PASSWORD.encode(), where="cosign.key")
-    signature = sign_payload(key, simple_signing_payload(written, digest))
-    document = {"mimeType": SIMPLE_SIGNING, "payload": base64.b64encode(signature.payload).decode(), "annotations": {SIGNATURE_ANNOTATION: signature.annotation}}  # fmt: skip
+    payload = simple_signing_payload(written, digest)
+    (tmp_path / "payload").write_bytes(payload)
+    (tmp_path / "password").write_text(PASSWORD + "\n")
+    signed = subprocess.run([str(cosign_check), "sign", str(project.keys / "cosign.key"), str(tmp_path / "password"), str(tmp_path / "payload")], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert signed.returncode == 0, signed.stderr
+    document = {"mimeType": SIMPLE_SIGNING, "payload": base64.b64encode(payload).decode(), "annotations": {SIGNATURE_ANNOTATION: signed.stdout.strip()}}  # fmt: skip
     (source / "signature-1").write_bytes(b"\x00sigstore-json\n" + json.dumps(document).encode())
     pushed = _skopeo(project, tmp_path, "copy", "--dest-tls-verify=false", f"dir:{source}", f"docker://{written}:v1")
     assert pushed.returncode == 0, pushed.stderr
