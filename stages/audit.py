@@ -8,9 +8,12 @@ ELF files are read with `elf.read_elf`, and a dynamic entrypoint's loader and
 libraries are looked for with the same resolver the cgo build uses, inside
 the image.
 
-Every rule has an id and a level. An "error" finding fails the audit (exit
-status 1) unless its rule is allowed; an "info" finding is printed and never
-changes the exit status.
+Every rule has an id and a level (`audit_rules`, the one list). An "error"
+finding fails the audit (exit status 1) unless its rule is allowed (`--allow`,
+an image's `audit_allow`); an "info" finding is printed and never changes the
+exit status. `build-small` holds each image it assembles to the same rules
+before writing anything (`enforce_audit`). Findings print as text lines, JSON,
+or SARIF for a code-scanning tab (`sarif`).
 """
 
 from __future__ import annotations
@@ -24,46 +27,49 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import ImageConfig, NoProjectError, load_project
+from .audit_rules import RULES, RULES_BY_ID, Level
+from .config import ImageConfig, NoProjectError, ProjectConfig, load_project
 from .elf import MAGIC, ElfError, NotElfError, machine_for_platform, read_elf_bytes
-from .errors import GosmallError, did_you_mean
+from .errors import FOUND, GosmallError, did_you_mean
 from .image import Image, Platform, PlatformImage
 from .image_source import read_target
 from .libraries import LibraryNotFoundError, collect_libraries
 from .redact import printable, redact
 from .report import human
+from .reporter import Reporter
 from .rootfs import ImageFile, RootFS, flatten
+from .sarif import LogicalLocation, SarifResult, SarifRule, artifact_uri, format_sarif
+from .secret_names import credential_word
 
-Level = Literal["error", "info"]
-Format = Literal["text", "json"]
-
-
-@dataclass(frozen=True)
-class Rule:
-    id: str
-    level: Level
-    summary: str  # what a finding of it means, for --help and the README
-
-
-RULES = (
-    Rule("runs-as-root", "error", "the config's User is empty, 0 or root (or a name /etc/passwd gives UID 0)"),
-    Rule("shell", "error", "a shell, busybox or a package manager is in the image"),
-    Rule("setuid", "error", "a file is setuid or setgid"),
-    Rule("world-writable", "error", "a file or directory anyone may write (a sticky /tmp or /var/tmp excepted)"),
-    Rule("non-root-owner", "error", "a file owned by a non-root user outside the home of the image's user"),
-    Rule("entrypoint", "error", "the entrypoint is missing, not executable, or its loader or libraries are not in the image"),
-    Rule(
-        "credential-file", "error", "a private key or credential file (PEM private key, id_rsa, .env, .netrc, .git/, .docker/config.json)"
-    ),
-    Rule("missing-source-label", "info", "org.opencontainers.image.source or .revision is neither a label nor an annotation"),
-    Rule("max-size", "error", "a configured image is over its max_size"),
-)
-RULES_BY_ID = {rule.id: rule for rule in RULES}
+Format = Literal["text", "json", "sarif"]
 
 SOURCE_KEYS = ("org.opencontainers.image.source", "org.opencontainers.image.revision")
 SHELLS = frozenset({"sh", "bash", "ash", "dash", "zsh", "ksh", "mksh", "csh", "tcsh", "fish", "busybox", "toybox"})
 PACKAGE_MANAGERS = frozenset({"apk", "apt", "apt-get", "aptitude", "dpkg", "rpm", "yum", "dnf", "microdnf", "zypper", "pacman", "opkg"})
 CREDENTIAL_NAMES = frozenset({"id_rsa", "id_dsa", "id_ecdsa", "id_ed25519", ".netrc", "_netrc", ".env", ".git-credentials", ".pgpass"})
+# Directories and names that serve nobody at run time (a `.git` directory is a credential-file finding).
+UNNECESSARY_DIRS = {
+    ".cache": "a cache directory a build or a tool left behind",
+    "__pycache__": "Python's bytecode cache",
+    ".svn": "a Subversion working copy's metadata",
+    ".hg": "a Mercurial repository",
+    ".bzr": "a Bazaar repository",
+    "CVS": "a CVS working copy's metadata",
+    ".idea": "an IDE's project settings",
+    ".vscode": "an editor's project settings",
+}
+UNNECESSARY_NAMES = {".DS_Store": "macOS Finder's folder index", "Thumbs.db": "Windows Explorer's thumbnail cache"}
+UNNECESSARY_SUFFIXES = (
+    (".pyc", "compiled Python bytecode"),
+    (".pyo", "compiled Python bytecode"),
+    (".swp", "an editor's swap file"),
+    (".swo", "an editor's swap file"),
+    ("~", "an editor's backup file"),
+    (".orig", "a leftover of a merge or a patch"),
+    (".rej", "a leftover of a patch that did not apply"),
+)
+# A login shell ends in one of these when the account cannot log in.
+NO_LOGIN = frozenset({"nologin", "false"})
 # Sticky, world-writable scratch directories are what they are for.
 SCRATCH_DIRS = ("/tmp", "/var/tmp")
 # What the engine searches when the image's Env sets no PATH (Docker's and containerd's default).
@@ -117,9 +123,16 @@ def audit_platform(
         return Finding(platform, rule, where, message)
 
     findings = [found("runs-as-root", "User", message) for message in _runs_as_root(user)]
+    # An env key the config allowed (allow_env_secrets) is the only kind with a credential name that reaches its image.
+    configured_env = {key for key, _ in config.env} if config is not None else set()
+    findings += (found("secret-in-env", f"Env.{name}", message) for name, message in _secrets_in_env(runtime, configured_env))
     for entry in root:
         findings += (found(rule, entry.path, message) for rule, message in _file_findings(entry, root, user))
+    findings += (found(rule, where, message) for rule, where, message in _account_findings(root))
     findings += (found("entrypoint", where, message) for where, message in _entrypoint(runtime, root, image.platform))
+    healthcheck = _healthcheck(runtime)
+    if healthcheck:
+        findings.append(found("no-healthcheck", "Healthcheck", healthcheck))
     annotations = {**(index_annotations or {}), **_annotations(_document(image.manifest.data))}
     labels = runtime.get("Labels")
     labels = labels if isinstance(labels, dict) else {}
@@ -204,7 +217,24 @@ def _file_findings(entry: ImageFile, root: RootFS, user: _User) -> list[tuple[st
     credential = _credential(entry, name)
     if credential:
         out.append(("credential-file", credential))
+    unnecessary = _unnecessary(entry, name)
+    if unnecessary:
+        out.append(("unnecessary-file", unnecessary))
     return out
+
+
+def _unnecessary(entry: ImageFile, name: str) -> str:
+    if any(part in UNNECESSARY_DIRS or part == ".git" for part in entry.path.split("/")[1:-1]):
+        return ""  # the directory it is in is the finding
+    what = ""
+    if entry.kind == "dir":
+        what = UNNECESSARY_DIRS.get(name, "")
+    elif entry.kind in ("file", "symlink"):
+        what = UNNECESSARY_NAMES.get(name, "")
+        what = what or next((w for suffix, w in UNNECESSARY_SUFFIXES if name.endswith(suffix) and name != suffix), "")
+        if not what and (name.startswith(".#") or (len(name) > 2 and name.startswith("#") and name.endswith("#"))):
+            what = "an Emacs lock or auto-save file"
+    return f"is {what}; nothing needs it at run time" if what else ""
 
 
 def _shell(entry: ImageFile, name: str, root: RootFS) -> str:
@@ -249,6 +279,94 @@ def _has_private_key(data: bytes) -> bool:
                 return True
         at = data.find(b"-----BEGIN ", at + 1)
     return False
+
+
+# -- the config's Env and Healthcheck ---------------------------------------------------------
+
+
+def _secrets_in_env(runtime: Mapping[str, Any], allowed: set[str]) -> list[tuple[str, str]]:
+    """Credential-looking names with a value; the value is never read past "is it empty", never shown."""
+    out = []
+    for entry in _strings(runtime.get("Env")):
+        name, has_value, value = entry.partition("=")
+        word = credential_word(name)
+        if word and has_value and value and name not in allowed:
+            out.append(
+                (
+                    redact(name, limit=80),
+                    f"looks like a credential ({word}) and has a value, which every copy of the image carries in its config "
+                    f"for anyone who can pull it to read; pass it at run time instead (docker run -e {redact(name, limit=80)}, "
+                    "a Kubernetes Secret)",
+                )
+            )
+    return out
+
+
+def _healthcheck(runtime: Mapping[str, Any]) -> str:
+    check = runtime.get("Healthcheck")
+    test = _strings(check.get("Test")) if isinstance(check, dict) else ()
+    if not test:
+        return "is not set, so the engine cannot tell a hung program from a working one"
+    if test[0] == "NONE":
+        return "is disabled (NONE), so the engine cannot tell a hung program from a working one"
+    return ""
+
+
+# -- /etc/passwd, /etc/shadow, /etc/group ------------------------------------------------------
+
+
+def _account_findings(root: RootFS) -> list[tuple[str, str, str]]:
+    passwd, shadow, group = (_account_lines(root, path) for path in ("/etc/passwd", "/etc/shadow", "/etc/group"))
+    shells = {fields[0]: fields[6] if len(fields) > 6 else "" for fields in passwd if len(fields) >= 2}
+    out: list[tuple[str, str, str]] = []
+    for path, lines in (("/etc/passwd", passwd), ("/etc/shadow", shadow)):
+        for fields in lines:
+            if len(fields) < 2 or fields[1] != "" or fields[0] not in shells:
+                continue  # an account /etc/passwd does not have cannot log in
+            shell = shells[fields[0]]
+            if posixpath.basename(shell) not in NO_LOGIN:
+                login = f"the login shell {printable(shell)}" if shell else "no shell field (so /bin/sh)"
+                out.append(
+                    (
+                        "empty-password",
+                        path,
+                        f"the account {_name(fields[0])} has an empty password field and {login}: anyone can log in as it "
+                        "without a password",
+                    )
+                )
+    for path, lines, number in (("/etc/passwd", passwd, "UID"), ("/etc/group", group, "GID")):
+        out += (("duplicate-id", path, message) for message in _duplicates(lines, number))
+    out += (("duplicate-id", "/etc/shadow", message) for message in _duplicates(shadow, ""))
+    return out
+
+
+def _account_lines(root: RootFS, path: str) -> list[list[str]]:
+    entry = root.resolve(path)
+    if entry is None or entry.kind != "file":
+        return []
+    lines = entry.data.decode("utf-8", "replace").splitlines()
+    # NIS "+"/"-" lines and comments are not accounts.
+    return [line.split(":") for line in lines if line.strip() and not line.startswith(("#", "+", "-"))]
+
+
+def _duplicates(lines: list[list[str]], number: str) -> list[str]:
+    """One message per name listed twice, and per UID or GID (field 3) two names share."""
+    names: dict[str, int] = {}
+    ids: dict[str, list[str]] = {}
+    for fields in lines:
+        names[fields[0]] = names.get(fields[0], 0) + 1
+        if number and len(fields) > 2 and fields[2].isdigit():
+            ids.setdefault(str(int(fields[2])), []).append(fields[0])
+    out = [f"the name {_name(name)} is listed {count} times" for name, count in names.items() if count > 1]
+    for value, owners in ids.items():
+        distinct = list(dict.fromkeys(owners))
+        if len(distinct) > 1:
+            out.append(f"{number} {value} is shared by {' and '.join(map(_name, distinct))}")
+    return out
+
+
+def _name(name: str) -> str:
+    return repr(redact(name, limit=40))
 
 
 # -- the entrypoint ------------------------------------------------------------------------
@@ -370,25 +488,118 @@ def check_allowed(rules: Iterable[str]) -> frozenset[str]:
     return frozenset(rules)
 
 
+def enforce_audit(config: ImageConfig, findings: Iterable[Finding], reporter: Reporter) -> None:
+    """build-small's audit of what it built: info findings are told, a finding not in audit_allow stops the build."""
+    shown = [f for f in findings if f.rule not in config.audit_allow]
+    for finding in shown:
+        if finding.level == "info":
+            reporter.detail(f"audit: {finding.line()}")
+    failed = failing(shown)
+    if failed:
+        rules = ", ".join(f'"{rule}"' for rule in dict.fromkeys(f.rule for f in failed))
+        raise GosmallError(
+            f"[tool.gosmall.images.{config.name}]: the image fails its audit, so nothing was written:\n"
+            + "\n".join(f.line() for f in failed)
+            + f"\nFix what each line names (a file shipped through `files` is left out by removing it from its src), or, "
+            f"if it is intended, add audit_allow = [{rules}] to [tool.gosmall.images.{config.name}].",
+            code=FOUND,
+        )
+
+
 def failing(findings: Iterable[Finding], allowed: Iterable[str] = ()) -> tuple[Finding, ...]:
     """The findings that fail an audit: error level, rule not allowed."""
     allow = frozenset(allowed)
     return tuple(f for f in findings if f.level == "error" and f.rule not in allow)
 
 
-def format_findings(findings: Sequence[Finding], fmt: Format) -> str:
+@dataclass(frozen=True)
+class Anchor:
+    """The file a SARIF result about an image points at: code scanning shows nothing without one."""
+
+    uri: str
+    line: int = 1
+
+
+def format_findings(findings: Sequence[Finding], fmt: Format, *, target: str = "image", anchor: Anchor | None = None) -> str:
+    """Text lines, a JSON list, or a SARIF log whose results name `target` and point at `anchor` (default: `target` itself)."""
+    if fmt == "sarif":
+        return format_sarif(SARIF_RULES, [_sarif_result(f, target, anchor or Anchor(artifact_uri(target))) for f in findings])
     if fmt == "json":
         return json.dumps([f.to_json() for f in findings], indent=2)
     return "\n".join(f.line() for f in findings)
 
 
-def audit_target(target: str) -> tuple[Finding, ...]:
+SARIF_RULES = tuple(
+    SarifRule(
+        rule.id,
+        "error" if rule.level == "error" else "note",
+        rule.summary,
+        rule.help,
+        {"tags": [rule.checkpoint]} if rule.checkpoint else {},
+    )
+    for rule in RULES
+)
+
+
+def _sarif_result(finding: Finding, target: str, anchor: Anchor) -> SarifResult:
+    where = finding.where
+    kind = "resource" if where.startswith("/") else "variable" if where.startswith("Env.") else "property"
+    return SarifResult(
+        finding.rule,
+        "error" if finding.level == "error" else "note",
+        f"{printable(where)}: {finding.message}",
+        anchor.uri,
+        anchor.line,
+        logical=LogicalLocation(where, f"{target}:{finding.platform}:{where}", kind),
+        properties={"platform": finding.platform},
+    )
+
+
+@dataclass(frozen=True)
+class Audit:
+    """What `gosmall audit TARGET` found, with the [tool.gosmall] image TARGET is the output of, if it is one."""
+
+    target: str
+    findings: tuple[Finding, ...]
+    project: ProjectConfig | None = None
+    config: ImageConfig | None = None
+
+    @property
+    def allowed(self) -> frozenset[str]:
+        """The rules the image's audit_allow silences."""
+        return frozenset(self.config.audit_allow) if self.config is not None else frozenset()
+
+    def anchor(self, cwd: Path) -> Anchor:
+        """A configured image's table in pyproject.toml, else the target's path (or its reference, URI-encoded)."""
+        if self.project is not None and self.config is not None:
+            header = f"[tool.gosmall.images.{self.config.name}]"
+            try:
+                lines = self.project.pyproject.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError):
+                lines = []
+            line = next((n for n, text in enumerate(lines, start=1) if text.strip() == header), 1)
+            return Anchor(artifact_uri(_relative(self.project.pyproject, cwd)), line)
+        path = Path(self.target).expanduser()
+        return Anchor(artifact_uri(_relative(path.resolve(), cwd) if path.exists() else self.target))
+
+
+def _relative(path: Path, cwd: Path) -> str:
+    try:
+        return path.relative_to(cwd.resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def audit_target(target: str) -> Audit:
     """The findings for the image TARGET names (see `image_source.read_target`), with its config's rules when it is a project's output."""
-    return audit_image(read_target(target), config=configured_image(target))
+    image = read_target(target)
+    configured = configured_image(target)
+    project, config = configured if configured is not None else (None, None)
+    return Audit(target, audit_image(image, config=config), project, config)
 
 
-def configured_image(target: str) -> ImageConfig | None:
-    """The [tool.gosmall] image whose output `target` is (its directory, oci/ or image.tar), if any."""
+def configured_image(target: str) -> tuple[ProjectConfig, ImageConfig] | None:
+    """The project and the [tool.gosmall] image whose output `target` is (its directory, oci/ or image.tar), if any."""
     path = Path(target).expanduser()
     if not path.exists():
         return None
@@ -400,5 +611,5 @@ def configured_image(target: str) -> ImageConfig | None:
     for config in project.images:
         output = project.output_dir(config).resolve()
         if wanted in (output, output / "oci", output / "image.tar"):
-            return config
+            return project, config
     return None

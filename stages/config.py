@@ -21,6 +21,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from .audit_rules import RULE_IDS
 from .elf import MACHINES
 from .errors import GosmallError, did_you_mean
 from .image import Format, Platform
@@ -84,6 +85,7 @@ class ImageConfig:
     cc: tuple[tuple[str, str], ...] = ()  # (platform, C compiler) for cross cgo
     format: Format = "oci"  # media types of every document: "oci", or "docker" (schema 2) for podman's healthcheck
     sysroot: tuple[tuple[str, Path], ...] = ()  # (platform, that platform's root) where cross cgo's libraries are found
+    audit_allow: tuple[str, ...] = ()  # audit rule ids whose findings do not fail build-small's audit of this image
     project_root: Path | None = None  # links under a `files` src may lead anywhere inside it, never out
     # No config: tzdata and ca_certs are what the binary needs, decided after prove (needs.ship_what_is_needed).
     follow_needs: bool = False
@@ -234,6 +236,7 @@ _IMAGE_KEYS = (
     "package", "repository", "tags", "platforms", "cgo", "build_tags", "ldflags", "env", "entrypoint", "args",
     "user", "workdir", "ports", "labels", "tzdata", "zones", "ca_certs", "extra_ca_certs", "files",
     "healthcheck", "max_size", "smoke", "libs", "lib_search_paths", "strip_libs", "cc", "sysroot", "format", "allow_env_secrets",
+    "audit_allow",
 )  # fmt: skip
 _SMOKE_KEYS = ("path", "expect_status", "timeout", "env")
 _REPOSITORY = re.compile(
@@ -403,6 +406,12 @@ def _image(
                 f"readable by anyone who can pull it. Pass it at run time instead (docker run -e {key}, a Kubernetes "
                 f'Secret); if it really is not secret, add allow_env_secrets = ["{key}"] to this image.',
             )
+    audit_allow = t.strings("audit_allow")
+    for i, rule in enumerate(audit_allow):
+        if rule not in RULE_IDS:
+            t.fail(
+                f"audit_allow[{i}]", f"{rule!r} is not an audit rule; the rules are: {', '.join(RULE_IDS)}.{did_you_mean(rule, RULE_IDS)}"
+            )
 
     user = t.get("user", str, "nonroot", '"nonroot", "root" or "UID:GID"')
     match = re.match(r"^([0-9]+):([0-9]+)$", user)
@@ -526,6 +535,7 @@ def _image(
         cc=cc,
         sysroot=tuple((k, Path(v)) for k, v in sysroot),
         format=t.choice("format", FORMATS, default_format),  # type: ignore[arg-type]
+        audit_allow=audit_allow,
         project_root=root,
     )
 

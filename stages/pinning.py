@@ -27,8 +27,9 @@ The public surface, all returning values and never printing:
 - `scan_root(start) -> Path`: where a scan looks when there is no gosmall
   project: the git work tree holding `start`, else `start`.
 - `format_findings(result, fmt, root) -> str`: `path:line:col: message`
-  lines, or a JSON list of {path, line, column, reference, problem,
-  message}; paths relative to `root`.
+  lines, a JSON list of {path, line, column, reference, problem,
+  message}, or a SARIF 2.1.0 log (one rule per problem); paths relative to
+  `root`.
 - `enforce_pinning(result, policy) -> tuple[str, ...]`: the `pinning`
   policy of `build-small` (`"error"` raises `GosmallError`, `"warn"` returns
   the lines to warn with, `"off"` returns nothing).
@@ -86,7 +87,7 @@ from .reference import Reference, ReferenceError, parse_normalized_named
 
 Problem = Literal["not-pinned", "unresolvable", "invalid-reference", "resolve-failed", "unreadable", "invalid-yaml"]
 FileKind = Literal["dockerfile", "compose", "kubernetes", "workflow", "pyproject"]
-Format = Literal["text", "json"]
+Format = Literal["text", "json", "sarif"]
 Policy = Literal["error", "warn", "off"]
 
 SKIPPED_DIRS = frozenset({".git", "vendor", "node_modules"})
@@ -226,8 +227,27 @@ def scan_project(root: Path, paths: Sequence[Path] = (), *, output_dir: Path | N
     )
 
 
+# SARIF rules: what each problem means and how to fix it.
+PROBLEM_HELP: dict[Problem, tuple[str, str]] = {
+    "not-pinned": ("an image reference is not pinned by digest", "A tag can be moved to other bytes at any time. Run `gosmall pin`."),
+    "unresolvable": ("an image reference is built from values a scan cannot know", "Write the reference out, pinned by digest."),
+    "invalid-reference": ("an image reference is not a valid reference", "Fix it to name[:tag]@sha256:<64 hex>."),
+    "resolve-failed": ("the registry did not give a reference's digest", "Check the name, the credentials and the network."),
+    "unreadable": ("a file to scan cannot be read as text", "Make it a readable UTF-8 file, or leave it out of the paths."),
+    "invalid-yaml": ("a YAML file to scan does not parse", "Fix the YAML at the position shown."),
+}
+
+
 def format_findings(result: ScanResult, fmt: Format, root: Path) -> str:
     root = root.resolve()
+    if fmt == "sarif":
+        from .sarif import SarifResult, SarifRule, artifact_uri, format_sarif
+
+        rules = [SarifRule(problem, "error", short, help) for problem, (short, help) in PROBLEM_HELP.items()]
+        results = [
+            SarifResult(f.problem, "error", f.message, artifact_uri(_shown(f.path, root)), f.line, f.column) for f in result.findings
+        ]
+        return format_sarif(rules, results)
     if fmt == "json":
         return json.dumps([f.to_json(root) for f in result.findings], indent=2)
     return "\n".join(f.render(root) for f in result.findings)

@@ -1,7 +1,7 @@
 """The build-small pipeline: build every image, hand each `Build` to each publisher.
 
-Building is toolchain -> compile -> prove -> runtime files -> assemble, in
-memory, and returns an immutable `Build`. Publishing takes that value: the
+Building is toolchain -> compile -> prove -> runtime files -> assemble ->
+audit, in memory, and returns an immutable `Build`. Publishing takes that value: the
 output directory (written to a temporary directory beside the target and
 renamed into place only when all of it succeeded), then, when asked, the
 Docker engine or a registry. A new destination is a new publisher.
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .assemble import PlatformParts, assemble
+from .audit import audit_image, enforce_audit
 from .built import Build, PlatformFacts
 from .compile import compile_binary, host_platform, plan_compile
 from .config import ImageConfig, ProjectConfig
@@ -141,6 +142,8 @@ def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo,
         {p.binary.platform: p.runtime for p in parts},
     )
     enforce_max_size(config, sizes)
+    # Held to the rules `gosmall audit` holds any image to, before anything is written.
+    enforce_audit(config, audit_image(image, config=config), reporter)
     if config.healthcheck and config.format == "oci":
         reporter.warn(
             f"[tool.gosmall.images.{config.name}]: the image has a healthcheck, but podman and buildah read Healthcheck only "

@@ -59,7 +59,11 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "lock": ("gosmall lock && git add gosmall.lock",),
     "verify-lock": ("gosmall verify-lock",),
     "sbom": ("gosmall sbom --image hello",),
-    "audit": ("gosmall audit dist/hello", "gosmall audit docker://127.0.0.1:5000/app@sha256:... --format json"),
+    "audit": (
+        "gosmall audit dist/hello",
+        "gosmall audit docker://127.0.0.1:5000/app@sha256:... --format json",
+        "gosmall audit dist/hello --format sarif > audit.sarif",
+    ),
 }
 INSECURE_HELP = "A registry host (or host:port) to speak plain HTTP to (repeatable); loopback registries always are."
 PUSHED_FORMAT_HELP = "text (repository@sha256:... per image) or json (a list of {image, reference, repository, digest, tags})."
@@ -278,7 +282,7 @@ def index(
     print(json.dumps([pushed.to_json()], indent=2) if format == "json" else pushed.reference)
 
 
-@task(iterable=["path"], help={"path": PATH_HELP, "format": "text (path:line:col: message) or json (a list of {path, line, column, reference, problem, message})."})  # fmt: skip
+@task(iterable=["path"], help={"path": PATH_HELP, "format": "text (path:line:col: message), json (a list of {path, line, column, reference, problem, message}) or sarif (SARIF 2.1.0, for code scanning)."})  # fmt: skip
 @speaks_to_user
 def verify_pins(c: Any, path: list[str] | None = None, format: str = "text") -> None:  # noqa: A002 - the flag is --format
     """List every image reference that is not pinned by sha256 digest.
@@ -290,12 +294,12 @@ def verify_pins(c: Any, path: list[str] | None = None, format: str = "text") -> 
     """
     from .pinning import format_findings, scan_project
 
-    if format not in ("text", "json"):
-        raise GosmallError(f"--format {format!r} is not known; use text or json.")
+    if format not in ("text", "json", "sarif"):
+        raise GosmallError(f"--format {format!r} is not known; use text, json or sarif.")
     root, output = _pin_scope()
     result = scan_project(root, _paths(path), output_dir=output)
     shown = format_findings(result, format, Path.cwd())  # type: ignore[arg-type]
-    if shown or format == "json":
+    if shown or format != "text":
         print(shown)
     if not result.ok:
         raise Exit(code=FOUND)
@@ -408,24 +412,26 @@ def sbom(c: Any, image: str | None = None) -> None:
 
 
 @task(iterable=["allow"], help={"target": "An OCI layout directory (or a gosmall output directory), a docker-archive image.tar, an image in the Docker engine by name, or docker://host/repo@sha256:... in a registry.",
-                                "format": "text (platform: path-or-key: rule: finding) or json (a list of {platform, rule, level, path or key, message}).",
-                                "allow": "A rule id whose findings do not fail the audit and are not shown (repeatable)."})  # fmt: skip
+                                "format": "text (platform: path-or-key: rule: finding), json (a list of {platform, rule, level, path or key, message}) or sarif (SARIF 2.1.0, for code scanning).",
+                                "allow": "A rule id whose findings do not fail the audit and are not shown (repeatable); a gosmall output's audit_allow applies too."})  # fmt: skip
 @speaks_to_user
 def audit(c: Any, target: str, format: str = "text", allow: list[str] | None = None) -> None:  # noqa: A002 - the flag is --format
-    """Audit an image, gosmall's or anyone's: root user, shells, setuid, world-writable or foreign-owned files, entrypoint, keys, labels.
+    """Audit an image, gosmall's or anyone's: root user, shells, setuid, writable or foreign-owned files, entrypoint, secrets, accounts, leftovers.
 
     Each platform's config and flattened file system is checked; a gosmall output directory is also held to its
-    max_size. Exit status: 0 no finding above info; 1 a finding not allowed; 2 it could not run (unreadable or
-    missing image, no engine, registry refused), and then nothing is printed on stdout.
+    max_size and its audit_allow. Info findings (labels, healthcheck) are shown and never fail. Exit status: 0 no
+    finding above info; 1 a finding not allowed; 2 it could not run (unreadable or missing image, no engine, registry
+    refused), and then nothing is printed on stdout.
     """
     from .audit import audit_target, check_allowed, failing, format_findings
 
-    if format not in ("text", "json"):
-        raise GosmallError(f"--format {format!r} is not known; use text or json.")
+    if format not in ("text", "json", "sarif"):
+        raise GosmallError(f"--format {format!r} is not known; use text, json or sarif.")
     allowed = check_allowed(allow or ())
-    findings = tuple(f for f in audit_target(target) if f.rule not in allowed)
-    shown = format_findings(findings, format)  # type: ignore[arg-type]
-    if shown or format == "json":
+    done = audit_target(target)
+    findings = tuple(f for f in done.findings if f.rule not in allowed | done.allowed)
+    shown = format_findings(findings, format, target=target, anchor=done.anchor(Path.cwd()))  # type: ignore[arg-type]
+    if shown or format != "text":
         print(shown)
     if failing(findings):
         raise Exit(code=FOUND)

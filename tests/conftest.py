@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-# Engine and registry fixtures live in their own plugin modules.
-pytest_plugins = ["tests.docker_fixture", "tests.registry_fixture"]
+# Engine, registry and buildah fixtures live in their own plugin modules.
+pytest_plugins = ["tests.docker_fixture", "tests.registry_fixture", "tests.buildah_fixture"]
 
 REPO = Path(__file__).resolve().parents[1]
 # Test data copied into the repository (tests/vectors/README.md names the sources).
