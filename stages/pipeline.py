@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .assemble import PlatformParts, assemble
-from .audit import audit_image, enforce_audit
 from .built import Build, PlatformFacts
 from .compile import compile_binary, host_platform, plan_compile
 from .config import ImageConfig, ProjectConfig
@@ -34,9 +33,10 @@ from .prove import prove_binary
 from .report import build_report, enforce_max_size, platform_sizes, report_json, show_libraries, show_size_table
 from .reporter import Reporter
 from .runtime_files import collect_runtime_files, with_libraries
-from .sbom import SBOM_FILE, file_sources, sbom_artifact, sbom_document
 from .source import SourceInfo, describe_source
 from .toolchain import find_module, find_toolchain, verify_module
+from .trust.audit import audit_image, enforce_audit
+from .trust.sbom import SBOM_FILE, file_sources, sbom_artifact, sbom_document
 
 
 class Publisher(Protocol):

@@ -36,8 +36,11 @@ from .config import ImageConfig, ProjectConfig, unpushable_repository
 from .digest import Digest
 from .errors import GosmallError
 from .image import Blob, Image, MediaTypes, Platform, PlatformImage
-from .reference import Reference, ReferenceError, parse_normalized_named
-from .registry import (
+from .report import human, report_json
+from .reporter import RecordingReporter, Reporter
+from .source import describe_source
+from .trust.reference import Reference, ReferenceError, parse_normalized_named
+from .trust.registry import (
     MANIFEST_ACCEPT,
     Answer,
     RegistryClient,
@@ -49,9 +52,6 @@ from .registry import (
     raise_if_unavailable,
     registry_base,
 )
-from .report import human, report_json
-from .reporter import RecordingReporter, Reporter
-from .source import describe_source
 
 # Bytes per upload request: a blob above this goes in PATCH chunks, so that a request of 4 MiB, not a whole
 # layer, has to finish within the client's per-request deadline on a slow link.

@@ -21,13 +21,13 @@ from .built import Build, read_build
 from .config import ProjectConfig, load_project, parse_platform_flags, with_platforms
 from .errors import COULD_NOT_RUN, FOUND, GosmallError
 from .interrupts import Interrupted, sigterm_as_ctrl_c
-from .lock import warn_if_unlike_lock
 from .pipeline import build_small as run_build_small
 from .reporter import Reporter, make_reporter
+from .trust.lock import warn_if_unlike_lock
 
 if TYPE_CHECKING:  # imported where used: building needs no registry client
     from .push import RegistryPublisher
-    from .registry import RegistryClient
+    from .trust.registry import RegistryClient
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -180,8 +180,8 @@ def push(c: Any, image: str | None = None, format: str = "text", insecure_regist
     for build in builds:
         publisher.publish(build, reporter)
     if key is not None:
-        from .reference import parse_normalized_named
-        from .sign import sign_image
+        from .trust.reference import parse_normalized_named
+        from .trust.sign import sign_image
 
         for pushed in publisher.pushed:
             sign_image(publisher.client, parse_normalized_named(pushed.repository), pushed.digest, key, reporter)
@@ -197,7 +197,7 @@ def keygen(c: Any) -> None:
     from GOSMALL_SIGNING_PASSWORD, else a prompt. An existing key is never overwritten. Exit status: 0 written; 2 it
     could not (a key already there, no password).
     """
-    from .sign import check_no_key_pair, generate_key_pair, signing_password, write_key_pair
+    from .trust.sign import check_no_key_pair, generate_key_pair, signing_password, write_key_pair
 
     check_no_key_pair(Path.cwd())
     private, public = write_key_pair(Path.cwd(), generate_key_pair(signing_password(confirm=True)))
@@ -215,7 +215,7 @@ def sign(c: Any, key: str = "", image: str | None = None, insecure_registry: lis
     status: 0 signed; 2 it could not (no key or wrong password, not built, not pushed, the registry refused).
     """
     from .push import repository_reference
-    from .sign import sign_image
+    from .trust.sign import sign_image
 
     if not key:
         raise GosmallError("sign needs --key: the cosign private key to sign with (`gosmall keygen` writes cosign.key).")
@@ -237,7 +237,7 @@ def verify_signature(c: Any, image: str, key: str = "", insecure_registry: list[
     Exit status: 0 a signature checks out; 1 there is none, or none by this key for this image and repository; 2 it
     could not run (no key, bad reference, the registry failed).
     """
-    from .sign import read_public_key, verify_image_signature
+    from .trust.sign import read_public_key, verify_image_signature
 
     if not key:
         raise GosmallError("verify-signature needs --key: the cosign public key to check with (cosign.pub).")
@@ -292,7 +292,7 @@ def verify_pins(c: Any, path: list[str] | None = None, format: str = "text") -> 
     Exit status: 0 every reference is pinned; 1 unpinned or invalid references (or unreadable files) were found;
     2 it could not run (bad flag, bad config, missing path), and then nothing is printed on stdout.
     """
-    from .pinning import format_findings, scan_project
+    from .trust.pinning import format_findings, scan_project
 
     if format not in ("text", "json", "sarif"):
         raise GosmallError(f"--format {format!r} is not known; use text, json or sarif.")
@@ -318,7 +318,7 @@ def pin(c: Any, path: list[str] | None = None, check: bool = False, timeout: int
     (with --check: or would change); 2 it could not run (bad flag, bad config, missing path, a registry that did not
     answer in time or refused access).
     """
-    from .pinning import format_pin_result, pin_references
+    from .trust.pinning import format_pin_result, pin_references
 
     if timeout <= 0:
         raise GosmallError(f"--timeout {timeout}: must be a positive number of seconds.")
@@ -353,7 +353,7 @@ def resolve(c: Any, filename: list[str] | None = None, write: bool = False, inse
     under the same rules as pin. Exit status: 0 resolved; 2 it could not run (no such image, missing path, bad config,
     registry refused), and then nothing is built or printed.
     """
-    from .resolve import resolve_references
+    from .trust.resolve import resolve_references
 
     if not filename:
         raise GosmallError("Name the files to resolve: gosmall resolve -f k8s/ (a file or directory, repeatable).")
@@ -372,7 +372,7 @@ def lock(c: Any) -> None:
     gosmall.lock, it rewrites the file byte for byte. Exit status: 0 written; 2 it could not run (not a git
     repository, a failed build).
     """
-    from .lock import lock_project
+    from .trust.lock import lock_project
 
     reporter = make_reporter()
     path, written = lock_project(load_project(), reporter)
@@ -388,7 +388,7 @@ def verify_lock(c: Any, image: str | None = None) -> None:
     version, compressor version, source changed since the lock's revision, config changed); 2 it could not run (no
     lock, not a git repository, a failed build).
     """
-    from .lock import verify_project_lock
+    from .trust.lock import verify_project_lock
 
     reporter = make_reporter()
     built = verify_project_lock(load_project(), reporter, names=(image,) if image else ())
@@ -404,7 +404,7 @@ def sbom(c: Any, image: str | None = None) -> None:
     e.g. for an output an older gosmall wrote without them. Exit status: 0 written; 2 it could not run (not built, a
     damaged output).
     """
-    from .sbom import write_sbom
+    from .trust.sbom import write_sbom
 
     reporter = make_reporter()
     for build in _read_builds(load_project(), image):
@@ -423,7 +423,7 @@ def audit(c: Any, target: str, format: str = "text", allow: list[str] | None = N
     finding above info; 1 a finding not allowed; 2 it could not run (unreadable or missing image, no engine, registry
     refused), and then nothing is printed on stdout.
     """
-    from .audit import audit_target, check_allowed, failing, format_findings
+    from .trust.audit import audit_target, check_allowed, failing, format_findings
 
     if format not in ("text", "json", "sarif"):
         raise GosmallError(f"--format {format!r} is not known; use text, json or sarif.")
@@ -515,7 +515,7 @@ def _selected_project(image: str | None, packages: list[str] | None, platforms: 
 def _pin_scope() -> tuple[Path, Path | None]:
     """Where verify-pins and pin look, and what they skip: a gosmall project minus its output, else the git work tree or the current directory."""
     from .config import NoProjectError
-    from .pinning import scan_root
+    from .trust.pinning import scan_root
 
     try:
         project = load_project(images_required=False)
@@ -532,7 +532,7 @@ def _paths(paths: list[str] | None) -> tuple[Path, ...]:
 def _check_pins(project: ProjectConfig, reporter: Reporter) -> None:
     if project.pinning == "off":
         return
-    from .pinning import enforce_pinning, scan_project
+    from .trust.pinning import enforce_pinning, scan_project
 
     reporter.step("Checking that every image reference is pinned by digest")
     for line in enforce_pinning(scan_project(project.root, output_dir=project.output), project.pinning):
@@ -540,7 +540,7 @@ def _check_pins(project: ProjectConfig, reporter: Reporter) -> None:
 
 
 def _registry_client(insecure: list[str] | None) -> RegistryClient:
-    from .registry import RegistryClient
+    from .trust.registry import RegistryClient
 
     return RegistryClient.from_environment(insecure=tuple(insecure or ()))
 
@@ -565,7 +565,7 @@ def _print_pushed(publisher: RegistryPublisher, format: str) -> None:  # noqa: A
 
 
 def _signing_key(path: str) -> Any:
-    from .sign import read_private_key, signing_password
+    from .trust.sign import read_private_key, signing_password
 
     return read_private_key(Path(path), signing_password(confirm=False))
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gosmall.errors import GosmallError
-from gosmall.lock import Difference, ImageLock, Lock, compare, likely_causes, read_lock
+from gosmall.trust.lock import Difference, ImageLock, Lock, compare, likely_causes, read_lock
 
 from .conftest import git_commit, gosmall, make_project
 

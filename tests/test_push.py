@@ -29,9 +29,9 @@ from gosmall.errors import GosmallError
 from gosmall.image import Platform
 from gosmall.image_source import read_oci_layout
 from gosmall.push import RegistryPublisher
-from gosmall.registry import MANIFEST_ACCEPT, RegistryClient, registry_base
 from gosmall.report import report_json
 from gosmall.reporter import RecordingReporter
+from gosmall.trust.registry import MANIFEST_ACCEPT, RegistryClient, registry_base
 
 from .conftest import gosmall, make_project
 from .registry_fixture import StandIn, http_server, registry_process

@@ -21,11 +21,11 @@ import pytest
 from jsonschema import Draft4Validator
 
 from gosmall import __version__
-from gosmall.audit_rules import RULES
 from gosmall.compile import host_platform
 from gosmall.image import Platform
-from gosmall.pinning import PROBLEM_HELP
-from gosmall.sarif import artifact_uri
+from gosmall.trust.audit_rules import RULES
+from gosmall.trust.pinning import PROBLEM_HELP
+from gosmall.trust.sarif import artifact_uri
 
 from .buildah_fixture import Buildah, put
 from .conftest import VECTORS, BuiltProject, gosmall

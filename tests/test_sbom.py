@@ -25,8 +25,8 @@ from gosmall.built import Build, FileSource, PlatformFacts, read_build
 from gosmall.config import load_project, parse_project
 from gosmall.image import Platform
 from gosmall.image_source import read_oci_layout
-from gosmall.sbom import file_sources, purl, sbom_artifact, sbom_document
 from gosmall.toolchain import find_module, find_toolchain
+from gosmall.trust.sbom import file_sources, purl, sbom_artifact, sbom_document
 
 from .conftest import REPO, BuiltProject, git_commit, gosmall
 from .oci_schema import errors

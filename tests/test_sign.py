@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gosmall.digest import Digest
-from gosmall.sign import (
+from gosmall.trust.sign import (
     PRIVATE_KEY_PEM_TYPE,
     SIGNATURE_ANNOTATION,
     SIMPLE_SIGNING,

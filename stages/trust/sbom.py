@@ -35,18 +35,18 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import quote
 
-from . import __version__
-from .assemble import rfc3339
-from .buildinfo import BuildInfo, BuildInfoError, Module, read_build_info
-from .built import Build, FileSource
-from .config import ImageConfig
-from .elf import MAGIC
-from .errors import GosmallError
-from .image import MEDIA_MANIFEST, Artifact, Blob, Platform, PlatformImage, canonical_json
-from .layer_files import FileEntry
-from .libraries import NSSWITCH_PATH, LibraryClosure
-from .oci_layout import layout_index
-from .runtime_files import ZONEINFO_ZIP
+from .. import __version__
+from ..assemble import rfc3339
+from ..buildinfo import BuildInfo, BuildInfoError, Module, read_build_info
+from ..built import Build, FileSource
+from ..config import ImageConfig
+from ..elf import MAGIC
+from ..errors import GosmallError
+from ..image import MEDIA_MANIFEST, Artifact, Blob, Platform, PlatformImage, canonical_json
+from ..layer_files import FileEntry
+from ..libraries import NSSWITCH_PATH, LibraryClosure
+from ..oci_layout import layout_index
+from ..runtime_files import ZONEINFO_ZIP
 
 SBOM_FILE = "sbom.spdx.json"
 MEDIA_SPDX_JSON = "application/spdx+json"

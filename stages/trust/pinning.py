@@ -79,9 +79,9 @@ else:  # pragma: no cover
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from .atomic import write_beside
-from .digest import Digest
-from .errors import COULD_NOT_RUN, FOUND, GosmallError
+from ..atomic import write_beside
+from ..digest import Digest
+from ..errors import COULD_NOT_RUN, FOUND, GosmallError
 from .redact import printable
 from .reference import Reference, ReferenceError, parse_normalized_named
 

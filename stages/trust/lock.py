@@ -31,10 +31,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from .built import Build
-from .config import ProjectConfig, load_project
-from .errors import FOUND, GosmallError
-from .reporter import Reporter
+from ..built import Build
+from ..config import ProjectConfig, load_project
+from ..errors import FOUND, GosmallError
+from ..reporter import Reporter
 
 LOCK_NAME = "gosmall.lock"
 LOCK_FORMAT = 1
@@ -301,7 +301,7 @@ def build_commit(
     repo: Repository, commit: str, reporter: Reporter, *, names: tuple[str, ...] = (), environ: Mapping[str, str] | None = None
 ) -> Lock:
     """Build `commit` in a temporary clone, never the work tree, and return what its lock would be."""
-    from .pipeline import build_small
+    from ..pipeline import build_small
 
     with tempfile.TemporaryDirectory(prefix="gosmall-lock-") as temporary:
         clone = Path(temporary) / "src"

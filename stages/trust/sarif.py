@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
-from . import __version__
+from .. import __version__
 
 Level = Literal["error", "warning", "note"]
 
