@@ -57,6 +57,7 @@ def test_the_lock_records_what_build_small_builds_in_a_commit_friendly_form(tmp_
     assert document["compressor"] == report["builder"]["compressor"] == {"name": "deflate", "version": "0.8.1", "level": 6}
     image = document["images"]["hello"]
     assert image["digest"] == report["digest"]
+    assert image["media_type"] == report["media_type"] == "application/vnd.oci.image.index.v1+json"  # issue 18: which format
     assert sorted(image["platforms"]) == ["linux/amd64", "linux/arm64"]
     for platform, entry in image["platforms"].items():
         assert entry == {f: report["platforms"][platform][f] for f in ("manifest_digest", "config_digest", "layer_digest", "diff_id")}

@@ -40,7 +40,7 @@ LOCK_NAME = "gosmall.lock"
 LOCK_FORMAT = 1
 DIGEST_FIELDS = ("manifest_digest", "config_digest", "layer_digest", "diff_id")
 # The project-wide keys that change what an image is; output and pinning do not.
-_IMAGE_AFFECTING_TOP_KEYS = ("platforms", "go_version")
+_IMAGE_AFFECTING_TOP_KEYS = ("platforms", "go_version", "format")
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class ImageLock:
     digest: str
     config: str  # sha256 of the image's [tool.gosmall] settings, to tell "config changed" from "source changed"
     platforms: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]  # platform -> (field, digest) in DIGEST_FIELDS order
+    media_type: str = ""  # the top document's: which format (OCI or Docker schema 2) the digest is of
 
     def platform(self, name: str) -> dict[str, str] | None:
         return next((dict(fields) for p, fields in self.platforms if p == name), None)
@@ -74,7 +75,13 @@ class Lock:
             "compressor": dict(self.compressor),
             "gosmall": self.gosmall,
             "images": {
-                name: {"digest": i.digest, "config": i.config, "platforms": {p: dict(f) for p, f in i.platforms}} for name, i in self.images
+                name: {
+                    "digest": i.digest,
+                    "config": i.config,
+                    "media_type": i.media_type,
+                    "platforms": {p: dict(f) for p, f in i.platforms},
+                }
+                for name, i in self.images
             },
         }
         return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
@@ -104,7 +111,7 @@ def lock_from_builds(builds: Sequence[Build], pyproject: Path) -> Lock:
         platforms = tuple(
             (platform, tuple((f, str(entry[f])) for f in DIGEST_FIELDS)) for platform, entry in sorted(report["platforms"].items())
         )
-        images.append((name, ImageLock(str(report["digest"]), settings.get(name, ""), platforms)))
+        images.append((name, ImageLock(str(report["digest"]), settings.get(name, ""), platforms, str(report.get("media_type", "")))))
     return Lock(
         revision=str(first["source"]["revision"]),
         source_date_epoch=int(first["source"]["source_date_epoch"]),
@@ -142,7 +149,7 @@ def read_lock(path: Path) -> Lock | None:
             platforms = tuple(
                 (platform, tuple((f, str(fields[f])) for f in DIGEST_FIELDS)) for platform, fields in sorted(body["platforms"].items())
             )
-            images.append((name, ImageLock(str(body["digest"]), str(body.get("config", "")), platforms)))
+            images.append((name, ImageLock(str(body["digest"]), str(body.get("config", "")), platforms, str(body.get("media_type", "")))))
         return Lock(
             revision=str(document["revision"]),
             source_date_epoch=int(document["source_date_epoch"]),
