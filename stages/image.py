@@ -7,6 +7,7 @@ it afterwards (like go-containerregistry's Manifest/RawManifest twins).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -88,7 +89,9 @@ class Blob:
     media_type: str
     data: bytes
 
-    @property
+    # Hashed once per value: the bytes cannot change, and a build asks for a layer's digest many
+    # times (descriptors, blobs(), the report, the SBOM).
+    @functools.cached_property
     def digest(self) -> Digest:
         return Digest.of(self.data)
 
@@ -124,7 +127,7 @@ class Layer:
     blob: Blob  # compressed, what registries and OCI layouts store
     tar: bytes  # uncompressed, what `docker load` and rootfs.diff_ids use
 
-    @property
+    @functools.cached_property
     def diff_id(self) -> Digest:
         return Digest.of(self.tar)
 
