@@ -45,7 +45,3 @@ def write_oci_layout(image: Image, directory: Path, repository: str, tags: tuple
 
 def read_index(directory: Path) -> dict[str, object]:
     return json.loads((directory / "index.json").read_bytes())
-
-
-# The one layout reader (it reads any image, gosmall's or another tool's) lives with the other readers.
-from .image_source import read_oci_layout as read_oci_layout  # noqa: E402
