@@ -2,14 +2,26 @@
 
 Stages never print. They take a `Reporter` made by the task: rich on a
 terminal, plain lines in CI or a pipe, and a recording one in tests.
+
+A long stage runs inside `with reporter.status("linux/amd64: compiling go_app"):`.
+Platforms build in parallel threads, so every method may be called from several
+threads at once, and several statuses may be active together.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TextIO
+from typing import TYPE_CHECKING, Literal, Protocol, TextIO, cast
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+    from rich.live import Live
+    from rich.spinner import Spinner
+    from rich.text import Text
 
 Kind = Literal["step", "detail", "warn"]
 
@@ -19,6 +31,7 @@ class Reporter(Protocol):
     def detail(self, message: str) -> None: ...
     def warn(self, message: str) -> None: ...
     def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None: ...
+    def status(self, message: str) -> AbstractContextManager[None]: ...
 
 
 @dataclass
@@ -26,23 +39,33 @@ class RecordingReporter:
     """Keeps every message, for tests to assert on."""
 
     events: list[tuple[str, str]] = field(default_factory=list)
+    # A table is several events: the lock keeps them together when threads report at once.
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    def _record(self, *events: tuple[str, str]) -> None:
+        with self._lock:
+            self.events.extend(events)
 
     def step(self, message: str) -> None:
-        self.events.append(("step", message))
+        self._record(("step", message))
 
     def detail(self, message: str) -> None:
-        self.events.append(("detail", message))
+        self._record(("detail", message))
 
     def warn(self, message: str) -> None:
-        self.events.append(("warn", message))
+        self._record(("warn", message))
 
     def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-        self.events.append(("table", title))
-        for row in rows:
-            self.events.append(("row", " | ".join(row)))
+        self._record(("table", title), *(("row", " | ".join(row)) for row in rows))
+
+    @contextmanager
+    def status(self, message: str) -> Iterator[None]:
+        self._record(("status", message))
+        yield
 
     def messages(self, kind: str | None = None) -> list[str]:
-        return [m for k, m in self.events if kind is None or k == kind]
+        with self._lock:
+            return [m for k, m in self.events if kind is None or k == kind]
 
 
 @dataclass
@@ -51,29 +74,42 @@ class PlainReporter:
 
     stream: TextIO = sys.stderr
     out: TextIO = sys.stdout
+    # Parallel platform builds report from their threads: one lock keeps each line, and each table, whole.
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    def _say(self, line: str) -> None:
+        with self._lock:
+            print(line, file=self.stream, flush=True)
 
     def step(self, message: str) -> None:
-        print(f"==> {message}", file=self.stream, flush=True)
+        self._say(f"==> {message}")
 
     def detail(self, message: str) -> None:
-        print(f"    {message}", file=self.stream, flush=True)
+        self._say(f"    {message}")
 
     def warn(self, message: str) -> None:
-        print(f"WARNING: {message}", file=self.stream, flush=True)
+        self._say(f"WARNING: {message}")
 
     def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         widths = [max(len(str(c)), *(len(str(r[i])) for r in rows)) if rows else len(str(c)) for i, c in enumerate(columns)]
         line = "  ".join(str(c).ljust(w) for c, w in zip(columns, widths))
-        print(title, file=self.out)
-        print(line, file=self.out)
-        print("  ".join("-" * w for w in widths), file=self.out)
-        for row in rows:
-            print("  ".join(str(v).rjust(w) if str(v)[:1].isdigit() else str(v).ljust(w) for v, w in zip(row, widths)), file=self.out)
-        self.out.flush()
+        with self._lock:
+            print(title, file=self.out)
+            print(line, file=self.out)
+            print("  ".join("-" * w for w in widths), file=self.out)
+            for row in rows:
+                print("  ".join(str(v).rjust(w) if str(v)[:1].isdigit() else str(v).ljust(w) for v, w in zip(row, widths)), file=self.out)
+            self.out.flush()
+
+    @contextmanager
+    def status(self, message: str) -> Iterator[None]:
+        # A log cannot redraw a line: one line as the stage starts; the next message, or the error, says how it went.
+        self._say(f"    {message} ...")
+        yield
 
 
 class RichReporter:
-    """Colour and a real table when a person is watching.
+    """Colour, a real table and live spinners when a person is watching.
 
     Messages carry user data (paths, container logs, registry answers): they are
     rich `Text`, never markup, so a `[/x]` in a log line is shown, not parsed.
@@ -84,13 +120,21 @@ class RichReporter:
 
         self._err = Console(stderr=True, file=stderr)
         self._out = Console(file=stdout)
+        # Outermost lock around all output and the live display; rich's refresh thread never takes it,
+        # so holding it while rich takes its own locks cannot deadlock.
+        self._lock = threading.Lock()
+        # Active statuses in start order, replaced (never mutated) so rich's refresh thread can read it unlocked.
+        self._shown: tuple[tuple[Spinner, Text], ...] = ()
+        self._live: Live | None = None
 
     def _say(self, prefix: str, style: str, message: str) -> None:
         from rich.text import Text
 
         line = Text(prefix, style=style)
         line.append(message, style="dim" if prefix.isspace() else "")
-        self._err.print(line, highlight=False)
+        with self._lock:
+            # Printed through the live display's console, so it lands above the spinners.
+            self._err.print(line, highlight=False)
 
     def step(self, message: str) -> None:
         self._say("==> ", "bold cyan", message)
@@ -110,7 +154,68 @@ class RichReporter:
             table.add_column(column, justify="left" if i == 0 else "right")
         for row in rows:
             table.add_row(*[Text(str(v)) for v in row])
-        self._out.print(table)
+        with self._lock:
+            # stdout's console knows nothing of the spinners on stderr: on a shared terminal they would be
+            # drawn over. Take them down, print, and put them back below (a fresh Live: a restarted one
+            # would move up over the table by its old height).
+            paused = self._live if self._out.is_terminal else None
+            if paused is not None:
+                paused.stop()
+                self._live = None
+            self._out.print(table)
+            if paused is not None:
+                self._show()
+
+    @contextmanager
+    def status(self, message: str) -> Iterator[None]:
+        from rich.spinner import Spinner
+        from rich.text import Text
+
+        entry = (Spinner("dots", style="status.spinner"), Text(message))
+        try:
+            with self._lock:
+                self._shown = (*self._shown, entry)
+                self._show()
+            yield
+        finally:
+            with self._lock:
+                self._shown = tuple(e for e in self._shown if e is not entry)
+                self._show()
+
+    def _show(self) -> None:
+        """Start, redraw or stop the live display to match the active statuses; called holding the lock."""
+        from rich.live import Live
+
+        if not self._shown:
+            if self._live is not None:
+                self._live.stop()  # transient: the spinner lines are erased
+                self._live = None
+        elif self._live is None:
+            # No redirect of sys.stdout/sys.stderr: rich would send anything printed to stdout (a piped answer)
+            # to the terminal, and swapping process-wide streams from one thread races with the others.
+            self._live = Live(
+                get_renderable=self._status_lines,
+                console=self._err,
+                transient=True,
+                refresh_per_second=10,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
+            self._live.start(refresh=True)
+        else:
+            self._live.refresh()  # a status came or went: show it now, not at the next tick
+
+    def _status_lines(self) -> RenderableType:
+        from rich.console import Group
+        from rich.text import Text
+
+        now = self._err.get_time()
+        lines = []
+        for spinner, message in self._shown:
+            # One line per status, cut with an ellipsis: eight platforms compiling must not wrap into a wall.
+            frame = cast("Text", spinner.render(now))  # a Spinner without text renders its frame as Text
+            lines.append(Text.assemble(frame, " ", message, no_wrap=True, overflow="ellipsis"))
+        return Group(*lines)
 
 
 def make_reporter(*, out: TextIO | None = None) -> Reporter:
