@@ -103,7 +103,7 @@ def compressors() -> tuple[Compressor, ...]:
 
 def gosmall_row() -> str:
     """The row that compresses as gosmall's assemble stage does."""
-    from gosmall.assemble import GZIP_LEVEL
+    from gosmall.compression import GZIP_LEVEL
 
     return f"libdeflate -{GZIP_LEVEL}"
 

@@ -1,24 +1,22 @@
 """Stage 5: turn a binary and its runtime files into an OCI image, in memory.
 
 No clock, no host names, no daemon: one layer tar with sorted paths and
-fixed owners, modes and mtimes; gzip through a pinned libdeflate (its output
-bytes are part of the digest and do not depend on the CPU); canonical JSON for
+fixed owners, modes and mtimes; gzip through a pinned libdeflate (compression.py:
+its bytes are part of the digest and do not depend on the CPU); canonical JSON for
 config, manifest and index.
 """
 
 from __future__ import annotations
 
-import functools
 import io
 import posixpath
 import tarfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-import deflate
-
 from .cache import compressed_layer
 from .compile import Binary
+from .compression import compressor_id, gunzip, gzip
 from .config import ImageConfig
 from .digest import Digest
 from .errors import GosmallError
@@ -35,14 +33,6 @@ from .layer_files import EXECUTABLE, FileEntry, merge_entries
 from .runtime_files import RuntimeFiles
 from .source import SourceInfo
 
-# libdeflate, through the `deflate` package pinned exactly in pyproject.toml: its bytes are the layer
-# digest. Unlike isal, whose bytes differ between AVX-512, AVX2 and SSE machines, its compressor has
-# one code path on every CPU (SIMD only in checksums and table set-up, which compute the same
-# values): tests/test_reproducible.py compares it under emulated CPUs. Level 6, its default, is 9 %
-# smaller than isal -3 and a little smaller than zlib -9, in about 0.2 s for a 7.5 MB layer
-# (benchmarks/results.md).
-COMPRESSOR = "deflate"  # the PyPI distribution, as pinned; report.json and gosmall.lock name its version
-GZIP_LEVEL = 6
 HEALTHCHECK_INTERVAL_NS = 5_000_000_000
 HEALTHCHECK_TIMEOUT_NS = 3_000_000_000
 
@@ -126,23 +116,8 @@ def build_layer_tar(entries: tuple[FileEntry, ...], epoch: int) -> bytes:
 
 
 def compress_layer(tar: bytes, media_type: str = MEDIA_LAYER_GZIP) -> Blob:
-    # One gzip member with libdeflate's fixed header: mtime 0, no name, OS byte 255 ("unknown"), on every host.
     # An unchanged layer comes from gosmall's cache, checked against its diff_id before it is used.
-    data = compressed_layer(
-        tar,
-        Digest.of(tar),
-        f"{COMPRESSOR}-{_compressor_version()}-{GZIP_LEVEL}",
-        lambda t: bytes(deflate.gzip_compress(t, GZIP_LEVEL)),
-        lambda d: bytes(deflate.gzip_decompress(d)),
-    )
-    return Blob(media_type, data)
-
-
-@functools.lru_cache(maxsize=1)
-def _compressor_version() -> str:
-    from importlib.metadata import version
-
-    return version(COMPRESSOR)
+    return Blob(media_type, compressed_layer(tar, Digest.of(tar), compressor_id(), gzip, gunzip))
 
 
 def _platform_image(image: ImageConfig, part: PlatformParts, source: SourceInfo) -> PlatformImage:

@@ -9,19 +9,22 @@ wrote. Publishers (the output directory, the Docker engine, a registry) take a
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .config import ImageConfig
 from .digest import Digest
 from .docker_archive import write_docker_archive
 from .errors import GosmallError
 from .image import Image, Platform, PlatformImage
-from .image_source import read_oci_layout
+
+if TYPE_CHECKING:
+    from .fresh import MadeFrom, Said
 
 Ecosystem = Literal["golang", "pypi", "deb"]  # purl types
 ECOSYSTEMS: tuple[Ecosystem, ...] = ("golang", "pypi", "deb")
@@ -80,6 +83,9 @@ class Build:
     report: Mapping[str, Any]  # report.json's content
     output_dir: Path  # <output>/<image>
     facts: tuple[tuple[Platform, PlatformFacts], ...] = ()
+    made_from: MadeFrom | None = None  # what it was built of, for the next build's up-to-date check (fresh.py)
+    said: Said = ()  # what building it told the user, said again when a later build finds it up to date
+    up_to_date: bool = False  # already in output_dir, as it would be written now
 
     def facts_for(self, platform: Platform) -> PlatformFacts:
         return next((facts for p, facts in self.facts if p == platform), PlatformFacts())
@@ -144,6 +150,8 @@ def read_build(config: ImageConfig, output_dir: Path) -> Build:
             f"'{config.name}' is {config.repository}:{','.join(config.tags)}; the build is stale. "
             f"Run `gosmall build-small --image {config.name}`."
         )
+    from .image_source import read_oci_layout
+
     image = read_oci_layout(layout)
     claims = [("digest", str(digest), str(image.digest))]
     for platform_image in image.manifests:
@@ -158,3 +166,29 @@ def read_build(config: ImageConfig, output_dir: Path) -> Build:
             )
     facts = tuple((m.platform, known.get(str(m.platform), PlatformFacts())) for m in image.manifests)
     return Build(config, image, report, output_dir, facts)
+
+
+class _UpToDateBuild(Build):
+    """An up-to-date output's Build: report.json read now, the OCI layout only when a publisher asks for the image."""
+
+    def __init__(self, config: ImageConfig, report: Mapping[str, Any], output_dir: Path, said: Said) -> None:
+        facts = tuple((p, PlatformFacts.from_json(report["platforms"].get(str(p), {}))) for p in config.platforms)
+        values = {"config": config, "report": report, "output_dir": output_dir, "facts": facts, "said": said, "up_to_date": True}
+        for name, value in {**values, "made_from": None}.items():
+            object.__setattr__(self, name, value)
+
+    # Reading and checking every blob costs a no-op build more than Go's own check; a build that only
+    # writes the output directory never needs them.
+    @functools.cached_property
+    def image(self) -> Image:
+        return read_build(self.config, self.output_dir).image
+
+
+def up_to_date_build(config: ImageConfig, output_dir: Path, said: Said) -> Build | None:
+    """The Build already in `output_dir` (fresh.py said it is current), or None when its report.json cannot say."""
+    try:
+        report = json.loads((output_dir / "report.json").read_text(encoding="utf-8"))
+        Digest.parse(report["digest"])
+        return _UpToDateBuild(config, report, output_dir, said)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None

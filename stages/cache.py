@@ -10,12 +10,17 @@ Two kinds of entry, in `$GOSMALL_CACHE` (else `$XDG_CACHE_HOME/gosmall`, else `~
 - `layers/<diff_id>-<compressor>-<version>-<level>.gz`: a compressed layer, used only after it is
   decompressed and found to hash to its diff_id again, so a damaged entry is recompressed, never used.
 
-`GOSMALL_CACHE=off` turns both off. Nothing outside this directory is written; entries are
+Small facts remembered between runs live in `facts/<kind>/<key>.json` (what a `go` binary reported
+about itself; what the last build of an output directory was made from): each is keyed by the
+identity of the files it was read from, so a changed file is a miss, never a wrong answer.
+
+`GOSMALL_CACHE=off` turns all of it off. Nothing outside this directory is written; entries are
 replaced atomically (temp file and rename), so a killed build leaves no half-written entry.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -25,6 +30,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from .digest import Digest
 
@@ -59,19 +65,70 @@ def key_of(facts: object) -> str:
     return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
+def go_output_lock(key: str) -> Path | None:
+    """The lock file of one kept `go build -o` target; None without a cache."""
+    root = cache_root()
+    return root / "go" / f"{key}.lock" if root is not None else None
+
+
 @contextmanager
-def go_output(key: str) -> Iterator[Path | None]:
-    """A directory for one `go build -o` target, held under an exclusive lock; None without a cache."""
+def go_output(key: str, held: IO[str] | None = None) -> Iterator[Path | None]:
+    """A directory for one `go build -o` target, held under an exclusive lock; None without a cache.
+
+    `held`: that lock, already taken (speculate.py took it when it started Go early); released here.
+    """
     directory = _directory("go", key)
     if directory is None:
         yield None
         return
-    with (directory.parent / f"{key}.lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with contextlib.ExitStack() as stack:
+        lock = held if held is not None else stack.enter_context((directory.parent / f"{key}.lock").open("a"))
+        if held is None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield directory
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def file_identity(path: Path) -> list[int] | None:
+    """What changes when a file is rewritten or replaced: inode, size, mtime and ctime in ns (make and ninja look at less)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def remembered(kind: str, key: object) -> dict[str, object] | None:
+    """The fact stored under `key`, or None (no cache, no entry, or an entry that does not parse)."""
+    root = cache_root()
+    if root is None:
+        return None
+    try:
+        entry = json.loads((root / "facts" / kind / f"{key_of(key)}.json").read_bytes())
+    except (OSError, ValueError):
+        return None
+    # The whole key is stored and compared: a hash prefix names the file, it does not decide the answer.
+    if not isinstance(entry, dict) or entry.get("key") != json.loads(json.dumps(key, default=str)):
+        return None
+    value = entry.get("value")
+    return value if isinstance(value, dict) else None
+
+
+def remember(kind: str, key: object, value: Mapping[str, object]) -> None:
+    """Store a fact atomically; a cache that cannot be written is no cache, not an error."""
+    directory = _directory("facts", kind)
+    if directory is None:
+        return
+    text = json.dumps({"key": key, "value": value}, default=str)
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".tmp-", delete=False, mode="w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(stream.name, directory / f"{key_of(key)}.json")
+    except OSError:
+        with contextlib.suppress(OSError, NameError):
+            os.unlink(stream.name)
 
 
 def copy_out(cached: Path, target: Path) -> None:

@@ -6,17 +6,21 @@ Static by default (CGO_ENABLED=0, netgo, osusergo); trimmed (-trimpath,
 
 from __future__ import annotations
 
+import os
 import platform as host
 import re
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
-from .cache import copy_out, go_output, key_of
+from . import speculate
+from .cache import copy_out, go_output, go_output_lock, key_of
 from .config import ImageConfig
-from .elf import machine_for_uname
+from .elf import machine_for_uname, read_go_build_id
 from .errors import GosmallError
 from .image import Platform
-from .interrupts import run_as_group
+from .interrupts import kill_running_groups, run_as_group
 from .toolchain import GoModule, Runner, Toolchain, run_go
 
 _GOARM = {"v6": "6", "v7": "7"}
@@ -64,6 +68,7 @@ class Binary:
     platform: Platform
     size: int
     cgo: bool
+    build_id: str = ""  # Go's (`go tool buildid`); it changes whenever Go links
 
 
 def imports_c(package: Path) -> bool:
@@ -131,11 +136,26 @@ def compile_binary(plan: CompilePlan, toolchain: Toolchain, workdir: Path, *, ru
     env = {**plan.env(), "GOTMPDIR": str(scratch), "TMPDIR": str(scratch)}
     # Everything that decides the binary but the source, which Go's own up-to-date check reads.
     key = key_of([str(plan.package), str(plan.module.root), plan.args(Path("-")), plan.env(), str(toolchain.go), toolchain.version_text])
-    with go_output(key) as kept:
-        target = kept / plan.binary_name if kept is not None else output
-        done = run_go(toolchain, plan.module, plan.args(target), cwd=plan.package, env=env, runner=runner)
-        if kept is not None and done.returncode == 0 and target.is_file():
-            copy_out(target, output)  # under the lock: another build may re-link the kept file next
+    lock = go_output_lock(key)
+    early = speculate.claim(key, lock) if lock is not None and runner is run_as_group else None
+    try:
+        with go_output(key, held=early.lock if early else None) as kept:
+            target = kept / plan.binary_name if kept is not None else output
+            argv = [str(toolchain.executable), *plan.args(target)]
+            full_env = toolchain.env(plan.module, env)
+            if early is not None and early.matches(argv, plan.package, full_env):
+                done = early.result()  # the same command, started before Python was ready
+            else:
+                if early is not None:
+                    early.kill()  # another command now: it may not go on writing the kept output
+                done = run_go(toolchain, plan.module, plan.args(target), cwd=plan.package, env=env, runner=runner)
+            if kept is not None and done.returncode == 0 and target.is_file():
+                copy_out(target, output)  # under the lock: another build may re-link the kept file next
+                if lock is not None:
+                    speculate.ran(key, lock, argv, plan.package, full_env)
+    finally:
+        if early is not None:
+            early.close()
     if done.returncode != 0:
         # The compiler's own words, as it printed them.
         raise GosmallError(
@@ -143,12 +163,39 @@ def compile_binary(plan: CompilePlan, toolchain: Toolchain, workdir: Path, *, ru
             f"{(done.stderr or done.stdout).rstrip()}"
         )
     # For a non-main package `go build -o` writes an ar archive, not an executable.
-    if not output.is_file() or output.read_bytes()[:4] != b"\x7fELF":
+    if not output.is_file() or _head(output) != b"\x7fELF":
         raise GosmallError(
             f"go build of {plan.package} for {plan.platform} wrote no executable; is it a `package main`? "
             "Point `package` at the directory of your main package."
         )
-    return Binary(output, plan.binary_name, plan.platform, output.stat().st_size, plan.cgo)
+    return Binary(output, plan.binary_name, plan.platform, output.stat().st_size, plan.cgo, read_go_build_id(output) or "")
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as stream:
+        return stream.read(4)
+
+
+def compile_all(
+    plans: Sequence[CompilePlan], toolchain: Toolchain, workdir: Path, *, runner: Runner = run_as_group, jobs: int | None = None
+) -> tuple[Binary, ...]:
+    """Every platform's binary, in plan order; as many `go build`s at once as there are CPUs.
+
+    The first failure (in plan order) is the one raised, after the other builds were stopped; Ctrl-C
+    and SIGTERM, which only the main thread sees, stop every build the same way.
+    """
+    workers = min(len(plans), jobs or os.cpu_count() or 1)
+    if workers <= 1:
+        return tuple(compile_binary(plan, toolchain, workdir, runner=runner) for plan in plans)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gosmall-compile") as pool:
+        futures = [pool.submit(compile_binary, plan, toolchain, workdir, runner=runner) for plan in plans]
+        try:
+            return tuple(future.result() for future in futures)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            kill_running_groups()
+            raise
 
 
 _CROSS_CC = {

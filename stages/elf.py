@@ -20,16 +20,14 @@ from __future__ import annotations
 import io
 import struct
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import BinaryIO, Literal
-
-from elftools.common.exceptions import ELFError
-from elftools.elf.dynamic import DynamicSegment, DynamicTag
-from elftools.elf.elffile import ELFFile
-from elftools.elf.enums import ENUM_E_MACHINE
-from elftools.elf.segments import InterpSegment
+from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from .image import Platform
+
+if TYPE_CHECKING:
+    from elftools.elf.dynamic import DynamicTag
 
 # The tags whose value pyelftools resolves through the dynamic string table.
 STRING_TAGS = frozenset({"DT_NEEDED", "DT_RPATH", "DT_RUNPATH", "DT_SONAME"})
@@ -39,7 +37,14 @@ HEADER_SIZE = 52
 EF_ARM_ABI_FLOAT_SOFT = 0x200
 DF_1_NODEFLIB = 0x800
 
-_MACHINE_NAMES = {number: name for name, number in ENUM_E_MACHINE.items() if isinstance(number, int)}
+
+@cache
+def _machine_names() -> dict[int, str]:
+    # pyelftools is imported when an ELF file is read, not when the table is: config and compile use only the
+    # table, and importing pyelftools costs a no-op build more than Go's own up-to-date check does.
+    from elftools.elf.enums import ENUM_E_MACHINE
+
+    return {number: name for name, number in ENUM_E_MACHINE.items() if isinstance(number, int)}
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,7 @@ class Machine:
 
     @property
     def machine_name(self) -> str:
-        return _MACHINE_NAMES.get(self.e_machine, f"e_machine {self.e_machine}")
+        return _machine_names().get(self.e_machine, f"e_machine {self.e_machine}")
 
 
 # The platforms config accepts, in the order messages list them.
@@ -97,7 +102,7 @@ class ElfIdent:
 
     @property
     def machine_name(self) -> str:
-        return _MACHINE_NAMES.get(self.machine, f"e_machine {self.machine}")
+        return _machine_names().get(self.machine, f"e_machine {self.machine}")
 
     def describe(self) -> str:
         return f"{self.machine_name}, {self.elf_class}-bit, {'little' if self.little_endian else 'big'}-endian"
@@ -186,8 +191,11 @@ class NotElfError(ElfError):
     """The bytes do not start with an ELF header of a known class and byte order."""
 
 
-# What pyelftools raises on a truncated or hostile file, besides its own ELFError.
-_PARSE_ERRORS = (ELFError, OSError, ValueError, KeyError, IndexError, AssertionError, struct.error)
+def _parse_errors() -> tuple[type[BaseException], ...]:
+    """What pyelftools raises on a truncated or hostile file, besides its own ELFError."""
+    from elftools.common.exceptions import ELFError
+
+    return (ELFError, OSError, ValueError, KeyError, IndexError, AssertionError, struct.error)
 
 
 def read_elf(stream: BinaryIO) -> ElfFacts:
@@ -199,6 +207,10 @@ def read_elf(stream: BinaryIO) -> ElfFacts:
         raise ElfError(str(exc)) from None
     if ident is None:
         raise NotElfError("not an ELF file")
+    from elftools.elf.dynamic import DynamicSegment
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.segments import InterpSegment
+
     interpreter: str | None = None
     needed: list[str] = []
     strings: dict[str, str] = {}
@@ -218,7 +230,7 @@ def read_elf(stream: BinaryIO) -> ElfFacts:
                     elif kind == "DT_FLAGS_1":
                         flags_1 = tag.entry.d_val
         names = tuple(section.name for section in elf.iter_sections())
-    except _PARSE_ERRORS as exc:
+    except _parse_errors() as exc:
         raise ElfError(str(exc) or type(exc).__name__) from None
     return ElfFacts(
         ident=ident,
@@ -244,20 +256,25 @@ def read_elf_file(path: Path) -> ElfFacts:
         raise ElfError(exc.strerror or str(exc)) from None
 
 
-def read_section(data: bytes, name: str) -> bytes | None:
-    """The contents of section `name` of an ELF file in memory; None when it has no such section (or no section table).
+def read_section(data: bytes | BinaryIO, name: str) -> bytes | None:
+    """The contents of section `name` of an ELF file in memory or an open file; None when it has no such section (or
+    no section table).
 
-    For what a section holds beyond the facts above: the SBOM reads Go's build info from `.go.buildinfo`.
+    For what a section holds beyond the facts above: the SBOM reads Go's build info from `.go.buildinfo`, needs the
+    function names in `.gopclntab` (from the file, which is not read whole).
     """
-    stream = io.BytesIO(data)
-    if parse_ident(data[:HEADER_SIZE]) is None:
+    stream = io.BytesIO(data) if isinstance(data, bytes) else data
+    stream.seek(0)
+    if parse_ident(stream.read(HEADER_SIZE)) is None:
         raise NotElfError("not an ELF file")
+    from elftools.elf.elffile import ELFFile
+
     try:
         section = ELFFile(stream).get_section_by_name(name)
         if section is None or section["sh_type"] == "SHT_NOBITS":
             return None
         return bytes(section.data())
-    except _PARSE_ERRORS as exc:
+    except _parse_errors() as exc:
         raise ElfError(str(exc) or type(exc).__name__) from None
 
 
@@ -270,3 +287,34 @@ def tag_string(tag: DynamicTag) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{kind} is not a string")
     return value
+
+
+# Go's linker puts its build ID note (name "Go", type 4) in the first page of text; `go tool buildid`
+# reads it from the first 32 KiB the same way.
+_GO_NOTE_SPAN = 32 * 1024
+_GO_BUILD_ID_NOTE = 4
+
+
+def read_go_build_id(path: Path) -> str | None:
+    """The Go build ID (`go tool buildid`) of a binary Go linked, read from its ELF note; None when it has none.
+
+    Go rewrites it whenever it links: it ends in a hash of the linked bytes, which is what makes it
+    Go's own answer to "is this output still the one built from these inputs". No pyelftools: a
+    no-op build asks this of every binary, and must cost next to nothing.
+    """
+    try:
+        with path.open("rb") as stream:
+            head = stream.read(_GO_NOTE_SPAN)
+    except OSError:
+        return None
+    ident = parse_ident(head)
+    if ident is None:
+        return None
+    order = "<" if ident.little_endian else ">"
+    at = head.find(b"Go\x00\x00", 12)
+    while at != -1:
+        namesz, descsz, kind = struct.unpack_from(order + "III", head, at - 12)
+        if namesz == 4 and kind == _GO_BUILD_ID_NOTE and 0 < descsz <= 1024 and at + 4 + descsz <= len(head):
+            return head[at + 4 : at + 4 + descsz].decode("ascii", "replace")
+        at = head.find(b"Go\x00\x00", at + 1)
+    return None

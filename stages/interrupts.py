@@ -77,6 +77,33 @@ def held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+_running: set[subprocess.Popen[bytes]] = set()
+_running_lock = threading.Lock()
+
+
+def kill_running_groups() -> None:
+    """Kill every process group run_as_group is waiting on, in any thread.
+
+    Ctrl-C and SIGTERM reach the main thread only; platforms compiled in worker threads are stopped
+    through this, so their compilers do not go on writing into a directory being removed.
+    """
+    with _running_lock:
+        for process in _running:
+            with suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+def watch_group(process: subprocess.Popen[bytes]) -> None:
+    """Have kill_running_groups kill this process's group too, until unwatch_group."""
+    with _running_lock:
+        _running.add(process)
+
+
+def unwatch_group(process: subprocess.Popen[bytes]) -> None:
+    with _running_lock:
+        _running.discard(process)
+
+
 def run_as_group(args: Sequence[str], **options: Any) -> subprocess.CompletedProcess[str]:
     """`subprocess.run(args, capture_output=True, ...)`, the child in a process group of its own.
 
@@ -87,6 +114,7 @@ def run_as_group(args: Sequence[str], **options: Any) -> subprocess.CompletedPro
     """
     options.pop("capture_output", None)
     with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, **options) as process:
+        watch_group(process)
         try:
             stdout, stderr = process.communicate()
         except BaseException:
@@ -94,4 +122,6 @@ def run_as_group(args: Sequence[str], **options: Any) -> subprocess.CompletedPro
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
             raise
+        finally:
+            unwatch_group(process)
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)

@@ -10,13 +10,13 @@ from the source: it is what the linker kept.
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
+from typing import Any
 
 from .config import ImageConfig
+from .elf import ElfError, read_section
 from .errors import GosmallError
 
 # The names that make each need; any one of them linked is enough.
@@ -44,6 +44,10 @@ class Needs:
     def to_json(self) -> list[dict[str, object]]:
         return [{"need": need, "because": list(functions)} for need, functions in self.evidence]
 
+    @classmethod
+    def from_json(cls, entries: Sequence[Mapping[str, Any]]) -> Needs:
+        return cls(tuple((str(e["need"]), tuple(map(str, e["because"]))) for e in entries))
+
 
 def read_needs(binary: Path) -> Needs:
     names = go_function_names(binary)
@@ -59,12 +63,11 @@ def go_function_names(binary: Path) -> frozenset[str]:
     """Every function name in the binary's .gopclntab."""
     try:
         with binary.open("rb") as stream:
-            section = ELFFile(stream).get_section_by_name(".gopclntab")
-            if section is None:
-                raise GosmallError(f"{binary} has no .gopclntab section; it is not a Go binary gosmall can read.")
-            data = section.data()
-    except (ELFError, OSError) as exc:
+            data = read_section(stream, ".gopclntab")
+    except (ElfError, OSError) as exc:
         raise GosmallError(f"{binary} cannot be read as an ELF file: {exc}.") from None
+    if data is None:
+        raise GosmallError(f"{binary} has no .gopclntab section; it is not a Go binary gosmall can read.")
     return frozenset(name.decode("utf-8", "replace") for name in _funcname_table(data).split(b"\0") if name)
 
 

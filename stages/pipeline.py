@@ -14,29 +14,30 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .assemble import PlatformParts, assemble
-from .built import Build, PlatformFacts
-from .compile import compile_binary, host_platform, plan_compile
+from . import fresh
+from .built import Build, PlatformFacts, up_to_date_build
+from .compile import Binary, CompilePlan, compile_all, host_platform, plan_compile
+from .compression import compressor_id
 from .config import ImageConfig, ProjectConfig
 from .errors import GosmallError
 from .image import Platform
 from .interrupts import Interrupted
 from .leftovers import make_owned_dir, owned_name_pattern, remove_stale, report_removed
-from .libraries import CollectedFile, collect_libraries
-from .needs import advise, read_needs, ship_what_is_needed
-from .oci_layout import write_oci_layout
+from .needs import Needs, ship_what_is_needed
 from .outputs import check_replaceable, make_staging_dir, prepare_output_dir, remove_leftovers, swap_into_place
-from .prove import prove_binary
-from .report import build_report, enforce_max_size, platform_sizes, report_json, show_libraries, show_size_table
 from .reporter import Reporter
-from .runtime_files import collect_runtime_files, with_libraries
+from .runtime_files import RuntimeFiles, collect_runtime_files
 from .source import SourceInfo, describe_source
-from .toolchain import find_module, find_toolchain, verify_module
-from .trust.audit import audit_image, enforce_audit
-from .trust.sbom import SBOM_FILE, file_sources, sbom_artifact, sbom_document
+from .toolchain import Toolchain, find_module, find_toolchain, verify_module
+
+# What only a build that is not up to date needs is imported when it runs (_build_from, write_outputs):
+# a no-op build is meant to cost little more than Go's own check, and these imports alone cost more.
+if TYPE_CHECKING:
+    from .libraries import CollectedFile
 
 
 class Publisher(Protocol):
@@ -49,7 +50,12 @@ class OutputDirectory:
     """<output>/<image>/: the OCI layout, image.tar and report.json, swapped in whole."""
 
     def publish(self, build: Build, reporter: Reporter) -> None:
-        write_outputs(build, reporter)
+        if build.up_to_date:
+            remove_leftovers(build.output_dir.parent, reporter)  # what killed builds left goes all the same
+            reporter.step(f"{build.config.name}: {build.report['digest']} -> {build.output_dir} (up to date)")
+            return
+        with reporter.status(f"{build.config.name}: writing {build.output_dir}"):
+            write_outputs(build, reporter)
         reporter.step(f"{build.config.name}: {build.digest} -> {build.output_dir}")
 
 
@@ -84,57 +90,136 @@ def build_small(
 
 
 def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo, reporter: Reporter) -> Build:
-    """One image, in memory: nothing is written."""
+    """One image, in memory: nothing is written. When the output directory already holds what this build would
+    write (fresh.py), that is the Build, and nothing after `go build` runs."""
     reporter.step(f"{config.name}: building {config.package.relative_to(project.root) or '.'} for {', '.join(map(str, config.platforms))}")
     module = find_module(config.package)
     toolchain = find_toolchain(module, go_version=project.go_version)
     reporter.detail(f"toolchain {toolchain.version_text} ({toolchain.source}: {toolchain.go})")
     verify_module(toolchain, module, config.package, reporter)
 
-    parts: list[PlatformParts] = []
-    platform_facts: dict[Platform, dict[str, Any]] = {}  # report.json's per-platform extras
-    known: list[tuple[Platform, PlatformFacts]] = []  # what the SBOM needs that the image cannot say
+    output_dir = project.output_dir(config)
     with _workdir(reporter) as workdir:
         # Every platform planned, and the runtime files read, before anything is compiled:
         # a refused combination or a bad `files` entry costs no build.
         plans = [plan_compile(config, module, platform, source.version) for platform in config.platforms]
         common = collect_runtime_files(config, toolchain, never_ship=(project.output,))
-        for skipped in common.skipped:
+        for skipped in common.skipped:  # said each time, not replayed: what is there to skip changes (dist/ appears)
             reporter.detail(f"not shipped: {skipped}")
-        for plan in plans:
-            platform = plan.platform
-            binary = compile_binary(plan, toolchain, Path(workdir))
-            facts = prove_binary(binary)
-            reporter.detail(
-                f"{platform}: {binary.name} {binary.size:,} bytes, {facts.machine}, {'static' if facts.static else 'dynamic'}, stripped"
-            )
-            needs = read_needs(binary.path)
-            platform_facts.setdefault(platform, {})["needs"] = needs.to_json()
-            shipped, runtime = config, common
-            if config.follow_needs:
-                shipped, said = ship_what_is_needed(config, needs)
-                runtime = collect_runtime_files(shipped, toolchain, never_ship=(project.output,))
-                reporter.detail(f"{platform}: {said}")
-            for kind, message in advise(shipped, needs, runtime.size("tzdata")):
-                (reporter.warn if kind == "warn" else reporter.detail)(f"{platform}: {message}")
-            closure = None
-            if not facts.static:
-                closure = collect_libraries(
-                    binary.path,
-                    binary_image_path=f"/{binary.name}",
-                    root=config.sysroot_for(platform) or Path("/"),
-                    extra_libs=config.libs,
-                    search_paths=config.lib_search_paths,
-                    strip=config.strip_libs,
+        with reporter.status(f"{config.name}: go build for {', '.join(map(str, config.platforms))}"):
+            binaries = compile_all(plans, toolchain, Path(workdir))
+        compiled = Compiled(project, config, source, toolchain, plans, binaries, common)
+        record = fresh.read_record(output_dir)
+        made_from = _made_from(compiled, _recorded_needs(record))
+        if made_from is not None and fresh.is_current(record, made_from, output_dir):
+            assert record is not None
+            stored = up_to_date_build(config, output_dir, record.said)
+            if stored is not None:
+                fresh.replay(
+                    record.said, {"step": reporter.step, "detail": reporter.detail, "warn": reporter.warn, "table": reporter.table}
                 )
-                runtime = with_libraries(runtime, closure, config.lib_search_paths)
-                platform_facts.setdefault(platform, {})["libraries"] = [_library_json(f) for f in closure.files]
-                show_libraries(reporter, platform, closure)
-            parts.append(PlatformParts(binary, runtime))
-            sources = file_sources(shipped, runtime.entries, closure, toolchain.version_text)
-            known.append((platform, PlatformFacts(f"/{binary.name}", plan.ldflags, sources)))
-            platform_facts.setdefault(platform, {}).update(known[-1][1].to_json())
-        image = assemble(config, tuple(parts), source)
+                return stored
+        recorder = fresh.Recorder(reporter)
+        with reporter.status(f"{config.name}: proving, collecting and assembling"):
+            build = _build_from(compiled, recorder)
+        if made_from is None:  # the needs the record lacked are known now
+            made_from = _made_from(compiled, _built_needs(build))
+    return replace(build, made_from=made_from, said=tuple(recorder.said))
+
+
+def _recorded_needs(record: fresh.Record | None) -> Mapping[str, Sequence[Mapping[str, Any]]]:
+    platforms = record.made_from.get("platforms", {}) if record is not None else {}
+    return {p: tuple(entry.get("needs", ())) for p, entry in platforms.items() if isinstance(entry, dict)}
+
+
+def _built_needs(build: Build) -> Mapping[str, Sequence[Mapping[str, Any]]]:
+    return {p: tuple(entry.get("needs", ())) for p, entry in build.report["platforms"].items()}
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """One image once Go has built it: what the up-to-date check and the rest of the build both start from."""
+
+    project: ProjectConfig
+    config: ImageConfig
+    source: SourceInfo
+    toolchain: Toolchain
+    plans: Sequence[CompilePlan]
+    binaries: Sequence[Binary]
+    common: RuntimeFiles  # the runtime files every platform ships, unless what it links decides (follow_needs)
+
+
+def _made_from(compiled: Compiled, needs_of: Mapping[str, Sequence[Mapping[str, Any]]]) -> fresh.MadeFrom | None:
+    """What the image is made of, for the up-to-date check; None when no check can vouch for it (cgo: host libraries)."""
+    project, config, source, toolchain, plans, binaries, common = (
+        compiled.project, compiled.config, compiled.source, compiled.toolchain, compiled.plans, compiled.binaries, compiled.common,
+    )  # fmt: skip
+    if any(plan.cgo for plan in plans) or not all(binary.build_id for binary in binaries):
+        return None
+    platforms = []
+    for binary in binaries:
+        runtime = common
+        needs: tuple[Mapping[str, Any], ...] = ()
+        if config.follow_needs:
+            # What ships depends on what the binary links: needs read from a binary with this build ID.
+            if str(binary.platform) not in needs_of:
+                return None
+            needs = tuple(needs_of[str(binary.platform)])
+            runtime = collect_runtime_files(ship_what_is_needed(config, Needs.from_json(needs))[0], toolchain, never_ship=(project.output,))
+        inputs = fresh.PlatformInputs(binary.build_id, fresh.runtime_digest(runtime.entries, runtime.env), tuple(needs))
+        platforms.append((str(binary.platform), inputs))
+    return fresh.MadeFrom(fresh.common_inputs(project, config, source, toolchain, compressor_id()), tuple(platforms))
+
+
+def _build_from(compiled: Compiled, reporter: Reporter) -> Build:
+    from .assemble import PlatformParts, assemble
+    from .libraries import collect_libraries
+    from .needs import advise, read_needs
+    from .prove import prove_binary
+    from .report import build_report, enforce_max_size, platform_sizes, show_libraries, show_size_table
+    from .runtime_files import with_libraries
+    from .trust.audit import audit_image, enforce_audit
+    from .trust.sbom import file_sources
+
+    project, config, source, toolchain, plans, binaries, common = (
+        compiled.project, compiled.config, compiled.source, compiled.toolchain, compiled.plans, compiled.binaries, compiled.common,
+    )  # fmt: skip
+    parts: list[PlatformParts] = []
+    platform_facts: dict[Platform, dict[str, Any]] = {}  # report.json's per-platform extras
+    known: list[tuple[Platform, PlatformFacts]] = []  # what the SBOM needs that the image cannot say
+    for plan, binary in zip(plans, binaries):
+        platform = plan.platform
+        facts = prove_binary(binary)
+        reporter.detail(
+            f"{platform}: {binary.name} {binary.size:,} bytes, {facts.machine}, {'static' if facts.static else 'dynamic'}, stripped"
+        )
+        needs = read_needs(binary.path)
+        platform_facts.setdefault(platform, {})["needs"] = needs.to_json()
+        shipped, runtime = config, common
+        if config.follow_needs:
+            shipped, said = ship_what_is_needed(config, needs)
+            runtime = collect_runtime_files(shipped, toolchain, never_ship=(project.output,))
+            reporter.detail(f"{platform}: {said}")
+        for kind, message in advise(shipped, needs, runtime.size("tzdata")):
+            (reporter.warn if kind == "warn" else reporter.detail)(f"{platform}: {message}")
+        closure = None
+        if not facts.static:
+            closure = collect_libraries(
+                binary.path,
+                binary_image_path=f"/{binary.name}",
+                root=config.sysroot_for(platform) or Path("/"),
+                extra_libs=config.libs,
+                search_paths=config.lib_search_paths,
+                strip=config.strip_libs,
+            )
+            runtime = with_libraries(runtime, closure, config.lib_search_paths)
+            platform_facts.setdefault(platform, {})["libraries"] = [_library_json(f) for f in closure.files]
+            show_libraries(reporter, platform, closure)
+        parts.append(PlatformParts(binary, runtime))
+        sources = file_sources(shipped, runtime.entries, closure, toolchain.version_text)
+        known.append((platform, PlatformFacts(f"/{binary.name}", plan.ldflags, sources)))
+        platform_facts.setdefault(platform, {}).update(known[-1][1].to_json())
+    image = assemble(config, tuple(parts), source)
 
     sizes = platform_sizes(
         image,
@@ -180,6 +265,10 @@ def write_outputs(build: Build, reporter: Reporter) -> None:
 
     Only a directory gosmall wrote is replaced (outputs.py); anything else at `target` is refused.
     """
+    from .oci_layout import write_oci_layout
+    from .report import report_json
+    from .trust.sbom import SBOM_FILE, sbom_artifact, sbom_document
+
     target = build.output_dir
     prepare_output_dir(target.parent)
     check_replaceable(target)
@@ -192,10 +281,13 @@ def write_outputs(build: Build, reporter: Reporter) -> None:
         (staging / "image.tar").write_bytes(build.docker_archive())
         (staging / "report.json").write_bytes(report_json(dict(build.report)))
         os.chmod(staging, 0o755)
+        written = fresh.output_files(staging)  # a rename keeps every identity
         swap_into_place(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    if build.made_from is not None:
+        fresh.write_record(target, build.made_from, build.said, written)
 
 
 def _library_json(library: CollectedFile) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import __version__
-from .assemble import COMPRESSOR, GZIP_LEVEL
+from .compression import COMPRESSOR, GZIP_LEVEL
 from .config import ImageConfig
 from .errors import FOUND, GosmallError
 from .image import Image, Platform

@@ -14,12 +14,15 @@ import posixpath
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import NONROOT_ID, ImageConfig
 from .errors import GosmallError, did_you_mean
 from .layer_files import EXECUTABLE, READ_ONLY, SYMLINK, FileEntry, Role, host_file, read_regular_file
-from .libraries import LibraryClosure
 from .toolchain import Toolchain
+
+if TYPE_CHECKING:
+    from .libraries import LibraryClosure  # only cgo builds have one; its module is not small
 
 ZONEINFO_ZIP = "/usr/share/zoneinfo.zip"
 ZONEINFO_DIR = "/usr/share/zoneinfo"

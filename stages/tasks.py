@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from invoke import Collection, Exit, task
 
-from .built import Build, read_build
 from .config import ProjectConfig, load_project, parse_platform_flags, with_platforms
 from .errors import COULD_NOT_RUN, FOUND, GosmallError
 from .interrupts import Interrupted, sigterm_as_ctrl_c
-from .pipeline import build_small as run_build_small
 from .reporter import Reporter, make_reporter
-from .trust.lock import warn_if_unlike_lock
 
-if TYPE_CHECKING:  # imported where used: building needs no registry client
+# Each task imports the stages it runs when it runs: a no-op build must cost little more than Go's own
+# up-to-date check, and `gosmall --help` nothing but invoke.
+if TYPE_CHECKING:
+    from .built import Build
     from .push import RegistryPublisher
     from .trust.registry import RegistryClient
 
@@ -122,6 +122,9 @@ def build_small(
     local-only gosmall.local/<name>, this machine's platform, user nonroot, tzdata and CA bundle only if the binary
     links them). Exit status: 0 built; 1 over max_size; 2 it could not run.
     """
+    from .pipeline import build_small as run_build_small
+    from .trust.lock import warn_if_unlike_lock
+
     reporter = make_reporter()
     project = _selected_project(image, package, platform)
     _check_pins(project, reporter)
@@ -480,6 +483,8 @@ def run(c: Any, package: list[str] | None = None, image: str | None = None, netw
             "name one with --image NAME, or a package: gosmall run ./cmd/app."
         )
     _check_pins(project, reporter)
+    from .pipeline import build_small as run_build_small
+
     (build,) = run_build_small(project, reporter, names=(image,) if image else ())
     from .engine import connect, load_image, run_container
 
@@ -572,10 +577,16 @@ def _signing_key(path: str) -> Any:
 
 def _read_builds(project: ProjectConfig, image: str | None) -> tuple[Build, ...]:
     """What build-small wrote, read back once per image ("not built yet" comes before "no engine")."""
+    from .built import read_build
+
     return tuple(read_build(config, project.output_dir(config)) for config in project.image(image))
 
 
 def _load_and_smoke(builds: tuple[Build, ...], reporter: Reporter, *, smoke: bool, load: bool = True) -> None:
+    if load and not smoke:
+        builds = tuple(b for b in builds if not _already_loaded(b, reporter))
+        if not builds:
+            return
     # Imported here: building never needs the docker SDK or an engine.
     from .engine import connect, load_image, smoke_test
 
@@ -585,6 +596,18 @@ def _load_and_smoke(builds: tuple[Build, ...], reporter: Reporter, *, smoke: boo
             load_image(client, build.config, build, reporter)
         if smoke:
             smoke_test(client, build.config, build, reporter)
+
+
+def _already_loaded(build: Build, reporter: Reporter) -> bool:
+    """Every tag already names this build's image in the engine (asked without the docker SDK: engine_socket.py)."""
+    from .engine_socket import tags_name
+
+    entry = build.report["platforms"][str(build.report["docker_platform"])]
+    digests = (str(entry["config_digest"]), str(entry["manifest_digest"]))
+    if not tags_name(build.tags, digests):
+        return False
+    reporter.step(f"{build.config.name}: the engine already holds {digests[0]} as {', '.join(build.tags)}: nothing to load")
+    return True
 
 
 namespace = Collection.from_module(sys.modules[__name__])

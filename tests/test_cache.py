@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,8 @@ def outputs(root: Path) -> dict[str, bytes]:
 
 
 def build(root: Path, cache: Path, **env: str) -> dict[str, bytes]:
+    """A whole build: the output is removed first, so the run is not merely found up to date (test_fresh.py)."""
+    shutil.rmtree(root / "dist", ignore_errors=True)
     done = gosmall("build-small", cwd=root, env={"GOSMALL_CACHE": str(cache), "SOURCE_DATE_EPOCH": "", **env})
     assert done.returncode == 0, done.stderr
     return outputs(root)

@@ -42,7 +42,7 @@ def test_the_wheel_claims_only_the_gosmall_name(wheel: Path) -> None:
     assert top == {"gosmall"}
     assert "gosmall/cli.py" in names and "gosmall/tasks.py" in names
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
-    assert "gosmall = gosmall.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "gosmall = gosmall.console:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
 
 def test_an_installed_wheel_builds_go_app(wheel: Path, built_hello: BuiltProject, tmp_path: Path) -> None:

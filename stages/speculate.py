@@ -1,0 +1,170 @@
+"""`go build` starts before Python is ready: the console script's first step, not its fifth.
+
+A rebuild is mostly Go's own up-to-date check (or its link), and gosmall's own start (Python, invoke,
+the config) costs about as much again. `gosmall build-small` therefore remembers, per directory and
+command line, the `go build` commands its last successful run made, and `cli.main` starts them
+again before importing anything else. When the build reaches `compile`, it claims the process
+started for its kept output (cache.go_output's key) and uses its result only if the command,
+directory and environment are exactly the ones it would run now; otherwise the speculative
+process is killed and the real command runs under the same lock. Go's own up-to-date check makes
+a speculative run harmless: at worst it links a binary the build then links again.
+
+Nothing secret is remembered: only the command line and the variables gosmall itself sets; the
+rest of the environment is the one the user runs with. A speculative process holds the kept
+output's lock from the start, is killed with the build's other process groups on Ctrl-C or
+SIGTERM, and is killed at exit if no build claimed it. `GOSMALL_CACHE=off` turns it off.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+KIND = "speculation"
+# What gosmall sets per build, left out of the comparison: it only says where Go keeps its scratch files.
+SCRATCH = ("GOTMPDIR", "TMPDIR")
+
+
+@dataclass
+class Speculation:
+    argv: tuple[str, ...]
+    cwd: str
+    env: dict[str, str]
+    process: subprocess.Popen[bytes]
+    lock: IO[str]  # the kept output's lock, held since the start
+    scratch: Path
+
+    def matches(self, argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> bool:
+        return self.argv == tuple(argv) and self.cwd == str(cwd) and _comparable(self.env) == _comparable(env)
+
+    def result(self) -> subprocess.CompletedProcess[str]:
+        try:
+            stdout, stderr = self.process.communicate()
+        except BaseException:
+            self.kill()
+            raise
+        return subprocess.CompletedProcess(
+            list(self.argv), self.process.returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace")
+        )
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.communicate()
+
+    def close(self) -> None:
+        """Release the lock and the scratch directory (the process is done or killed)."""
+        from .interrupts import unwatch_group
+
+        unwatch_group(self.process)
+        with contextlib.suppress(OSError):
+            fcntl.flock(self.lock, fcntl.LOCK_UN)
+        self.lock.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+@dataclass
+class _State:
+    started: dict[str, Speculation] = field(default_factory=dict)  # by kept-output key
+    commands: list[dict[str, Any]] = field(default_factory=list)  # what this run's builds ran, to remember
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_state = _State()
+
+
+def _comparable(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k not in SCRATCH}
+
+
+def _record_key(cwd: Path, argv: Sequence[str]) -> list[str]:
+    return [str(cwd), *argv]
+
+
+def start(argv: Sequence[str], cwd: Path | None = None) -> None:
+    """Start the `go build`s the last run of this command line in this directory made. Never fails: it only may help."""
+    if not argv or argv[0] != "build-small":
+        return
+    try:
+        from .cache import remembered  # small; the stages that use what Go builds are not
+
+        known: Any = remembered(KIND, _record_key(cwd or Path.cwd(), argv))
+        for command in (known or {}).get("commands", ()):
+            _start_one(command)
+    except Exception:  # noqa: BLE001 - speculation is an optimisation; the build itself reports real problems
+        return
+    if _state.started:
+        atexit.register(abandon)
+        # Until the task's own handler takes over (interrupts.sigterm_as_ctrl_c), SIGTERM ends the run through
+        # atexit, so the early builds are killed rather than left writing the kept output after the lock is gone.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _start_one(command: Mapping[str, Any]) -> None:
+    key, lock_path, argv, cwd = str(command["key"]), Path(command["lock"]), tuple(map(str, command["argv"])), str(command["cwd"])
+    lock = lock_path.open("a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another build holds it: leave Go to that one
+    except OSError:
+        lock.close()
+        return
+    from .leftovers import make_owned_dir
+
+    scratch = make_owned_dir(Path(tempfile.gettempdir()), "gosmall-build-")
+    env = {**os.environ, **{str(k): str(v) for k, v in command["set"].items()}, "GOTMPDIR": str(scratch), "TMPDIR": str(scratch)}
+    process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    from .interrupts import watch_group
+
+    watch_group(process)
+    _state.started[key] = Speculation(argv, cwd, env, process, lock, scratch)
+
+
+def claim(key: str, lock: Path) -> Speculation | None:
+    """The process started for the kept output `key` under `lock`, now the caller's (with the lock held), or None."""
+    with _state.lock:
+        speculation = _state.started.pop(key, None)
+    if speculation is not None and Path(speculation.lock.name) != lock:  # another cache: another kept output
+        speculation.kill()
+        speculation.close()
+        return None
+    return speculation
+
+
+def ran(key: str, lock: Path, argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> None:
+    """What a build ran, to start at once next time: the command and the variables gosmall set, never the rest."""
+    changed = {k: v for k, v in env.items() if os.environ.get(k) != v and k not in SCRATCH}
+    with _state.lock:
+        _state.commands.append({"key": key, "lock": str(lock), "argv": list(argv), "cwd": str(cwd), "set": changed})
+
+
+def remember_run(argv: Sequence[str], cwd: Path | None = None) -> None:
+    """After a successful build-small: the commands it ran are what the next run with this command line starts."""
+    if not argv or argv[0] != "build-small" or not _state.commands:
+        return
+    from .cache import remember
+
+    remember(KIND, _record_key(cwd or Path.cwd(), argv), {"commands": _state.commands})
+
+
+def abandon() -> None:
+    """Kill and clean up every speculative process no build claimed (the build failed early, or did not need it)."""
+    with _state.lock:
+        left, _state.started = list(_state.started.values()), {}
+    for speculation in left:
+        speculation.kill()
+        speculation.close()
