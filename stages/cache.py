@@ -131,8 +131,41 @@ def remember(kind: str, key: object, value: Mapping[str, object]) -> None:
             os.unlink(stream.name)
 
 
+SCRATCH_PREFIX = ".scratch-"
+
+
+@contextmanager
+def go_scratch(kept: Path) -> Iterator[Path]:
+    """Go's work directory (GOTMPDIR) for a build into `kept`, on the kept output's file system.
+
+    There Go's last step, moving the linked binary to `-o`, is a rename; across file systems it is a
+    copy into the kept file in place, and a build killed mid-copy would leave a file with the right
+    build ID in its head and a missing tail, which Go's next up-to-date check would take as current.
+    Named with its owner, so a killed build's is removed by the next (leftovers.py).
+    """
+    from .leftovers import make_owned_dir, owned_name_pattern, remove_stale
+
+    remove_stale(kept.parent, owned_name_pattern(SCRATCH_PREFIX))
+    scratch = make_owned_dir(kept.parent, SCRATCH_PREFIX)
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def copy_out(cached: Path, target: Path) -> None:
+    """The kept binary at `target`, as it is now, for the rest of the build to read while others may relink it.
+
+    A hard link where the two share a file system: Go replaces an output it relinks (it removes the old
+    file and writes a new one), so the link keeps these bytes, and a 55 MB binary costs nothing to keep.
+    Elsewhere, a copy.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(cached, target)
+        return
+    except OSError:
+        pass
     shutil.copyfile(cached, target)
     os.chmod(target, 0o755)
 

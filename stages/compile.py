@@ -6,6 +6,7 @@ Static by default (CGO_ENABLED=0, netgo, osusergo); trimmed (-trimpath,
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform as host
 import re
@@ -15,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from . import speculate
-from .cache import copy_out, go_output, go_output_lock, key_of
+from .cache import copy_out, go_output, go_output_lock, go_scratch, key_of
 from .config import ImageConfig
 from .elf import machine_for_uname, read_go_build_id
 from .errors import GosmallError
@@ -139,8 +140,11 @@ def compile_binary(plan: CompilePlan, toolchain: Toolchain, workdir: Path, *, ru
     lock = go_output_lock(key)
     early = speculate.claim(key, lock) if lock is not None and runner is run_as_group else None
     try:
-        with go_output(key, held=early.lock if early else None) as kept:
+        with go_output(key, held=early.lock if early else None) as kept, contextlib.ExitStack() as stack:
             target = kept / plan.binary_name if kept is not None else output
+            if kept is not None:
+                go_tmp = stack.enter_context(go_scratch(kept))
+                env = {**env, "GOTMPDIR": str(go_tmp), "TMPDIR": str(go_tmp)}
             argv = [str(toolchain.executable), *plan.args(target)]
             full_env = toolchain.env(plan.module, env)
             if early is not None and early.matches(argv, plan.package, full_env):

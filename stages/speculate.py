@@ -24,7 +24,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -123,9 +122,11 @@ def _start_one(command: Mapping[str, Any]) -> None:
     except OSError:
         lock.close()
         return
+    from .cache import SCRATCH_PREFIX
     from .leftovers import make_owned_dir
 
-    scratch = make_owned_dir(Path(tempfile.gettempdir()), "gosmall-build-")
+    # Beside the kept outputs, as compile's own builds do (cache.go_scratch): Go's last step is then a rename.
+    scratch = make_owned_dir(lock_path.parent, SCRATCH_PREFIX)
     env = {**os.environ, **{str(k): str(v) for k, v in command["set"].items()}, "GOTMPDIR": str(scratch), "TMPDIR": str(scratch)}
     process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     from .interrupts import watch_group

@@ -76,7 +76,8 @@ def test_a_run_that_fails_before_compiling_leaves_no_go_running_and_nothing_behi
     done = run(root, tmp_path, "build-small")
     assert done.returncode == 2 and "not_a_key" in done.stderr
     time.sleep(0.5)
-    assert list((tmp_path / "tmp").iterdir()) == []  # the early build's scratch directory is gone
+    assert list((tmp_path / "tmp").iterdir()) == []
+    assert list((tmp_path / "cache" / "go").glob(".scratch-*")) == []  # the early build's scratch directory is gone
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
     assert str(tmp_path / "cache") not in ps  # no go build of ours left running
     # Its lock was released: the next build does not wait for it.
