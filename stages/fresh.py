@@ -148,8 +148,10 @@ def replay(said: Said, say: Mapping[str, Callable[..., None]]) -> None:
 @cache
 def _gosmall_identity() -> list[Any]:
     """gosmall's own code: an edited module (an editable install, a patched wheel) is another builder."""
+    from . import __version__
+
     package = Path(__file__).resolve().parent
-    seen = []
+    seen: list[Any] = [__version__]
     for directory, subdirectories, files in os.walk(package):
         subdirectories[:] = sorted(d for d in subdirectories if d != "__pycache__")
         for name in sorted(files):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -86,3 +88,35 @@ def test_the_cache_is_only_gosmalls_directory(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert [p.name for p in home.iterdir()] == ["gosmall"]
+
+
+@pytest.mark.parametrize("scratch_elsewhere", [False, True])
+def test_the_kept_binary_a_build_holds_keeps_its_bytes_when_go_relinks_it(tmp_path: Path, scratch_elsewhere: bool) -> None:
+    """copy_out takes a hard link: sound only because Go replaces (never rewrites in place) an output it relinks,
+    whether its work directory is on the output's file system (a rename) or not (remove, then a new file)."""
+    from gosmall.cache import copy_out
+    from gosmall.toolchain import find_module, find_toolchain
+
+    elsewhere = Path("/dev/shm")
+    if scratch_elsewhere and (not elsewhere.is_dir() or elsewhere.stat().st_dev == tmp_path.stat().st_dev):
+        pytest.skip("needs a work directory on another file system (/dev/shm)")
+    root = make_project(tmp_path / "p", TABLE, git=False)
+    package = root / "go_app"
+    toolchain = find_toolchain(find_module(package))
+    kept = tmp_path / "kept" / "go_app"
+    kept.parent.mkdir()
+    scratch = Path(tempfile.mkdtemp(dir=elsewhere if scratch_elsewhere else tmp_path))
+    env = {**os.environ, "CGO_ENABLED": "0", "GOTMPDIR": str(scratch), "GOFLAGS": "-mod=readonly", "GOTOOLCHAIN": "local"}
+    try:
+        build = [str(toolchain.executable), "build", "-trimpath", "-o", str(kept), "."]
+        subprocess.run(build, cwd=package, env=env, check=True, capture_output=True)
+        held = tmp_path / "work" / "go_app"
+        copy_out(kept, held)
+        assert held.stat().st_ino == kept.stat().st_ino  # a link, not a copy
+        before = held.read_bytes()
+        (package / "extra.go").write_text('package main\n\nvar extra = "relink"\n')
+        subprocess.run(build, cwd=package, env=env, check=True, capture_output=True)
+        assert kept.read_bytes() != before
+        assert held.read_bytes() == before
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
