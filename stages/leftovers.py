@@ -20,6 +20,8 @@ import shutil
 import socket
 import stat
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,6 +103,31 @@ def remove_stale(directory: Path, pattern: re.Pattern[str]) -> tuple[tuple[Path,
 def report_removed(reporter: Reporter, removed: tuple[tuple[Path, Owner], ...]) -> None:
     for path, owner in removed:
         reporter.detail(f"removed {path}, left by gosmall process {owner.pid}, which no longer runs")
+
+
+@contextmanager
+def owned_temporary_directory(prefix: str, reporter: Reporter | None = None) -> Iterator[Path]:
+    """A private directory `<prefix><token>-*` in TMPDIR, removed after; killed runs' of that prefix are removed first.
+
+    For every temporary directory gosmall makes (a build's work directory, strip's and the audit's
+    scratch, the lock's clone), so a SIGKILL leaves nothing the next run cannot tell is its to remove.
+    """
+    temp = Path(tempfile.gettempdir())
+    removed = remove_stale(temp, owned_name_pattern(prefix))
+    if reporter is not None:
+        report_removed(reporter, removed)
+    try:
+        directory = make_owned_dir(temp, prefix)
+    except OSError as exc:
+        from .errors import GosmallError
+
+        raise GosmallError(
+            f"Cannot create a work directory in {temp}: {exc.strerror or exc}. Set TMPDIR to a writable directory."
+        ) from None
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _running(pid: int, started: int) -> bool:

@@ -54,7 +54,6 @@ import posixpath
 import re
 import shutil
 import subprocess
-import tempfile
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -64,6 +63,7 @@ from typing import Literal
 from .elf import ElfError, ElfIdent, NotElfError, multiarch_triplet, read_elf_file, read_elf_ident
 from .errors import GosmallError
 from .layer_files import READ_ONLY, SYMLINK, file_mode, read_regular_file
+from .leftovers import owned_temporary_directory
 
 Reason = Literal["interp", "needed", "nss", "libs"]
 Kind = Literal["file", "symlink"]
@@ -665,8 +665,8 @@ def strip_debug(library: Path, ident: ElfIdent) -> bytes:
             f"strip_libs is true but no strip program was found (tried {', '.join(candidates)}). "
             "Install binutils (apt-get install binutils) or set strip_libs = false."
         )
-    with tempfile.TemporaryDirectory(prefix="gosmall-strip-") as scratch:
-        output = Path(scratch) / library.name
+    with owned_temporary_directory("gosmall-strip-") as scratch:
+        output = scratch / library.name
         result = subprocess.run(
             [program, "--strip-debug", "-o", str(output), str(library)],
             capture_output=True,

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -23,10 +21,9 @@ from .built import Build, PlatformFacts, up_to_date_build
 from .compile import Binary, CompilePlan, compile_all, host_platform, plan_compile
 from .compression import compressor_id
 from .config import ImageConfig, ProjectConfig
-from .errors import GosmallError
 from .image import Platform
 from .interrupts import Interrupted
-from .leftovers import make_owned_dir, owned_name_pattern, remove_stale, report_removed
+from .leftovers import owned_temporary_directory
 from .needs import Needs, ship_what_is_needed
 from .outputs import check_replaceable, make_staging_dir, prepare_output_dir, remove_leftovers, swap_into_place
 from .reporter import Reporter
@@ -99,7 +96,7 @@ def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo,
     verify_module(toolchain, module, config.package, reporter)
 
     output_dir = project.output_dir(config)
-    with _workdir(reporter) as workdir:
+    with owned_temporary_directory(WORKDIR_PREFIX, reporter) as workdir:
         # Every platform planned, and the runtime files read, before anything is compiled:
         # a refused combination or a bad `files` entry costs no build.
         plans = [plan_compile(config, module, platform, source.version) for platform in config.platforms]
@@ -241,23 +238,6 @@ def _build_from(compiled: Compiled, reporter: Reporter) -> Build:
 
 
 WORKDIR_PREFIX = "gosmall-build-"
-
-
-@contextmanager
-def _workdir(reporter: Reporter) -> Iterator[Path]:
-    """A work directory in TMPDIR (Go's own go-build* directories go inside), after removing those of killed builds."""
-    temp = Path(tempfile.gettempdir())
-    report_removed(reporter, remove_stale(temp, owned_name_pattern(WORKDIR_PREFIX)))
-    try:
-        workdir = make_owned_dir(temp, WORKDIR_PREFIX)
-    except OSError as exc:
-        raise GosmallError(
-            f"Cannot create a work directory in {temp}: {exc.strerror or exc}. Set TMPDIR to a writable directory."
-        ) from None
-    try:
-        yield workdir
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def write_outputs(build: Build, reporter: Reporter) -> None:

@@ -544,3 +544,24 @@ def test_a_build_under_qemu_user_is_seen_alive_by_another_gosmall(tmp_path: Path
         child.kill()
         child.wait()
     assert owner.is_gone()
+
+
+@pytest.mark.parametrize("prefix", ["gosmall-build-", "gosmall-strip-", "gosmall-audit-", "gosmall-lock-"])
+def test_every_temporary_directory_is_owned_and_a_killed_ones_goes_next_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefix: str
+) -> None:
+    """A build's work directory, strip's and the audit's scratch, the lock's clone: each is named with its owner."""
+    import tempfile
+
+    from gosmall.leftovers import owned_temporary_directory
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # tempfile caches TMPDIR
+    dead, alive = dead_owner(), Owner.current().token
+    kept = [f"{prefix}{alive}-live", f"{prefix}mine", "gosmall-other-x"]
+    for name in [*kept, f"{prefix}{dead}-abc"]:
+        (tmp_path / name).mkdir()
+    with owned_temporary_directory(prefix) as directory:
+        assert directory.parent == tmp_path and directory.name.startswith(f"{prefix}{alive}-")
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*kept, directory.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)

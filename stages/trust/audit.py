@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from ..elf import MAGIC, ElfError, NotElfError, machine_for_platform, read_elf_b
 from ..errors import FOUND, GosmallError, did_you_mean
 from ..image import Image, Platform, PlatformImage
 from ..image_source import read_target
+from ..leftovers import owned_temporary_directory
 from ..libraries import LibraryNotFoundError, collect_libraries
 from ..report import human
 from ..reporter import Reporter
@@ -438,8 +438,7 @@ def _missing_libraries(entry: ImageFile, root: RootFS, library_path: tuple[str, 
     special bit); gosmall's additions (NSS modules for glibc) are not required.
     The image's LD_LIBRARY_PATH is searched where ld.so searches it.
     """
-    with tempfile.TemporaryDirectory(prefix="gosmall-audit-") as scratch:
-        tree = Path(scratch)
+    with owned_temporary_directory("gosmall-audit-") as tree:
         root.write_tree(tree, lambda f: f.data[:4] == MAGIC or f.path.startswith("/etc/ld.so.conf"))
         try:
             collect_libraries(
@@ -454,7 +453,7 @@ def _missing_libraries(entry: ImageFile, root: RootFS, library_path: tuple[str, 
             asked = "" if missing.needed_by == entry.path else f" (through {printable(missing.needed_by)})"
             return [f"needs {printable(missing.name)}{asked}, which is not in the image where ld.so looks"]
         except GosmallError as other:
-            return [f"its libraries cannot be followed: {redact(other.message.replace(scratch, ''))}"]
+            return [f"its libraries cannot be followed: {redact(other.message.replace(str(tree), ''))}"]
     return []
 
 

@@ -34,6 +34,7 @@ else:  # pragma: no cover
 from ..built import Build
 from ..config import ProjectConfig, load_project
 from ..errors import FOUND, GosmallError
+from ..leftovers import owned_temporary_directory
 from ..reporter import Reporter
 
 LOCK_NAME = "gosmall.lock"
@@ -310,11 +311,11 @@ def build_commit(
     """Build `commit` in a temporary clone, never the work tree, and return what its lock would be."""
     from ..pipeline import build_small
 
-    with tempfile.TemporaryDirectory(prefix="gosmall-lock-") as temporary:
-        clone = Path(temporary) / "src"
+    with owned_temporary_directory("gosmall-lock-") as temporary:
+        clone = temporary / "src"
         # --shared borrows the objects instead of copying them; the clone sees every object the
         # repository has, so `git describe` abbreviates the commit as it would there.
-        _git(Path(temporary), "clone", "--quiet", "--shared", "--no-checkout", str(repo.top), str(clone), what="clone the repository")
+        _git(temporary, "clone", "--quiet", "--shared", "--no-checkout", str(repo.top), str(clone), what="clone the repository")
         _git(clone, "checkout", "--quiet", "--detach", commit, what=f"check out {commit[:12]}")
         # The same abbreviation length as in the repository, and the same origin: both reach the image.
         _git(clone, "config", "core.abbrev", str(len(_git(repo.top, "rev-parse", "--short", commit, what="abbreviate"))), what="configure")
