@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import fresh
+from . import fresh, speculate
 from .built import Build, PlatformFacts, up_to_date_build
 from .compile import Binary, CompilePlan, compile_all, host_platform, plan_compile
 from .compression import compressor_id
@@ -103,6 +103,7 @@ def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo,
         common = collect_runtime_files(config, toolchain, never_ship=(project.output,))
         for skipped in common.skipped:  # said each time, not replayed: what is there to skip changes (dist/ appears)
             reporter.detail(f"not shipped: {skipped}")
+        speculate.import_while_go_runs(*AFTER_GO)
         with reporter.status(f"{config.name}: go build for {', '.join(map(str, config.platforms))}"):
             binaries = compile_all(plans, toolchain, Path(workdir))
         compiled = Compiled(project, config, source, toolchain, plans, binaries, common)
@@ -238,6 +239,11 @@ def _build_from(compiled: Compiled, reporter: Reporter) -> Build:
 
 
 WORKDIR_PREFIX = "gosmall-build-"
+# What a build that is not up to date imports after `go build` (_build_from, write_outputs).
+AFTER_GO = (
+    "gosmall.assemble", "gosmall.libraries", "gosmall.prove", "gosmall.report", "gosmall.oci_layout",
+    "gosmall.trust.audit", "gosmall.trust.sbom", "elftools.elf.elffile", "elftools.elf.dynamic",
+)  # fmt: skip
 
 
 def write_outputs(build: Build, reporter: Reporter) -> None:

@@ -48,6 +48,8 @@ class Speculation:
         return self.argv == tuple(argv) and self.cwd == str(cwd) and _comparable(self.env) == _comparable(env)
 
     def result(self) -> subprocess.CompletedProcess[str]:
+        if self.process.poll() is None:
+            _warm_up()  # Go is still at work (linking, most likely): Python's next imports cost nothing now
         try:
             stdout, stderr = self.process.communicate()
         except BaseException:
@@ -77,6 +79,7 @@ class Speculation:
 class _State:
     started: dict[str, Speculation] = field(default_factory=dict)  # by kept-output key
     commands: list[dict[str, Any]] = field(default_factory=list)  # what this run's builds ran, to remember
+    warm: list[str] = field(default_factory=list)  # modules to import while waiting for Go
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -133,6 +136,27 @@ def _start_one(command: Mapping[str, Any]) -> None:
 
     watch_group(process)
     _state.started[key] = Speculation(argv, cwd, env, process, lock, scratch)
+
+
+def import_while_go_runs(*modules: str) -> None:
+    """Modules the run will need unless it is up to date, imported while a claimed early `go build` is still running.
+
+    Waiting for Go's link is idle time for Python; a rebuild after a change then pays for the stages
+    that assemble, audit and publish (and the docker SDK for --load) inside Go's time, not after it.
+    A no-op, whose early build is done before it is claimed, imports nothing more.
+    """
+    with _state.lock:
+        _state.warm.extend(modules)
+
+
+def _warm_up() -> None:
+    import importlib
+
+    with _state.lock:
+        modules, _state.warm = _state.warm, []
+    for module in modules:
+        with contextlib.suppress(Exception):  # a real problem shows when the build imports it
+            importlib.import_module(module)
 
 
 def claim(key: str, lock: Path) -> Speculation | None:

@@ -127,6 +127,10 @@ def build_small(
 
     reporter = make_reporter()
     project = _selected_project(image, package, platform)
+    if load or smoke:
+        from . import speculate
+
+        speculate.import_while_go_runs("gosmall.engine", "docker")
     _check_pins(project, reporter)
     # The publisher knows the configured platforms: a build of fewer is pushed untagged, for `gosmall index`.
     pusher = _registry_publisher(_selected_project(image, package, None) if platform else project, insecure_registry) if push else None
