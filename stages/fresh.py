@@ -7,7 +7,8 @@ the rest, from what it made the image of:
 
 - gosmall itself (every module file's size and mtime) and the compressor's version;
 - the image's settings as config.py resolved them, the output directory, the source facts
-  (version, revision, SOURCE_DATE_EPOCH) and the toolchain;
+  (version, revision, SOURCE_DATE_EPOCH), the toolchain, and the host files the SBOM reads
+  package versions from (dpkg's database, os-release);
 - per platform, the binary's Go build ID and the runtime files' bytes (read again each time:
   a changed `files` entry or CA bundle is a change);
 - every file of the output directory as it was written (inode, size, mtime, ctime), so an
@@ -41,6 +42,7 @@ from .source import SourceInfo
 from .toolchain import Toolchain
 
 FORMAT = 1
+HOST_FACTS = ("/var/lib/dpkg/status", "/etc/os-release", "/usr/lib/os-release")
 
 Said = tuple[tuple[str, str], ...]  # (reporter method, message), in order
 
@@ -77,6 +79,8 @@ def common_inputs(project: ProjectConfig, config: ImageConfig, source: SourceInf
         toolchain.version_text,
         str(toolchain.executable),
         file_identity(toolchain.executable),
+        # What the SBOM asks the host about files it ships (which Debian package and version owns them).
+        *(file_identity(Path(p)) for p in HOST_FACTS),
     ]
     return hashlib.sha256(json.dumps(facts, default=str).encode()).hexdigest()
 

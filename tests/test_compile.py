@@ -210,3 +210,27 @@ def test_a_package_that_is_not_main_is_named_as_such(tmp_path: Path, toolchain: 
     plan = plan_compile(image_config(tmp_path), find_module(package), AMD64, "dev")
     with pytest.raises(GosmallError, match=r"is it a `package main`\?"):
         compile_binary(plan, toolchain, tmp_path / "work")
+
+
+def test_platforms_compile_at_once_and_come_back_in_plan_order(tmp_path: Path, toolchain: Toolchain) -> None:
+    """Both `go build`s must be running together to get past the barrier; one after the other would time out."""
+    import threading
+
+    from gosmall.compile import compile_all
+    from gosmall.interrupts import run_as_group
+
+    package = go_project(tmp_path / "src")
+    image = image_config(tmp_path / "src")
+    plans = [plan_compile(image, find_module(package), platform, "dev") for platform in (AMD64, ARM64)]
+    together = threading.Barrier(2, timeout=60)
+
+    def runner(args: Any, **options: Any) -> subprocess.CompletedProcess[str]:
+        together.wait()
+        return run_as_group(args, **options)
+
+    binaries = compile_all(plans, toolchain, tmp_path / "work", runner=runner, jobs=2)
+    assert [b.platform for b in binaries] == [AMD64, ARM64]
+    assert [read_elf(b.path).machine for b in binaries] == ["EM_X86_64", "EM_AARCH64"]
+    for binary in binaries:  # Go's build ID, read from the ELF note as `go tool buildid` reads it
+        said = subprocess.run([str(toolchain.executable), "tool", "buildid", str(binary.path)], capture_output=True, text=True, check=True)
+        assert binary.build_id == said.stdout.strip() != ""
