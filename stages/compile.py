@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform as host
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -211,7 +210,7 @@ _CROSS_CC = {
 
 
 def host_platform() -> Platform:
-    machine = machine_for_uname(host.machine())
+    machine = machine_for_uname(os.uname().machine)  # what platform.machine() says, without importing it
     return machine.platform if machine is not None else Platform("linux", "amd64")
 
 

@@ -12,7 +12,6 @@ import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, NoReturn
 
@@ -555,6 +554,8 @@ def _size(t: _Table, value: str | int) -> int:
         m = _SIZE.match(value)
         if not m or len(m.group(1)) > 30:
             t.fail("max_size", f'{value[:40]!r} is not a size; write a number with a unit B, KB, MB, GB, KiB, MiB or GiB, e.g. "12MiB".')
+        from decimal import Decimal  # only a max_size needs it
+
         # Decimal, not float: "0.1MiB" is exact and 400 nines cannot overflow.
         size = int(Decimal(m.group(1)) * _SIZE_UNITS[m.group(2)])
     if not 0 < size <= MAX_SIZE:
