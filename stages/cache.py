@@ -44,7 +44,8 @@ def cache_root(environ: Mapping[str, str] | None = None) -> Path | None:
     if configured == "off":
         return None
     if configured:
-        return Path(configured)
+        # Absolute: Go runs in the package's directory, and gosmall reads what it wrote from its own.
+        return Path(configured).absolute()
     base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "gosmall"
 
@@ -123,12 +124,16 @@ def remember(kind: str, key: object, value: Mapping[str, object]) -> None:
         return
     text = json.dumps({"key": key, "value": value}, default=str)
     try:
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".tmp-", delete=False, mode="w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(stream.name, directory / f"{key_of(key)}.json")
+        handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-")
     except OSError:
-        with contextlib.suppress(OSError, NameError):
-            os.unlink(stream.name)
+        return
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temporary, directory / f"{key_of(key)}.json")
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
 
 
 SCRATCH_PREFIX = ".scratch-"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from . import speculate
-from .cache import copy_out, go_output, go_output_lock, go_scratch, key_of
+from .cache import copy_out, go_output, go_scratch, key_of
 from .config import ImageConfig
 from .elf import machine_for_uname, read_go_build_id
 from .errors import GosmallError
@@ -136,8 +136,7 @@ def compile_binary(plan: CompilePlan, toolchain: Toolchain, workdir: Path, *, ru
     env = {**plan.env(), "GOTMPDIR": str(scratch), "TMPDIR": str(scratch)}
     # Everything that decides the binary but the source, which Go's own up-to-date check reads.
     key = key_of([str(plan.package), str(plan.module.root), plan.args(Path("-")), plan.env(), str(toolchain.go), toolchain.version_text])
-    lock = go_output_lock(key)
-    early = speculate.claim(key, lock) if lock is not None and runner is run_as_group else None
+    early = speculate.claim(key) if runner is run_as_group else None
     try:
         with go_output(key, held=early.lock if early else None) as kept, contextlib.ExitStack() as stack:
             target = kept / plan.binary_name if kept is not None else output
@@ -154,8 +153,7 @@ def compile_binary(plan: CompilePlan, toolchain: Toolchain, workdir: Path, *, ru
                 done = run_go(toolchain, plan.module, plan.args(target), cwd=plan.package, env=env, runner=runner)
             if kept is not None and done.returncode == 0 and target.is_file():
                 copy_out(target, output)  # under the lock: another build may re-link the kept file next
-                if lock is not None:
-                    speculate.ran(key, lock, argv, plan.package, full_env)
+                speculate.ran(key, argv, plan.package, full_env)
     finally:
         if early is not None:
             early.close()

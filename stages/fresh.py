@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -38,6 +38,7 @@ from .cache import file_identity, remember, remembered
 from .config import ImageConfig, ProjectConfig
 from .layer_files import FileEntry
 from .outputs import MARKER
+from .reporter import Reporter
 from .source import SourceInfo
 from .toolchain import Toolchain
 
@@ -45,6 +46,7 @@ FORMAT = 1
 HOST_FACTS = ("/var/lib/dpkg/status", "/etc/os-release", "/usr/lib/os-release")
 
 Said = tuple[tuple[str, str], ...]  # (reporter method, message), in order
+SAYS = ("step", "detail", "warn", "table")  # the Reporter methods a record may replay
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,11 @@ def read_record(output_dir: Path) -> Record | None:
         return None
     try:
         said = tuple((str(kind), str(message)) for kind, message in document["said"])
+        for kind, message in said:
+            if kind not in SAYS:
+                raise ValueError(kind)
+            if kind == "table":
+                _table(message)
         return Record(dict(document["made_from"]), said, dict(document["files"]))
     except (ValueError, KeyError, TypeError, AttributeError):
         return None  # not a record this gosmall can read: build
@@ -140,13 +147,20 @@ def write_record(output_dir: Path, made_from: MadeFrom, said: Said, files: dict[
     remember("outputs", [FORMAT, str(output_dir)], {"made_from": made_from.to_json(), "said": [list(s) for s in said], "files": files})
 
 
-def replay(said: Said, say: Mapping[str, Callable[..., None]]) -> None:
+def replay(said: Said, reporter: Reporter) -> None:
+    """Say again what a build said (read_record has checked every kind is one of SAYS)."""
     for kind, message in said:
         if kind == "table":
-            title, columns, rows = json.loads(message)
-            say["table"](title, columns, rows)
+            reporter.table(*_table(message))
         else:
-            say[kind](message)
+            getattr(reporter, kind)(message)
+
+
+def _table(message: str) -> tuple[str, list[str], list[list[str]]]:
+    title, columns, rows = json.loads(message)
+    if not isinstance(title, str) or not all(isinstance(c, str) for c in columns) or not all(isinstance(v, str) for r in rows for v in r):
+        raise ValueError("not a table")
+    return title, list(columns), [list(r) for r in rows]
 
 
 @cache

@@ -113,9 +113,7 @@ def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo,
             assert record is not None
             stored = up_to_date_build(config, output_dir, record.said)
             if stored is not None:
-                fresh.replay(
-                    record.said, {"step": reporter.step, "detail": reporter.detail, "warn": reporter.warn, "table": reporter.table}
-                )
+                fresh.replay(record.said, reporter)
                 return stored
         recorder = fresh.Recorder(reporter)
         with reporter.status(f"{config.name}: proving, collecting and assembling"):
@@ -149,24 +147,23 @@ class Compiled:
 
 def _made_from(compiled: Compiled, needs_of: Mapping[str, Sequence[Mapping[str, Any]]]) -> fresh.MadeFrom | None:
     """What the image is made of, for the up-to-date check; None when no check can vouch for it (cgo: host libraries)."""
-    project, config, source, toolchain, plans, binaries, common = (
-        compiled.project, compiled.config, compiled.source, compiled.toolchain, compiled.plans, compiled.binaries, compiled.common,
-    )  # fmt: skip
-    if any(plan.cgo for plan in plans) or not all(binary.build_id for binary in binaries):
+    c = compiled
+    if any(plan.cgo for plan in c.plans) or not all(binary.build_id for binary in c.binaries):
         return None
     platforms = []
-    for binary in binaries:
-        runtime = common
+    for binary in c.binaries:
+        runtime = c.common
         needs: tuple[Mapping[str, Any], ...] = ()
-        if config.follow_needs:
+        if c.config.follow_needs:
             # What ships depends on what the binary links: needs read from a binary with this build ID.
             if str(binary.platform) not in needs_of:
                 return None
             needs = tuple(needs_of[str(binary.platform)])
-            runtime = collect_runtime_files(ship_what_is_needed(config, Needs.from_json(needs))[0], toolchain, never_ship=(project.output,))
-        inputs = fresh.PlatformInputs(binary.build_id, fresh.runtime_digest(runtime.entries, runtime.env), tuple(needs))
+            shipped = ship_what_is_needed(c.config, Needs.from_json(needs))[0]
+            runtime = collect_runtime_files(shipped, c.toolchain, never_ship=(c.project.output,))
+        inputs = fresh.PlatformInputs(binary.build_id, fresh.runtime_digest(runtime.entries, runtime.env), needs)
         platforms.append((str(binary.platform), inputs))
-    return fresh.MadeFrom(fresh.common_inputs(project, config, source, toolchain, compressor_id()), tuple(platforms))
+    return fresh.MadeFrom(fresh.common_inputs(c.project, c.config, c.source, c.toolchain, compressor_id()), tuple(platforms))
 
 
 def _build_from(compiled: Compiled, reporter: Reporter) -> Build:

@@ -21,6 +21,7 @@ import atexit
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -31,6 +32,9 @@ from pathlib import Path
 from typing import IO, Any
 
 KIND = "speculation"
+KEY = re.compile(r"[0-9a-f]{32}")  # cache.key_of's
+# The variables compile and Toolchain.env set; a remembered command carrying any other is not started.
+SET_BY_GOSMALL = frozenset({"GOROOT", "GOTOOLCHAIN", "GOFLAGS", "GOPROXY", "CGO_ENABLED", "GOOS", "GOARCH", "GOARM", "CC"})
 # What gosmall sets per build, left out of the comparison: it only says where Go keeps its scratch files.
 SCRATCH = ("GOTMPDIR", "TMPDIR")
 
@@ -104,13 +108,14 @@ def start(argv: Sequence[str], cwd: Path | None = None) -> None:
         known: Any = remembered(KIND, _record_key(cwd or Path.cwd(), argv))
         for command in (known or {}).get("commands", ()):
             _start_one(command)
-    except Exception:  # noqa: BLE001 - speculation is an optimisation; the build itself reports real problems
-        return
-    if _state.started:
-        atexit.register(abandon)
-        # Until the task's own handler takes over (interrupts.sigterm_as_ctrl_c), SIGTERM ends the run through
-        # atexit, so the early builds are killed rather than left writing the kept output after the lock is gone.
-        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    except Exception:  # noqa: BLE001, S110 - speculation is an optimisation; the build itself reports real problems
+        pass
+    finally:
+        if _state.started:  # what did start is killed at exit, also when a later one could not
+            atexit.register(abandon)
+            # Until the task's own handler takes over (interrupts.sigterm_as_ctrl_c), SIGTERM ends the run through
+            # atexit, so the early builds are killed rather than left writing the kept output after the lock is gone.
+            signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -118,24 +123,46 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 
 def _start_one(command: Mapping[str, Any]) -> None:
-    key, lock_path, argv, cwd = str(command["key"]), Path(command["lock"]), tuple(map(str, command["argv"])), str(command["cwd"])
+    """One remembered command, if it is still the shape gosmall records: `go build ... -o <the kept output>`.
+
+    The lock and the output come from the key, in this cache, never from the record as paths: whatever
+    the cache holds, an early build writes only the kept output whose lock it holds.
+    """
+    from .cache import SCRATCH_PREFIX, go_output_lock
+
+    key, argv, cwd, variables = str(command["key"]), tuple(map(str, command["argv"])), str(command["cwd"]), dict(command["set"])
+    lock_path = go_output_lock(key) if KEY.fullmatch(key) else None
+    if lock_path is None or not _is_kept_go_build(argv, lock_path.parent / key) or not set(variables) <= SET_BY_GOSMALL:
+        return
+    from .interrupts import watch_group
+    from .leftovers import make_owned_dir
+
     lock = lock_path.open("a")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another build holds it: leave Go to that one
     except OSError:
         lock.close()
         return
-    from .cache import SCRATCH_PREFIX
-    from .leftovers import make_owned_dir
-
-    # Beside the kept outputs, as compile's own builds do (cache.go_scratch): Go's last step is then a rename.
-    scratch = make_owned_dir(lock_path.parent, SCRATCH_PREFIX)
-    env = {**os.environ, **{str(k): str(v) for k, v in command["set"].items()}, "GOTMPDIR": str(scratch), "TMPDIR": str(scratch)}
-    process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    from .interrupts import watch_group
-
+    scratch = None
+    try:
+        # Beside the kept outputs, as compile's own builds do (cache.go_scratch): Go's last step is then a rename.
+        scratch = make_owned_dir(lock_path.parent, SCRATCH_PREFIX)
+        env = {**os.environ, **{str(k): str(v) for k, v in variables.items()}, "GOTMPDIR": str(scratch), "TMPDIR": str(scratch)}
+        process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    except BaseException:
+        lock.close()  # closing the descriptor releases the lock
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        raise
     watch_group(process)
     _state.started[key] = Speculation(argv, cwd, env, process, lock, scratch)
+
+
+def _is_kept_go_build(argv: Sequence[str], kept: Path) -> bool:
+    """`<...>/go build <flags> -o <kept>/<binary> .`, as compile_binary runs it for a kept output."""
+    if len(argv) < 5 or Path(argv[0]).name != "go" or argv[1] != "build" or argv[-3] != "-o" or argv[-1] != ".":
+        return False
+    return Path(argv[-2]).parent == kept
 
 
 def import_while_go_runs(*modules: str) -> None:
@@ -159,22 +186,17 @@ def _warm_up() -> None:
             importlib.import_module(module)
 
 
-def claim(key: str, lock: Path) -> Speculation | None:
-    """The process started for the kept output `key` under `lock`, now the caller's (with the lock held), or None."""
+def claim(key: str) -> Speculation | None:
+    """The process started for the kept output `key`, now the caller's (with its lock held), or None."""
     with _state.lock:
-        speculation = _state.started.pop(key, None)
-    if speculation is not None and Path(speculation.lock.name) != lock:  # another cache: another kept output
-        speculation.kill()
-        speculation.close()
-        return None
-    return speculation
+        return _state.started.pop(key, None)
 
 
-def ran(key: str, lock: Path, argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> None:
+def ran(key: str, argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> None:
     """What a build ran, to start at once next time: the command and the variables gosmall set, never the rest."""
     changed = {k: v for k, v in env.items() if os.environ.get(k) != v and k not in SCRATCH}
     with _state.lock:
-        _state.commands.append({"key": key, "lock": str(lock), "argv": list(argv), "cwd": str(cwd), "set": changed})
+        _state.commands.append({"key": key, "argv": list(argv), "cwd": str(cwd), "set": changed})
 
 
 def remember_run(argv: Sequence[str], cwd: Path | None = None) -> None:

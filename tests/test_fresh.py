@@ -180,3 +180,19 @@ def test_an_image_with_no_config_is_up_to_date_too(tmp_path: Path) -> None:
     assert second.returncode == 0, second.stderr
     assert "(up to date)" in second.stderr and "(up to date)" not in first.stderr
     assert "no config: ships" in second.stderr  # what shipped, and why, is said again
+
+
+@pytest.mark.parametrize("damage", ["a kind that is no message", "a table that is not one", "not JSON"])
+def test_a_damaged_record_is_a_build_not_a_traceback(project: Path, tmp_path: Path, damage: str) -> None:
+    cache = tmp_path / "cache"
+    build(project, cache)
+    (entry,) = (cache / "facts" / "outputs").glob("*.json")
+    document = json.loads(entry.read_text())
+    if damage == "a kind that is no message":
+        document["value"]["said"].append(["__init__", "x"])
+    elif damage == "a table that is not one":
+        document["value"]["said"].append(["table", json.dumps(["t", ["a"], [[1]]])])
+    entry.write_text("{" if damage == "not JSON" else json.dumps(document))
+    done = build(project, cache)
+    assert not up_to_date(done) and "Traceback" not in done.stderr
+    assert up_to_date(build(project, cache))  # and the record it wrote is sound again

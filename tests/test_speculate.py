@@ -98,3 +98,57 @@ def test_without_a_cache_nothing_is_started_or_remembered(root: Path, tmp_path: 
         assert done.returncode == 0, done.stderr
     assert not (tmp_path / "xdg" / "gosmall").exists()  # Go keeps its own cache there; gosmall keeps none
     assert os.listdir(tmp_path / "tmp") == []
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ["another program", "an output outside the kept one", "a variable gosmall never sets", "a key that is not one"],
+)
+def test_a_remembered_command_of_another_shape_is_never_started(root: Path, tmp_path: Path, hostile: str) -> None:
+    """A damaged or planted record (a cache restored from elsewhere) starts nothing and writes nothing outside the cache."""
+    assert run(root, tmp_path, "build-small").returncode == 0
+    entry = next((tmp_path / "cache" / "facts" / "speculation").glob("*.json"))
+    document = json.loads(entry.read_text())
+    planted = tmp_path / "planted"
+    for command in document["value"]["commands"]:
+        if hostile == "another program":
+            command["argv"] = ["/bin/sh", "-c", f"touch {planted}", "-o", str(planted), "."]
+        elif hostile == "an output outside the kept one":
+            command["argv"][-2] = str(planted)
+        elif hostile == "a variable gosmall never sets":
+            command["set"]["LD_PRELOAD"] = str(planted)
+        else:
+            command["key"] = "../../elsewhere"
+    entry.write_text(json.dumps(document))
+    done = run(root, tmp_path, "build-small")
+    assert done.returncode == 0, done.stderr
+    assert not planted.exists() and not (tmp_path / "elsewhere.lock").exists()
+    assert "Traceback" not in done.stderr
+
+
+def test_sigterm_while_python_starts_stops_the_early_builds_too(root: Path, tmp_path: Path) -> None:
+    assert run(root, tmp_path, "build-small").returncode == 0
+    # A change, so the early builds are still linking when the signal comes.
+    (root / "go_app" / "big.go").write_text("package main\n\nvar big = [...]int{" + ",".join(map(str, range(200_000))) + "}\n")
+    env = {"GOSMALL_CACHE": str(tmp_path / "cache"), "TMPDIR": str(tmp_path / "tmp"), "CI": "1"}
+    from .conftest import gosmall_command, gosmall_env
+
+    process = subprocess.Popen([*gosmall_command(), "build-small"], cwd=root, env=gosmall_env(env), stderr=subprocess.PIPE, text=True)
+    time.sleep(0.15)  # inside Python's start, with Go already running (or, on a slow machine, later: either way it stops)
+    process.terminate()
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    time.sleep(0.5)
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    assert str(tmp_path / "cache") not in ps
+    assert list((tmp_path / "cache" / "go").glob(".scratch-*")) == [] and list((tmp_path / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize("cache", ["/dev/null", "relative-cache"])
+def test_an_unusable_or_relative_cache_still_builds(root: Path, tmp_path: Path, cache: str) -> None:
+    env = {"GOSMALL_CACHE": cache, "TMPDIR": str(tmp_path / "tmp"), "CI": "1"}
+    for _ in range(2):
+        done = gosmall("build-small", cwd=root, env=env)
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr
