@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
@@ -298,19 +298,23 @@ def test_an_endless_body_is_not_read_into_memory() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"),
+    ("loader", "text", "expected"),
     [
-        ('[{"auths": {}}]', "its top level must be a JSON object"),
-        ('{"auths": ["ghcr.io"]}', "auths: must be an object of registry hosts"),
-        ('{"auths": {"ghcr.io": {"auth": 5}}}', "auths.ghcr.io.auth is not base64"),
-        ("[" * 100_000, "cannot be read as JSON"),
+        (load_docker_auths, '[{"auths": {}}]', "its top level must be a JSON object"),
+        (load_docker_auths, '{"auths": ["ghcr.io"]}', "auths: must be an object of registry hosts"),
+        (load_docker_auths, '{"auths": {"ghcr.io": {"auth": 5}}}', "auths.ghcr.io.auth is not base64"),
+        (load_docker_auths, "[" * 100_000, "cannot be read as JSON"),
+        (load_docker_config, '{"credsStore": 5}', "credsStore: must be the name of a credential helper"),
+        (load_docker_config, '{"credsStore": "../../bin/sh"}', "credsStore: must be the name of a credential helper"),
+        (load_docker_config, '{"credHelpers": ["ghcr.io"]}', "credHelpers: must be an object of registry hosts and helper names"),
+        (load_docker_config, '{"credHelpers": {"ghcr.io": "a b"}}', "credHelpers: must be an object of registry hosts and helper names"),
     ],
 )
-def test_a_docker_config_of_the_wrong_shape_is_named(tmp_path: Path, text: str, expected: str) -> None:
+def test_a_docker_config_of_the_wrong_shape_is_named(tmp_path: Path, loader: Any, text: str, expected: str) -> None:
     config = tmp_path / "config.json"
     config.write_text(text)
     with pytest.raises(GosmallError) as caught:
-        load_docker_auths(config)
+        loader(config)
     assert str(config) in caught.value.message and expected in caught.value.message
 
 
@@ -319,23 +323,6 @@ def test_docker_config_helpers_are_read_and_keys_normalised(tmp_path: Path) -> N
     config.write_text(json.dumps({"credsStore": "pass", "credHelpers": {"https://ghcr.io": "gh", "127.0.0.1:5000": "local"}}))
     read = load_docker_config(config)
     assert (read.path, read.creds_store, dict(read.cred_helpers)) == (config, "pass", {"ghcr.io": "gh", "127.0.0.1:5000": "local"})
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ('{"credsStore": 5}', "credsStore: must be the name of a credential helper"),
-        ('{"credsStore": "../../bin/sh"}', "credsStore: must be the name of a credential helper"),
-        ('{"credHelpers": ["ghcr.io"]}', "credHelpers: must be an object of registry hosts and helper names"),
-        ('{"credHelpers": {"ghcr.io": "a b"}}', "credHelpers: must be an object of registry hosts and helper names"),
-    ],
-)
-def test_a_credential_helper_of_the_wrong_shape_is_named(tmp_path: Path, text: str, expected: str) -> None:
-    config = tmp_path / "config.json"
-    config.write_text(text)
-    with pytest.raises(GosmallError) as caught:
-        load_docker_config(config)
-    assert str(config) in caught.value.message and expected in caught.value.message
 
 
 def test_no_repr_shows_credentials(tmp_path: Path) -> None:

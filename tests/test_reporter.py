@@ -11,7 +11,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -238,11 +238,7 @@ def test_rich_from_many_threads_keeps_lines_whole(terminal: tuple[RichReporter, 
             with reporter.status(f"platform {n}: stage {i}"):
                 reporter.detail(f"platform {n}: line {i} " + "x" * 40)
 
-    threads = [threading.Thread(target=build, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    _in_threads(build, 8)
     expected = sorted(f"    platform {n}: line {i} " + "x" * 40 for n in range(8) for i in range(5))
     assert sorted(_screen(tty.getvalue()).lines) == expected
 
@@ -287,11 +283,7 @@ def test_plain_lines_from_many_threads_never_interleave() -> None:
                 reporter.detail(f"platform {n}: detail {i}")
                 reporter.warn(f"platform {n}: warn {i}")
 
-    threads = [threading.Thread(target=build, args=(n,)) for n in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    _in_threads(build, 6)
     expected = [
         line
         for n in range(6)
@@ -340,11 +332,7 @@ def test_recording_keeps_a_table_together_across_threads() -> None:
         reporter.table(f"table {n}", ["name"], rows)
         reporter.step(f"step {n}")
 
-    threads = [threading.Thread(target=report, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    _in_threads(report, 4)
     for n in range(4):
         at = reporter.events.index(("table", f"table {n}"))
         assert reporter.events[at + 1 : at + 51] == [("row", f"row {i}") for i in range(50)]
@@ -368,3 +356,12 @@ def test_make_reporter_is_rich_only_on_a_terminal_outside_ci(
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(sys, "stderr", _Tty() if tty else io.StringIO())
     assert type(make_reporter()) is kind
+
+
+def _in_threads(target: Callable[[int], None], count: int) -> None:
+    """target(0) … target(count - 1), each in its own thread, all joined."""
+    threads = [threading.Thread(target=target, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
