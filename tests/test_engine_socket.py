@@ -11,6 +11,7 @@ import pytest
 from gosmall.engine_socket import engine_socket, tags_name
 
 from .conftest import gosmall, make_project
+from .test_engine import remove_image
 
 
 @pytest.mark.parametrize(
@@ -46,6 +47,7 @@ def test_a_second_load_loads_nothing_and_a_moved_tag_is_put_back(tmp_path: Path,
     )
     root = make_project(tmp_path / "p", table)
     env = {"GOSMALL_CACHE": str(tmp_path / "cache"), "CI": "1"}
+    other_id = ""
     try:
         first = gosmall("build-small", "--load", cwd=root, env=env)
         assert first.returncode == 0, first.stderr
@@ -64,11 +66,14 @@ def test_a_second_load_loads_nothing_and_a_moved_tag_is_put_back(tmp_path: Path,
         (other / "Dockerfile").write_text("FROM scratch\nCOPY x /x\n")
         (other / "x").write_text("x")
         docker_client.images.build(path=str(other), tag=f"{repository}:latest", network_mode="none", rm=True)
-        assert docker_client.images.get(f"{repository}:latest").id != image_id
+        other_id = docker_client.images.get(f"{repository}:latest").id
+        assert other_id != image_id
         third = gosmall("build-small", "--load", cwd=root, env=env)
         assert third.returncode == 0, third.stderr
         assert "Connecting to the Docker engine" in third.stderr
         assert docker_client.images.get(f"{repository}:latest").id == image_id
     finally:
-        for image in docker_client.images.list(name=repository):
-            docker_client.images.remove(image.id, force=True)
+        # The tag (the image may be another test's too: builds are reproducible), and the image only this test built.
+        for name in (f"{repository}:latest", other_id):
+            if name:
+                remove_image(docker_client, name)
