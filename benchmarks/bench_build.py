@@ -5,7 +5,7 @@ Docker engine, for linux/amd64:
 
 - gosmall: `gosmall.pipeline.build_small` (go build, prove, runtime files,
   assemble, OCI layout + image.tar + report.json) on a throwaway copy of the
-  sample project, then `gosmall.engine.load_image` (docker load through the
+  sample project, then `gosmall.publish.engine.load_image` (docker load through the
   SDK, with its check that the engine's ID is the built config digest).
   That is what `gosmall build-small --load` does.
 - docker: `go build` with the flags the usual scratch recipe uses
@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Callable
 
 from gosmall.config import ImageConfig, ProjectConfig, load_project
 from gosmall.errors import GosmallError
-from gosmall.image import Platform
+from gosmall.images.model import Platform
 from gosmall.reporter import RecordingReporter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,7 +100,7 @@ class Gosmall:
         self.client = client
 
     def run(self) -> Run:
-        from gosmall.engine import load_image
+        from gosmall.publish.engine import load_image
 
         reporter = RecordingReporter()
         start = time.perf_counter()
@@ -123,7 +123,7 @@ class DockerBuild:
     def __init__(
         self, project: ProjectConfig, client: docker.DockerClient | None, tag: str, context: Path, *, nocache: bool = True
     ) -> None:
-        from gosmall.toolchain import find_module, find_toolchain
+        from gosmall.build.toolchain import find_module, find_toolchain
 
         (image,) = project.image("hello")
         self.package = image.package
@@ -135,7 +135,7 @@ class DockerBuild:
         self.nocache = nocache
 
     def run(self) -> Run:
-        from gosmall.toolchain import run_go
+        from gosmall.build.toolchain import run_go
 
         start = time.perf_counter()
         binary = self.context / "go_app"
@@ -205,7 +205,7 @@ def make_project(directory: Path) -> ProjectConfig:
 
 
 def connect_engine() -> tuple[docker.DockerClient | None, str]:
-    from gosmall.engine import connect
+    from gosmall.publish.engine import connect
 
     try:
         client = connect()

@@ -103,7 +103,7 @@ def compressors() -> tuple[Compressor, ...]:
 
 def gosmall_row() -> str:
     """The row that compresses as gosmall's assemble stage does."""
-    from gosmall.compression import GZIP_LEVEL
+    from gosmall.build.compression import GZIP_LEVEL
 
     return f"libdeflate -{GZIP_LEVEL}"
 
@@ -121,12 +121,12 @@ def layer_from_archive(archive: Path) -> bytes:
 
 def layer_from_build() -> bytes:
     """Build go_app for linux/amd64 with gosmall's own stages and return its layer tar."""
-    from gosmall.assemble import PlatformParts, build_layer_tar, layer_entries
-    from gosmall.compile import compile_binary, plan_compile
+    from gosmall.build.assemble import PlatformParts, build_layer_tar, layer_entries
+    from gosmall.build.compile import compile_binary, plan_compile
+    from gosmall.build.runtime_files import collect_runtime_files
+    from gosmall.build.toolchain import find_module, find_toolchain
     from gosmall.config import load_project
-    from gosmall.image import Platform
-    from gosmall.runtime_files import collect_runtime_files
-    from gosmall.toolchain import find_module, find_toolchain
+    from gosmall.images.model import Platform
 
     project = load_project(REPO)
     (image,) = project.image("hello")

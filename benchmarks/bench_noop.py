@@ -50,7 +50,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Literal
 
-from gosmall.toolchain import Toolchain, find_module
+from gosmall.build.toolchain import Toolchain, find_module
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("results.md")

@@ -68,7 +68,7 @@ class _Program(Program):
                 print(f"  {example}")
 
     def print_version(self) -> None:
-        from .report import builder
+        from .publish.report import builder
 
         compressor = builder("")["compressor"]
         print(f"gosmall {self.version}")
@@ -151,8 +151,8 @@ def _flags_with_values(task_name: str) -> set[str]:
 
 def _toolchain_line() -> str:
     """The Go gosmall would build the current directory's module with (any new enough Go outside one), or why none."""
+    from .build.toolchain import GoModule, find_module, find_toolchain
     from .config import load_project
-    from .toolchain import GoModule, find_module, find_toolchain
 
     cwd = Path.cwd()
     try:

@@ -20,11 +20,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from .audit_rules import RULE_IDS
 from .elf import MACHINES
 from .errors import GosmallError, did_you_mean
-from .image import Format, Platform
-from .trust.audit_rules import RULE_IDS
-from .trust.secret_names import credential_word
+from .images.model import Format, Platform
+from .secret_names import credential_word
 
 # Go's GOOS/GOARCH pairs that an OCI image for Linux can carry: the rows of the
 # machine table, which also says the ELF machine each must be built for (checked by `prove`).

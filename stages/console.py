@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from . import speculate
+from .build import speculate
 
 
 def main() -> None:

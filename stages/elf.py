@@ -24,7 +24,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
-from .image import Platform
+from .images.model import Platform
 
 if TYPE_CHECKING:
     from elftools.elf.dynamic import DynamicTag

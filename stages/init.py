@@ -22,16 +22,16 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from .atomic import write_beside
-from .compile import host_platform
+from .build.compile import host_platform
+from .build.needs import NEED_FUNCTIONS
+from .build.packages import main_packages, resolve_main_packages
+from .build.source import describe_source
+from .build.toolchain import find_module, find_toolchain
 from .config import NO_CONFIG_TABLE, image_name_for, package_image, parse_project, project_without_table, unpushable_repository
 from .errors import GosmallError
-from .image import Platform
-from .needs import NEED_FUNCTIONS
-from .packages import main_packages, resolve_main_packages
+from .images.model import Platform
 from .pipeline import build_image
 from .reporter import Reporter
-from .source import describe_source
-from .toolchain import find_module, find_toolchain
 
 
 @dataclass(frozen=True)

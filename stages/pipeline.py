@@ -16,25 +16,25 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import fresh, speculate
-from .built import Build, PlatformFacts, up_to_date_build
-from .compile import Binary, CompilePlan, compile_all, host_platform, plan_compile
-from .compression import compressor_id
+from .build import fresh, speculate
+from .build.built import Build, PlatformFacts, up_to_date_build
+from .build.compile import Binary, CompilePlan, compile_all, host_platform, plan_compile
+from .build.compression import compressor_id
+from .build.needs import Needs, ship_what_is_needed
+from .build.runtime_files import RuntimeFiles, collect_runtime_files
+from .build.source import SourceInfo, describe_source
+from .build.toolchain import Toolchain, find_module, find_toolchain, verify_module
 from .config import ImageConfig, ProjectConfig
-from .image import Platform
+from .images.model import Platform
 from .interrupts import Interrupted
 from .leftovers import owned_temporary_directory
-from .needs import Needs, ship_what_is_needed
-from .outputs import check_replaceable, make_staging_dir, prepare_output_dir, remove_leftovers, swap_into_place
+from .publish.outputs import check_replaceable, make_staging_dir, prepare_output_dir, remove_leftovers, swap_into_place
 from .reporter import Reporter
-from .runtime_files import RuntimeFiles, collect_runtime_files
-from .source import SourceInfo, describe_source
-from .toolchain import Toolchain, find_module, find_toolchain, verify_module
 
 # What only a build that is not up to date needs is imported when it runs (_build_from, write_outputs):
 # a no-op build is meant to cost little more than Go's own check, and these imports alone cost more.
 if TYPE_CHECKING:
-    from .libraries import CollectedFile
+    from .build.libraries import CollectedFile
 
 
 class Publisher(Protocol):
@@ -167,12 +167,12 @@ def _made_from(compiled: Compiled, needs_of: Mapping[str, Sequence[Mapping[str, 
 
 
 def _build_from(compiled: Compiled, reporter: Reporter) -> Build:
-    from .assemble import PlatformParts, assemble
-    from .libraries import collect_libraries
-    from .needs import advise, read_needs
-    from .prove import prove_binary
-    from .report import build_report, enforce_max_size, platform_sizes, show_libraries, show_size_table
-    from .runtime_files import with_libraries
+    from .build.assemble import PlatformParts, assemble
+    from .build.libraries import collect_libraries
+    from .build.needs import advise, read_needs
+    from .build.prove import prove_binary
+    from .build.runtime_files import with_libraries
+    from .publish.report import build_report, enforce_max_size, platform_sizes, show_libraries, show_size_table
     from .trust.audit import audit_image, enforce_audit
     from .trust.sbom import file_sources
 
@@ -238,7 +238,7 @@ def _build_from(compiled: Compiled, reporter: Reporter) -> Build:
 WORKDIR_PREFIX = "gosmall-build-"
 # What a build that is not up to date imports after `go build` (_build_from, write_outputs).
 AFTER_GO = (
-    "gosmall.assemble", "gosmall.libraries", "gosmall.prove", "gosmall.report", "gosmall.oci_layout",
+    "gosmall.build.assemble", "gosmall.build.libraries", "gosmall.build.prove", "gosmall.publish.report", "gosmall.images.oci_layout",
     "gosmall.trust.audit", "gosmall.trust.sbom", "elftools.elf.elffile", "elftools.elf.dynamic",
 )  # fmt: skip
 
@@ -248,8 +248,8 @@ def write_outputs(build: Build, reporter: Reporter) -> None:
 
     Only a directory gosmall wrote is replaced (outputs.py); anything else at `target` is refused.
     """
-    from .oci_layout import write_oci_layout
-    from .report import report_json
+    from .images.oci_layout import write_oci_layout
+    from .publish.report import report_json
     from .trust.sbom import SBOM_FILE, sbom_artifact, sbom_document
 
     target = build.output_dir

@@ -25,9 +25,9 @@ from .reporter import Reporter, make_reporter
 # Each task imports the stages it runs when it runs: a no-op build must cost little more than Go's own
 # up-to-date check, and `gosmall --help` nothing but invoke.
 if TYPE_CHECKING:
-    from .built import Build
-    from .push import RegistryPublisher
-    from .trust.registry import RegistryClient
+    from .build.built import Build
+    from .publish.push import RegistryPublisher
+    from .registry.client import RegistryClient
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -128,9 +128,9 @@ def build_small(
     reporter = make_reporter()
     project = _selected_project(image, package, platform)
     if load or smoke:
-        from . import speculate
+        from .build import speculate
 
-        speculate.import_while_go_runs("gosmall.engine", "docker")
+        speculate.import_while_go_runs("gosmall.publish.engine", "docker")
     _check_pins(project, reporter)
     # The publisher knows the configured platforms: a build of fewer is pushed untagged, for `gosmall index`.
     pusher = _registry_publisher(_selected_project(image, package, None) if platform else project, insecure_registry) if push else None
@@ -187,7 +187,7 @@ def push(c: Any, image: str | None = None, format: str = "text", insecure_regist
     for build in builds:
         publisher.publish(build, reporter)
     if key is not None:
-        from .trust.reference import parse_normalized_named
+        from .reference import parse_normalized_named
         from .trust.sign import sign_image
 
         for pushed in publisher.pushed:
@@ -221,7 +221,7 @@ def sign(c: Any, key: str = "", image: str | None = None, insecure_registry: lis
     repository; cosign and skopeo (use-sigstore-attachments) read it there. Prints that reference per image. Exit
     status: 0 signed; 2 it could not (no key or wrong password, not built, not pushed, the registry refused).
     """
-    from .push import repository_reference
+    from .publish.push import repository_reference
     from .trust.sign import sign_image
 
     if not key:
@@ -272,7 +272,7 @@ def index(
     the registry by digest. The index is byte for byte the one one machine building every platform makes, so its
     digest is too. Exit status: 0 done; 2 it could not run (a platform missing, another commit, the registry failed).
     """
-    from .push import index_from_reports, push_index
+    from .publish.push import index_from_reports, push_index
 
     _check_pushed_format(format)
     project = load_project()
@@ -490,7 +490,7 @@ def run(c: Any, package: list[str] | None = None, image: str | None = None, netw
     from .pipeline import build_small as run_build_small
 
     (build,) = run_build_small(project, reporter, names=(image,) if image else ())
-    from .engine import connect, load_image, run_container
+    from .publish.engine import connect, load_image, run_container
 
     client = connect(reporter)
     load_image(client, build.config, build, reporter)
@@ -511,7 +511,7 @@ def _selected_project(image: str | None, packages: list[str] | None, platforms: 
     if image and packages:
         raise GosmallError(f"--image {image} and the package {packages[0]} both say what to build; give one of them.")
     if packages:
-        from .packages import project_for_packages
+        from .build.packages import project_for_packages
 
         project = project_for_packages(packages)
     else:
@@ -549,13 +549,13 @@ def _check_pins(project: ProjectConfig, reporter: Reporter) -> None:
 
 
 def _registry_client(insecure: list[str] | None) -> RegistryClient:
-    from .trust.registry import RegistryClient
+    from .registry.client import RegistryClient
 
     return RegistryClient.from_environment(insecure=tuple(insecure or ()))
 
 
 def _registry_publisher(project: ProjectConfig, insecure: list[str] | None) -> RegistryPublisher:
-    from .push import RegistryPublisher
+    from .publish.push import RegistryPublisher
 
     return RegistryPublisher(project, _registry_client(insecure))
 
@@ -581,7 +581,7 @@ def _signing_key(path: str) -> Any:
 
 def _read_builds(project: ProjectConfig, image: str | None) -> tuple[Build, ...]:
     """What build-small wrote, read back once per image ("not built yet" comes before "no engine")."""
-    from .built import read_build
+    from .build.built import read_build
 
     return tuple(read_build(config, project.output_dir(config)) for config in project.image(image))
 
@@ -592,7 +592,7 @@ def _load_and_smoke(builds: tuple[Build, ...], reporter: Reporter, *, smoke: boo
         if not builds:
             return
     # Imported here: building never needs the docker SDK or an engine.
-    from .engine import connect, load_image, smoke_test
+    from .publish.engine import connect, load_image, smoke_test
 
     client = connect(reporter)
     for build in builds:
@@ -604,7 +604,7 @@ def _load_and_smoke(builds: tuple[Build, ...], reporter: Reporter, *, smoke: boo
 
 def _already_loaded(build: Build, reporter: Reporter) -> bool:
     """Every tag already names this build's image in the engine (asked without the docker SDK: engine_socket.py)."""
-    from .engine_socket import tags_name
+    from .docker_host import tags_name
 
     entry = build.report["platforms"][str(build.report["docker_platform"])]
     digests = (str(entry["config_digest"]), str(entry["manifest_digest"]))

@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from gosmall.assemble import PlatformParts, assemble, build_layer_tar, compress_layer, layer_entries
-from gosmall.compile import Binary
+from gosmall.build.assemble import PlatformParts, assemble, build_layer_tar, compress_layer, layer_entries
+from gosmall.build.compile import Binary
+from gosmall.build.runtime_files import RuntimeFiles
+from gosmall.build.source import SourceInfo
 from gosmall.config import ImageConfig, parse_project
 from gosmall.errors import GosmallError
-from gosmall.image import MEDIA_INDEX, MEDIA_LAYER_GZIP, MEDIA_MANIFEST, Platform
+from gosmall.images.model import MEDIA_INDEX, MEDIA_LAYER_GZIP, MEDIA_MANIFEST, Platform
 from gosmall.layer_files import FileEntry
-from gosmall.runtime_files import RuntimeFiles
-from gosmall.source import SourceInfo
 
 from .oci_schema import errors
 

@@ -18,22 +18,22 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from gosmall.assemble import PlatformParts, assemble
-from gosmall.compile import Binary, compile_binary, host_platform, plan_compile
+from gosmall.audit_rules import RULES
+from gosmall.build.assemble import PlatformParts, assemble
+from gosmall.build.compile import Binary, compile_binary, host_platform, plan_compile
+from gosmall.build.libraries import collect_libraries
+from gosmall.build.runtime_files import RuntimeFiles, collect_runtime_files, with_libraries
+from gosmall.build.source import SourceInfo
+from gosmall.build.toolchain import Toolchain, find_module, find_toolchain
 from gosmall.config import ImageConfig, parse_project
-from gosmall.docker_archive import write_docker_archive
 from gosmall.errors import GosmallError
-from gosmall.image import Image, Platform
-from gosmall.image_source import read_path
+from gosmall.images.docker_archive import write_docker_archive
+from gosmall.images.model import Image, Platform
+from gosmall.images.oci_layout import write_oci_layout
+from gosmall.images.source import read_path
 from gosmall.layer_files import FileEntry
-from gosmall.libraries import collect_libraries
-from gosmall.oci_layout import write_oci_layout
-from gosmall.runtime_files import RuntimeFiles, collect_runtime_files, with_libraries
-from gosmall.source import SourceInfo
-from gosmall.toolchain import Toolchain, find_module, find_toolchain
+from gosmall.registry.client import RegistryClient, push_layout
 from gosmall.trust.audit import Finding, audit_image, failing, format_findings
-from gosmall.trust.audit_rules import RULES
-from gosmall.trust.registry import RegistryClient, push_layout
 
 from .buildah_fixture import REVISION, Buildah, gcc, missing, put
 from .conftest import REPO, BuiltProject, gosmall, make_project

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from gosmall.compile import host_platform
-from gosmall.image import Platform
+from gosmall.build.compile import host_platform
+from gosmall.images.model import Platform
 
 from .buildah_fixture import Buildah, put
 from .conftest import gosmall, make_project

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from gosmall.buildinfo import MAGIC, BuildInfoError, Module, parse_build_info, read_build_info
-from gosmall.buildinfo import _decode_section as decode_section
-from gosmall.image_source import read_oci_layout
-from gosmall.toolchain import find_module, find_toolchain
+from gosmall.build.buildinfo import MAGIC, BuildInfoError, Module, parse_build_info, read_build_info
+from gosmall.build.buildinfo import _decode_section as decode_section
+from gosmall.build.toolchain import find_module, find_toolchain
+from gosmall.images.source import read_oci_layout
 
 from .conftest import BuiltProject
 

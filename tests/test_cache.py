@@ -94,8 +94,8 @@ def test_the_cache_is_only_gosmalls_directory(tmp_path: Path) -> None:
 def test_the_kept_binary_a_build_holds_keeps_its_bytes_when_go_relinks_it(tmp_path: Path, scratch_elsewhere: bool) -> None:
     """copy_out takes a hard link: sound only because Go replaces (never rewrites in place) an output it relinks,
     whether its work directory is on the output's file system (a rename) or not (remove, then a new file)."""
-    from gosmall.cache import copy_out
-    from gosmall.toolchain import find_module, find_toolchain
+    from gosmall.build.cache import copy_out
+    from gosmall.build.toolchain import find_module, find_toolchain
 
     elsewhere = Path("/dev/shm")
     if scratch_elsewhere and (not elsewhere.is_dir() or elsewhere.stat().st_dev == tmp_path.stat().st_dev):

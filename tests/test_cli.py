@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from gosmall import __version__
+from gosmall.build.toolchain import find_module, find_toolchain
 from gosmall.cli import expand_paths, program
-from gosmall.report import builder
+from gosmall.publish.report import builder
 from gosmall.tasks import namespace
-from gosmall.toolchain import find_module, find_toolchain
 
 from .conftest import REPO, gosmall
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from gosmall.compile import binary_name, compile_binary, host_platform, plan_compile
+from gosmall.build.compile import binary_name, compile_binary, host_platform, plan_compile
+from gosmall.build.prove import read_elf
+from gosmall.build.toolchain import GoModule, Toolchain, find_module, find_toolchain
 from gosmall.config import ImageConfig, parse_project
 from gosmall.errors import GosmallError
-from gosmall.image import Platform
-from gosmall.prove import read_elf
-from gosmall.toolchain import GoModule, Toolchain, find_module, find_toolchain
+from gosmall.images.model import Platform
 
 MAIN_GO = """package main
 
@@ -216,7 +216,7 @@ def test_platforms_compile_at_once_and_come_back_in_plan_order(tmp_path: Path, t
     """Both `go build`s must be running together to get past the barrier; one after the other would time out."""
     import threading
 
-    from gosmall.compile import compile_all
+    from gosmall.build.compile import compile_all
     from gosmall.interrupts import run_as_group
 
     package = go_project(tmp_path / "src")

@@ -16,13 +16,13 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gosmall.assemble import PlatformParts, assemble
-from gosmall.compile import Binary, plan_compile
+from gosmall.build.assemble import PlatformParts, assemble
+from gosmall.build.compile import Binary, plan_compile
+from gosmall.build.runtime_files import collect_runtime_files
+from gosmall.build.source import SourceInfo
+from gosmall.build.toolchain import Toolchain, find_module
 from gosmall.config import _IMAGE_KEYS, _SMOKE_KEYS, _TOP_KEYS, parse_project
 from gosmall.errors import GosmallError
-from gosmall.runtime_files import collect_runtime_files
-from gosmall.source import SourceInfo
-from gosmall.toolchain import Toolchain, find_module
 
 HOSTILE_STRINGS = st.sampled_from(
     [

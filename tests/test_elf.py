@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gosmall.compile import compile_binary, host_platform, plan_compile
+from gosmall.build.compile import compile_binary, host_platform, plan_compile
+from gosmall.build.toolchain import find_module, find_toolchain
 from gosmall.config import SUPPORTED_PLATFORMS, parse_project
 from gosmall.elf import (
     MACHINES,
@@ -22,8 +23,7 @@ from gosmall.elf import (
     read_elf_file,
     read_elf_ident,
 )
-from gosmall.image import Platform
-from gosmall.toolchain import find_module, find_toolchain
+from gosmall.images.model import Platform
 
 ELF_SOURCES = Path(__file__).resolve().parent / "fixtures" / "elf"
 needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")

@@ -32,22 +32,15 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
-from gosmall.assemble import compress_layer
-from gosmall.built import Build, read_build
-from gosmall.compile import host_platform as stages_host_platform
+from gosmall.build.assemble import compress_layer
+from gosmall.build.built import Build, read_build
+from gosmall.build.compile import host_platform as stages_host_platform
 from gosmall.config import ImageConfig, SmokeConfig, load_project
-from gosmall.engine import (
-    OWNER_LABEL,
-    SMOKE_LABEL,
-    connect,
-    hardened_container,
-    load_image,
-    smoke_test,
-)
 from gosmall.errors import GosmallError
-from gosmall.image import MEDIA_CONFIG, MEDIA_MANIFEST, Blob, Image, Layer, Platform, PlatformImage, canonical_json
+from gosmall.images.model import MEDIA_CONFIG, MEDIA_MANIFEST, Blob, Image, Layer, Platform, PlatformImage, canonical_json
 from gosmall.leftovers import Owner
 from gosmall.pipeline import write_outputs
+from gosmall.publish.engine import OWNER_LABEL, SMOKE_LABEL, connect, hardened_container, load_image, smoke_test
 from gosmall.reporter import RecordingReporter
 
 from .conftest import gosmall, gosmall_command, gosmall_env

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gosmall.engine_socket import engine_socket, tags_name
+from gosmall.docker_host import engine_socket, tags_name
 
 from .conftest import gosmall, make_project
 from .test_engine import remove_image

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import pytest
 import requests
 
-from gosmall.trust.registry import MANIFEST_ACCEPT
+from gosmall.registry.client import MANIFEST_ACCEPT
 
 from .conftest import git_commit, gosmall, make_project
 

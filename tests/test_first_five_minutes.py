@@ -29,7 +29,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from gosmall.config import LOCAL_REGISTRY, unpushable_repository
-from gosmall.engine import SMOKE_LABEL
+from gosmall.publish.engine import SMOKE_LABEL
 
 from .conftest import gosmall, gosmall_command, gosmall_env
 

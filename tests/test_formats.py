@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from gosmall.trust.registry import push_layout
+from gosmall.registry.client import push_layout
 
 from .conftest import gosmall, make_project
 from .registry_fixture import LocalRegistry

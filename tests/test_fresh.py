@@ -135,7 +135,7 @@ def test_an_output_that_is_not_what_the_build_wrote_is_rebuilt(project: Path, tm
 
 def test_published_from_an_up_to_date_output_is_the_image_that_is_there(project: Path, tmp_path: Path) -> None:
     """The Build an up-to-date run returns reads the layout when a publisher needs it: the same value a full build gives."""
-    from gosmall.built import read_build, up_to_date_build
+    from gosmall.build.built import read_build, up_to_date_build
     from gosmall.config import load_project
 
     cache = tmp_path / "cache"
@@ -158,9 +158,9 @@ def test_another_gosmall_is_another_builder(project: Path, tmp_path: Path) -> No
     """An edited gosmall module (an editable install, a patched wheel) may write other bytes: it rebuilds."""
     cache = tmp_path / "cache"
     build(project, cache)
-    import gosmall.fresh
+    import gosmall.build.fresh
 
-    module = Path(gosmall.fresh.__file__)
+    module = Path(gosmall.build.fresh.__file__)
     stat = module.stat()
     try:
         os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))

@@ -10,18 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from gosmall.assemble import PlatformParts, assemble
-from gosmall.compile import Binary
+from gosmall.build.assemble import PlatformParts, assemble
+from gosmall.build.compile import Binary
+from gosmall.build.runtime_files import RuntimeFiles
+from gosmall.build.source import SourceInfo
 from gosmall.config import parse_project
 from gosmall.digest import Digest
-from gosmall.docker_archive import write_docker_archive
 from gosmall.errors import GosmallError
-from gosmall.image import MEDIA_INDEX, Image, Platform, canonical_json
-from gosmall.image_source import read_docker_archive, read_path
+from gosmall.images.docker_archive import write_docker_archive
+from gosmall.images.model import MEDIA_INDEX, Image, Platform, canonical_json
+from gosmall.images.oci_layout import write_oci_layout
+from gosmall.images.source import read_docker_archive, read_path
 from gosmall.layer_files import FileEntry
-from gosmall.oci_layout import write_oci_layout
-from gosmall.runtime_files import RuntimeFiles
-from gosmall.source import SourceInfo
 
 SOURCE = SourceInfo("v1", "0123456789abcdef0123456789abcdef01234567", "https://example.com/a.git", 1767323045)
 

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from gosmall.errors import GosmallError
-from gosmall.libraries import (
+from gosmall.build.libraries import (
     NSSWITCH_CONF,
     CollectedFile,
     LibraryClosure,
@@ -28,6 +27,7 @@ from gosmall.libraries import (
     read_elf_ident,
     read_ld_so_conf,
 )
+from gosmall.errors import GosmallError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 ELF_SOURCES = FIXTURES / "elf"
@@ -387,7 +387,7 @@ def test_a_foreign_binary_searches_its_own_multiarch_directories(tmp_path: Path,
     ],
 )
 def test_multiarch_directories_per_machine(machine: int, bits: int, little: bool, flags: int, triplet: str) -> None:
-    from gosmall.libraries import ElfIdent
+    from gosmall.build.libraries import ElfIdent
 
     ident = ElfIdent(bits, little, machine, flags)
     assert multiarch_triplet(ident) == triplet

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from gosmall.compile import compile_binary, plan_compile
+from gosmall.build.compile import compile_binary, plan_compile
+from gosmall.build.needs import go_function_names, read_needs
+from gosmall.build.toolchain import find_module, find_toolchain
 from gosmall.config import parse_project
 from gosmall.errors import GosmallError
-from gosmall.image import Platform
-from gosmall.needs import go_function_names, read_needs
-from gosmall.toolchain import find_module, find_toolchain
+from gosmall.images.model import Platform
 
 from .conftest import gosmall
 

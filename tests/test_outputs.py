@@ -29,12 +29,12 @@ from pathlib import Path
 
 import pytest
 
-from gosmall.compile import host_platform
+from gosmall.build.compile import host_platform
+from gosmall.build.toolchain import find_module, find_toolchain
 from gosmall.errors import GosmallError
-from gosmall.image import Platform
+from gosmall.images.model import Platform
 from gosmall.leftovers import Owner
-from gosmall.outputs import MARKER, MARKER_TEXT, prepare_output_dir
-from gosmall.toolchain import find_module, find_toolchain
+from gosmall.publish.outputs import MARKER, MARKER_TEXT, prepare_output_dir
 
 from .conftest import REPO, git_commit, gosmall, gosmall_command, gosmall_env, make_project
 
@@ -54,7 +54,7 @@ PAUSING_GOSMALL = textwrap.dedent(
     """
     import os, sys, time, types
     from pathlib import Path
-    import gosmall.oci_layout, gosmall.outputs
+    import gosmall.images.oci_layout, gosmall.publish.outputs
 
     def pause():
         Path(os.environ["PAUSED"]).write_text(str(os.getpid()))
@@ -63,11 +63,11 @@ PAUSING_GOSMALL = textwrap.dedent(
 
     point = os.environ["PAUSE_AT"]
     if point == "writing":  # the OCI layout is in the staging directory, the rest is not yet
-        write = gosmall.oci_layout.write_oci_layout
+        write = gosmall.images.oci_layout.write_oci_layout
         def write_then_pause(*args, **kwargs):
             write(*args, **kwargs)
             pause()
-        gosmall.oci_layout.write_oci_layout = write_then_pause
+        gosmall.images.oci_layout.write_oci_layout = write_then_pause
     elif point == "swapping":  # the old output renamed away, the new one not yet in its place
         rename = os.rename
         def rename_then_pause(src, dst, *args, **kwargs):
@@ -76,11 +76,11 @@ PAUSING_GOSMALL = textwrap.dedent(
                 pause()
         os.rename = rename_then_pause
     elif point == "removing-old":  # the new output in place, the old one about to be removed
-        rmtree = gosmall.outputs.shutil.rmtree
+        rmtree = gosmall.publish.outputs.shutil.rmtree
         def pause_then_rmtree(*args, **kwargs):
             pause()
             rmtree(*args, **kwargs)
-        gosmall.outputs.shutil = types.SimpleNamespace(rmtree=pause_then_rmtree)
+        gosmall.publish.outputs.shutil = types.SimpleNamespace(rmtree=pause_then_rmtree)
     from gosmall.cli import main
     main()
     """

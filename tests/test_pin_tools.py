@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from gosmall.digest import Digest
+from gosmall.reference import Reference
+from gosmall.registry.client import RegistryClient, RegistryResolver, push_layout
 from gosmall.trust.pinning import RESOLVE_WORKERS, pin_references
-from gosmall.trust.reference import Reference
-from gosmall.trust.registry import RegistryClient, RegistryResolver, push_layout
 from tests.registry_fixture import bearer_registry, drip_headers, http_server, never_answer, raw_server
 from tests.test_registry import make_layout
 

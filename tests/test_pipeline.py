@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gosmall.prove import read_elf
+from gosmall.build.prove import read_elf
 
 from .conftest import VECTORS, BuiltProject, gosmall, make_project
 from .oci_schema import errors

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from gosmall.compile import Binary, compile_binary, host_platform, plan_compile
+from gosmall.build.compile import Binary, compile_binary, host_platform, plan_compile
+from gosmall.build.prove import prove_binary, read_elf
+from gosmall.build.toolchain import Toolchain, find_module, find_toolchain
 from gosmall.config import parse_project
 from gosmall.errors import GosmallError
-from gosmall.image import Platform
-from gosmall.prove import prove_binary, read_elf
-from gosmall.toolchain import Toolchain, find_module, find_toolchain
+from gosmall.images.model import Platform
 
 AMD64 = Platform.parse("linux/amd64")
 ARM64 = Platform.parse("linux/arm64")

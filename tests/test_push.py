@@ -22,16 +22,16 @@ from typing import TYPE_CHECKING
 import pytest
 import requests
 
-from gosmall.built import Build
-from gosmall.compile import host_platform
+from gosmall.build.built import Build
+from gosmall.build.compile import host_platform
 from gosmall.config import ImageConfig, ProjectConfig
 from gosmall.errors import GosmallError
-from gosmall.image import Platform
-from gosmall.image_source import read_oci_layout
-from gosmall.push import RegistryPublisher
-from gosmall.report import report_json
+from gosmall.images.model import Platform
+from gosmall.images.source import read_oci_layout
+from gosmall.publish.push import RegistryPublisher
+from gosmall.publish.report import report_json
+from gosmall.registry.client import MANIFEST_ACCEPT, RegistryClient, registry_base
 from gosmall.reporter import RecordingReporter
-from gosmall.trust.registry import MANIFEST_ACCEPT, RegistryClient, registry_base
 
 from .conftest import gosmall, make_project
 from .registry_fixture import StandIn, http_server, registry_process

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gosmall.trust.redact import LIMIT, REDACTED, printable, redact
+from gosmall.redact import LIMIT, REDACTED, printable, redact
 
 SECRET = "tok-SECRET-1234"
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from gosmall.trust import reference as r
-from gosmall.trust.reference import Reference, ReferenceError
+from gosmall import reference as r
+from gosmall.reference import Reference, ReferenceError
 
 VECTORS = Path(__file__).resolve().parent / "vectors" / "reference_cases.json"
 CASES: list[dict[str, Any]] = json.loads(VECTORS.read_text(encoding="utf-8")) if VECTORS.is_file() else []

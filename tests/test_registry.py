@@ -21,9 +21,9 @@ import requests
 
 from gosmall.digest import Digest
 from gosmall.errors import GosmallError
-from gosmall.image import MEDIA_CONFIG, MEDIA_INDEX, MEDIA_LAYER_GZIP, MEDIA_MANIFEST
-from gosmall.trust.reference import parse_normalized_named
-from gosmall.trust.registry import (
+from gosmall.images.model import MEDIA_CONFIG, MEDIA_INDEX, MEDIA_LAYER_GZIP, MEDIA_MANIFEST
+from gosmall.reference import parse_normalized_named
+from gosmall.registry.client import (
     MANIFEST_ACCEPT,
     RegistryClient,
     RegistryResolver,

@@ -9,16 +9,16 @@ from typing import Any
 
 import pytest
 
-from gosmall.assemble import PlatformParts, assemble
-from gosmall.compile import Binary
+from gosmall.build.assemble import PlatformParts, assemble
+from gosmall.build.compile import Binary
+from gosmall.build.runtime_files import RuntimeFiles
+from gosmall.build.source import SourceInfo
 from gosmall.config import ImageConfig, parse_project
 from gosmall.errors import GosmallError
-from gosmall.image import Image, Platform
+from gosmall.images.model import Image, Platform
 from gosmall.layer_files import FileEntry
-from gosmall.report import PlatformSizes, build_report, enforce_max_size, human, platform_sizes, report_json, show_size_table
+from gosmall.publish.report import PlatformSizes, build_report, enforce_max_size, human, platform_sizes, report_json, show_size_table
 from gosmall.reporter import RecordingReporter
-from gosmall.runtime_files import RuntimeFiles
-from gosmall.source import SourceInfo
 
 AMD64 = Platform.parse("linux/amd64")
 ARM64 = Platform.parse("linux/arm64")

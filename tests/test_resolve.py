@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 import requests
 
-from gosmall.compile import host_platform
+from gosmall.build.compile import host_platform
 
 from .conftest import gosmall, make_project
 from .test_push import _skopeo_raw

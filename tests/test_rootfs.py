@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pytest
 
 from gosmall.errors import GosmallError
-from gosmall.rootfs import flatten
+from gosmall.images.rootfs import flatten
 
 Member = tuple[str, str, int, bytes, str]  # name, type ("file", "dir", "symlink", "hardlink"), mode, data, link target
 

@@ -13,12 +13,12 @@ from typing import Any
 import certifi
 import pytest
 
-from gosmall.compile import compile_binary, host_platform, plan_compile
+from gosmall.build.compile import compile_binary, host_platform, plan_compile
+from gosmall.build.runtime_files import RuntimeFiles, collect_runtime_files
+from gosmall.build.toolchain import Toolchain, find_module, find_toolchain
 from gosmall.config import ImageConfig, parse_project
 from gosmall.errors import GosmallError
 from gosmall.layer_files import FileEntry
-from gosmall.runtime_files import RuntimeFiles, collect_runtime_files
-from gosmall.toolchain import Toolchain, find_module, find_toolchain
 
 ZIP = "/usr/share/zoneinfo.zip"
 

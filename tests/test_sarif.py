@@ -21,9 +21,9 @@ import pytest
 from jsonschema import Draft4Validator
 
 from gosmall import __version__
-from gosmall.compile import host_platform
-from gosmall.image import Platform
-from gosmall.trust.audit_rules import RULES
+from gosmall.audit_rules import RULES
+from gosmall.build.compile import host_platform
+from gosmall.images.model import Platform
 from gosmall.trust.pinning import PROBLEM_HELP
 from gosmall.trust.sarif import artifact_uri
 

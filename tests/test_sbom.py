@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 
-from gosmall.built import Build, FileSource, PlatformFacts, read_build
+from gosmall.build.built import Build, FileSource, PlatformFacts, read_build
+from gosmall.build.toolchain import find_module, find_toolchain
 from gosmall.config import load_project, parse_project
-from gosmall.image import Platform
-from gosmall.image_source import read_oci_layout
-from gosmall.toolchain import find_module, find_toolchain
+from gosmall.images.model import Platform
+from gosmall.images.source import read_oci_layout
 from gosmall.trust.sbom import file_sources, purl, sbom_artifact, sbom_document
 
 from .conftest import REPO, BuiltProject, git_commit, gosmall
@@ -398,8 +398,8 @@ def test_file_sources_ask_dpkg_about_merged_usr_twins_and_skip_what_no_package_o
         out = "libc6:amd64\tlibc6\tamd64\t2.36-9+deb12u14\ntzdata\ttzdata\tall\t2025b-0+deb12u2\n"
         return subprocess.CompletedProcess(args, 0, out, "")
 
+    from gosmall.build.libraries import CollectedFile, LibraryClosure
     from gosmall.layer_files import FileEntry
-    from gosmall.libraries import CollectedFile, LibraryClosure
 
     entries = [
         FileEntry("/usr/share/zoneinfo/Europe/Berlin", "file", 0o444, "tzdata", data=b"TZif", origin="/usr/share/zoneinfo/Europe/Berlin"),

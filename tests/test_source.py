@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from gosmall.build.source import describe_source
 from gosmall.errors import GosmallError
-from gosmall.source import describe_source
 
 from .conftest import git_commit
 

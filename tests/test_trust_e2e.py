@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gosmall.trust.registry import push_layout
+from gosmall.registry.client import push_layout
 
 from .conftest import BuiltProject, git_commit, gosmall
 

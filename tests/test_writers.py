@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from gosmall.assemble import PlatformParts, assemble
-from gosmall.compile import Binary
+from gosmall.build.assemble import PlatformParts, assemble
+from gosmall.build.compile import Binary
+from gosmall.build.runtime_files import RuntimeFiles
+from gosmall.build.source import SourceInfo
 from gosmall.config import parse_project
-from gosmall.docker_archive import write_docker_archive, write_docker_archive_file
-from gosmall.image import Image, Platform
+from gosmall.images.docker_archive import write_docker_archive, write_docker_archive_file
+from gosmall.images.model import Image, Platform
+from gosmall.images.oci_layout import read_index, write_oci_layout
 from gosmall.layer_files import FileEntry
-from gosmall.oci_layout import read_index, write_oci_layout
-from gosmall.runtime_files import RuntimeFiles
-from gosmall.source import SourceInfo
 
 from .oci_schema import errors
 

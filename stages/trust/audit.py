@@ -26,20 +26,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from ..audit_rules import RULES, RULES_BY_ID, Level
+from ..build.libraries import LibraryNotFoundError, collect_libraries
 from ..config import ImageConfig, NoProjectError, ProjectConfig, load_project
 from ..elf import MAGIC, ElfError, NotElfError, machine_for_platform, read_elf_bytes
 from ..errors import FOUND, GosmallError, did_you_mean
-from ..image import Image, Platform, PlatformImage
-from ..image_source import read_target
+from ..images.model import Image, Platform, PlatformImage
+from ..images.rootfs import ImageFile, RootFS, flatten
+from ..images.source import read_target
 from ..leftovers import owned_temporary_directory
-from ..libraries import LibraryNotFoundError, collect_libraries
-from ..report import human
+from ..publish.report import human
+from ..redact import printable, redact
 from ..reporter import Reporter
-from ..rootfs import ImageFile, RootFS, flatten
-from .audit_rules import RULES, RULES_BY_ID, Level
-from .redact import printable, redact
+from ..secret_names import credential_word
 from .sarif import LogicalLocation, SarifResult, SarifRule, artifact_uri, format_sarif
-from .secret_names import credential_word
 
 Format = Literal["text", "json", "sarif"]
 

@@ -31,7 +31,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from ..built import Build
+from ..build.built import Build
 from ..config import ProjectConfig, load_project
 from ..errors import FOUND, GosmallError
 from ..leftovers import owned_temporary_directory

@@ -82,8 +82,8 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ..atomic import write_beside
 from ..digest import Digest
 from ..errors import COULD_NOT_RUN, FOUND, GosmallError
-from .redact import printable
-from .reference import Reference, ReferenceError, parse_normalized_named
+from ..redact import printable
+from ..reference import Reference, ReferenceError, parse_normalized_named
 
 Problem = Literal["not-pinned", "unresolvable", "invalid-reference", "resolve-failed", "unreadable", "invalid-yaml"]
 FileKind = Literal["dockerfile", "compose", "kubernetes", "workflow", "pyproject"]
@@ -756,7 +756,7 @@ def pin_references(
     """Pin every unpinned reference to the digest its registry serves now, asking registries for at most `timeout` seconds."""
     deadline = time.monotonic() + timeout
     if resolver is None:
-        from .registry import RegistryResolver
+        from ..registry.client import RegistryResolver
 
         resolver = RegistryResolver.from_environment(deadline=deadline)
     scan = scan_project(root, paths, output_dir=output_dir)

@@ -23,18 +23,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..compile import host_platform
+from ..build.compile import host_platform
+from ..build.toolchain import Runner, find_module, find_toolchain
 from ..config import ImageConfig, NoProjectError, ProjectConfig, load_project, project_without_table
 from ..errors import GosmallError
 from ..pipeline import build_small
+from ..redact import printable
 from ..reporter import Reporter
-from ..toolchain import Runner, find_module, find_toolchain
 from .pinning import Occurrence, PinChange, apply_changes, rewrite_file, scan_project
-from .redact import printable
 
 if TYPE_CHECKING:  # imported where used: finding references needs no registry client
-    from ..push import Pushed
-    from .registry import RegistryClient
+    from ..publish.push import Pushed
+    from ..registry.client import RegistryClient
 
 SCHEMES = ("gosmall://", "ko://")
 SCAN_PROBLEMS = ("unreadable", "invalid-yaml")  # findings that stop a resolve; the others are about tags, not ours
@@ -92,7 +92,7 @@ def resolve_references(
     images = tuple({image.name: image for image in wanted.values()}.values())
     pushed: dict[str, Pushed] = {}
     if images:
-        from ..push import RegistryPublisher
+        from ..publish.push import RegistryPublisher
 
         selected = replace(project, images=images)
         publisher = RegistryPublisher(selected, client)
@@ -167,7 +167,7 @@ def _images_referenced(
     if errors:
         raise GosmallError("\n".join(errors))
     if packages:
-        from ..packages import project_for_packages
+        from ..build.packages import project_for_packages
 
         arguments = sorted({"./" + d.relative_to(project.root).as_posix() if d != project.root else "." for d in packages.values()})
         defaults = project_for_packages(arguments, cwd=project.root, environ=environ, runner=runner).images
@@ -187,7 +187,7 @@ def _import_paths(project: ProjectConfig, runner: Runner) -> dict[str, Path]:
         module = find_module(project.root)
     except GosmallError:
         return found  # no go.mod at the project's root: only configured images can be named
-    from ..packages import main_packages
+    from ..build.packages import main_packages
 
     toolchain = find_toolchain(module, go_version=project.go_version)
     for package in main_packages(toolchain, module, runner=runner):

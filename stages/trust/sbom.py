@@ -36,17 +36,17 @@ from typing import Any, Callable
 from urllib.parse import quote
 
 from .. import __version__
-from ..assemble import rfc3339
-from ..buildinfo import BuildInfo, BuildInfoError, Module, read_build_info
-from ..built import Build, FileSource
+from ..build.assemble import rfc3339
+from ..build.buildinfo import BuildInfo, BuildInfoError, Module, read_build_info
+from ..build.built import Build, FileSource
+from ..build.libraries import NSSWITCH_PATH, LibraryClosure
+from ..build.runtime_files import ZONEINFO_ZIP
 from ..config import ImageConfig
 from ..elf import MAGIC
 from ..errors import GosmallError
-from ..image import MEDIA_MANIFEST, Artifact, Blob, Platform, PlatformImage, canonical_json
+from ..images.model import MEDIA_MANIFEST, Artifact, Blob, Platform, PlatformImage, canonical_json
+from ..images.oci_layout import layout_index
 from ..layer_files import FileEntry
-from ..libraries import NSSWITCH_PATH, LibraryClosure
-from ..oci_layout import layout_index
-from ..runtime_files import ZONEINFO_ZIP
 
 SBOM_FILE = "sbom.spdx.json"
 MEDIA_SPDX_JSON = "application/spdx+json"

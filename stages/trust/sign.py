@@ -37,11 +37,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..digest import Digest
 from ..errors import COULD_NOT_RUN, FOUND, GosmallError
-from ..image import MEDIA_CONFIG, MEDIA_MANIFEST, Blob, canonical_json
+from ..images.model import MEDIA_CONFIG, MEDIA_MANIFEST, Blob, canonical_json
+from ..redact import redact
+from ..reference import Reference, ReferenceError, parse_normalized_named
+from ..registry.client import MANIFEST_ACCEPT, RegistryClient, RegistryResolver, _fail, pull_blob
 from ..reporter import Reporter
-from .redact import redact
-from .reference import Reference, ReferenceError, parse_normalized_named
-from .registry import MANIFEST_ACCEPT, RegistryClient, RegistryResolver, _fail, pull_blob
 
 PRIVATE_KEY_FILE = "cosign.key"
 PUBLIC_KEY_FILE = "cosign.pub"
@@ -319,7 +319,7 @@ def sign_image(client: RegistryClient, repository: Reference, digest: Digest, ke
     Signatures already there (other keys, other tools) are kept: ours is added as one more layer, unless the very
     same layer is there already.
     """
-    from ..push import push_manifest  # push.py builds on the registry module, as this one does
+    from ..publish.push import push_manifest  # push.py builds on the registry module, as this one does
 
     ref = Reference(repository.domain, repository.path)
     _require_manifest(client, ref, digest)

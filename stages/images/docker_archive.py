@@ -11,7 +11,7 @@ import tarfile
 from pathlib import Path
 from typing import BinaryIO
 
-from .image import PlatformImage, canonical_json
+from .model import PlatformImage, canonical_json
 
 
 def write_docker_archive(image: PlatformImage, stream: BinaryIO, repository: str, tags: tuple[str, ...], epoch: int) -> None:

@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 import requests
 
-from .built import Build, read_build
-from .config import ImageConfig
-from .digest import Digest
-from .errors import FOUND, GosmallError
-from .interrupts import STOP_SIGNALS, Interrupted, held
-from .leftovers import Owner
-from .reporter import Reporter
+from ..build.built import Build, read_build
+from ..config import ImageConfig
+from ..digest import Digest
+from ..errors import FOUND, GosmallError
+from ..interrupts import STOP_SIGNALS, Interrupted, held
+from ..leftovers import Owner
+from ..reporter import Reporter
 
 if TYPE_CHECKING:  # pragma: no cover
     import docker

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..errors import GosmallError
+from ..reporter import Reporter
 from .cache import file_identity, remember, remembered
-from .errors import GosmallError
-from .reporter import Reporter
 
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]
 

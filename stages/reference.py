@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..errors import GosmallError
+from .errors import GosmallError
 
 NAME_TOTAL_LENGTH_MAX = 255
 DEFAULT_DOMAIN = "docker.io"

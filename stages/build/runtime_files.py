@@ -16,9 +16,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import NONROOT_ID, ImageConfig
-from .errors import GosmallError, did_you_mean
-from .layer_files import EXECUTABLE, READ_ONLY, SYMLINK, FileEntry, Role, host_file, read_regular_file
+from ..config import NONROOT_ID, ImageConfig
+from ..errors import GosmallError, did_you_mean
+from ..layer_files import EXECUTABLE, READ_ONLY, SYMLINK, FileEntry, Role, host_file, read_regular_file
 from .toolchain import Toolchain
 
 if TYPE_CHECKING:

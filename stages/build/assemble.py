@@ -14,22 +14,14 @@ import tarfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from ..config import ImageConfig
+from ..digest import Digest
+from ..errors import GosmallError
+from ..images.model import MEDIA_LAYER_GZIP, Blob, Image, Layer, MediaTypes, PlatformImage, canonical_json
+from ..layer_files import EXECUTABLE, FileEntry, merge_entries
 from .cache import compressed_layer
 from .compile import Binary
 from .compression import compressor_id, gunzip, gzip
-from .config import ImageConfig
-from .digest import Digest
-from .errors import GosmallError
-from .image import (
-    MEDIA_LAYER_GZIP,
-    Blob,
-    Image,
-    Layer,
-    MediaTypes,
-    PlatformImage,
-    canonical_json,
-)
-from .layer_files import EXECUTABLE, FileEntry, merge_entries
 from .runtime_files import RuntimeFiles
 from .source import SourceInfo
 

@@ -55,9 +55,9 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from ..digest import Digest
 from ..errors import COULD_NOT_RUN, FOUND, GosmallError
-from ..image import MEDIA_INDEX, MEDIA_MANIFEST
-from .redact import redact
-from .reference import DEFAULT_DOMAIN, DEFAULT_TAG, Reference, ReferenceError, parse_normalized_named
+from ..images.model import MEDIA_INDEX, MEDIA_MANIFEST
+from ..redact import redact
+from ..reference import DEFAULT_DOMAIN, DEFAULT_TAG, Reference, ReferenceError, parse_normalized_named
 
 MEDIA_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MEDIA_DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -639,8 +639,8 @@ def push_layout(layout_dir: Path, reference: str | Reference, *, client: Registr
 
     Only tests call it (the tasks push a `Build`); it stays here, where they import it, until they move.
     """
-    from ..image_source import read_oci_layout
-    from ..push import push_image  # push.py builds on this module
+    from ..images.source import read_oci_layout
+    from ..publish.push import push_image  # push.py builds on this module
 
     ref = parse_normalized_named(reference) if isinstance(reference, str) else reference
     if ref.digest is not None:

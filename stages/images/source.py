@@ -30,9 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
-from .digest import Digest
-from .errors import GosmallError
-from .image import (
+from ..digest import Digest
+from ..errors import GosmallError
+from ..layer_files import read_regular_file
+from ..redact import printable, redact
+from ..reference import Reference, ReferenceError, parse_normalized_named
+from .model import (
     INDEX_MEDIA_TYPES,
     MEDIA_CONFIG,
     MEDIA_INDEX,
@@ -46,15 +49,12 @@ from .image import (
     PlatformImage,
     canonical_json,
 )
-from .layer_files import read_regular_file
-from .trust.redact import printable, redact
-from .trust.reference import Reference, ReferenceError, parse_normalized_named
 
 if TYPE_CHECKING:  # pragma: no cover
     import docker
 
     # Imported where a registry is read: reading a layout (every `load`) needs no HTTP client.
-    from .trust.registry import RegistryClient
+    from ..registry.client import RegistryClient
 
 MEDIA_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
 REGISTRY_PREFIX = "docker://"
@@ -67,7 +67,7 @@ _STORE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
 def read_target(target: str, *, client: RegistryClient | None = None, engine: docker.DockerClient | None = None) -> Image:
     """The image TARGET names: docker://… in a registry, a path on disk, else a name in the Docker engine."""
     if target.startswith(REGISTRY_PREFIX):
-        from .trust.registry import RegistryClient
+        from ..registry.client import RegistryClient
 
         return read_registry_image(_reference(target[len(REGISTRY_PREFIX) :], target), client or RegistryClient.from_environment())
     path = Path(target).expanduser()
@@ -78,7 +78,7 @@ def read_target(target: str, *, client: RegistryClient | None = None, engine: do
             f"{printable(target)}: no such file or directory. Give an OCI layout directory, an image.tar, an image name, or docker://host/repo@sha256:…."
         )
     if engine is None:
-        from .engine import connect
+        from ..publish.engine import connect
 
         engine = connect()
     return read_engine_image(engine, target)
@@ -187,18 +187,18 @@ class _RegistryStore:
         return str(self.ref)
 
     def manifest(self, digest: Digest) -> bytes:
-        from .trust.registry import pull_manifest
+        from ..registry.client import pull_manifest
 
         return pull_manifest(self.client, self.ref, str(digest))[0]
 
     def blob(self, digest: Digest, size: int) -> bytes:
-        from .trust.registry import pull_blob
+        from ..registry.client import pull_blob
 
         return pull_blob(self.client, self.ref, digest, size)
 
 
 def read_registry_image(ref: Reference, client: RegistryClient) -> Image:
-    from .trust.registry import pull_manifest
+    from ..registry.client import pull_manifest
 
     where = ref.digest or ref.tag or "latest"
     data, media_type = pull_manifest(client, ref, where)

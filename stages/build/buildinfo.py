@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .elf import ElfError, NotElfError, read_section
+from ..elf import ElfError, NotElfError, read_section
 
 SECTION = ".go.buildinfo"
 MAGIC = b"\xff Go buildinf:"

@@ -10,15 +10,15 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from . import __version__
-from .compression import COMPRESSOR, GZIP_LEVEL
-from .config import ImageConfig
-from .errors import FOUND, GosmallError
-from .image import Image, Platform
-from .libraries import LibraryClosure
-from .reporter import Reporter
-from .runtime_files import RuntimeFiles
-from .source import SourceInfo
+from .. import __version__
+from ..build.compression import COMPRESSOR, GZIP_LEVEL
+from ..build.libraries import LibraryClosure
+from ..build.runtime_files import RuntimeFiles
+from ..build.source import SourceInfo
+from ..config import ImageConfig
+from ..errors import FOUND, GosmallError
+from ..images.model import Image, Platform
+from ..reporter import Reporter
 
 
 @dataclass(frozen=True)

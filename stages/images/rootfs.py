@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from .errors import GosmallError
+from ..errors import GosmallError
 
 Kind = Literal["file", "dir", "symlink", "device", "fifo"]
 

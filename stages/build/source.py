@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from .errors import GosmallError
+from ..errors import GosmallError
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from .digest import Digest
+from ..digest import Digest
 
 ENV = "GOSMALL_CACHE"
 
@@ -148,7 +148,7 @@ def go_scratch(kept: Path) -> Iterator[Path]:
     build ID in its head and a missing tail, which Go's next up-to-date check would take as current.
     Named with its owner, so a killed build's is removed by the next (leftovers.py).
     """
-    from .leftovers import make_owned_dir, owned_name_pattern, remove_stale
+    from ..leftovers import make_owned_dir, owned_name_pattern, remove_stale
 
     remove_stale(kept.parent, owned_name_pattern(SCRATCH_PREFIX))
     scratch = make_owned_dir(kept.parent, SCRATCH_PREFIX)

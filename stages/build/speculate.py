@@ -70,7 +70,7 @@ class Speculation:
 
     def close(self) -> None:
         """Release the lock and the scratch directory (the process is done or killed)."""
-        from .interrupts import unwatch_group
+        from ..interrupts import unwatch_group
 
         unwatch_group(self.process)
         with contextlib.suppress(OSError):
@@ -134,8 +134,8 @@ def _start_one(command: Mapping[str, Any]) -> None:
     lock_path = go_output_lock(key) if KEY.fullmatch(key) else None
     if lock_path is None or not _is_kept_go_build(argv, lock_path.parent / key) or not set(variables) <= SET_BY_GOSMALL:
         return
-    from .interrupts import watch_group
-    from .leftovers import make_owned_dir
+    from ..interrupts import watch_group
+    from ..leftovers import make_owned_dir
 
     lock = lock_path.open("a")
     try:

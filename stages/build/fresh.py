@@ -34,11 +34,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from ..config import ImageConfig, ProjectConfig
+from ..layer_files import FileEntry
+from ..publish.outputs import MARKER
+from ..reporter import Reporter
 from .cache import file_identity, remember, remembered
-from .config import ImageConfig, ProjectConfig
-from .layer_files import FileEntry
-from .outputs import MARKER
-from .reporter import Reporter
 from .source import SourceInfo
 from .toolchain import Toolchain
 
@@ -166,7 +166,7 @@ def _table(message: str) -> tuple[str, list[str], list[list[str]]]:
 @cache
 def _gosmall_identity() -> list[Any]:
     """gosmall's own code: an edited module (an editable install, a patched wheel) is another builder."""
-    from . import __version__
+    from .. import __version__
 
     package = Path(__file__).resolve().parent
     seen: list[Any] = [__version__]

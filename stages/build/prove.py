@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..elf import ElfError, ElfFacts, machine_for_platform, read_elf_file
+from ..errors import GosmallError
+from ..images.model import Platform
 from .compile import Binary
-from .elf import ElfError, ElfFacts, machine_for_platform, read_elf_file
-from .errors import GosmallError
-from .image import Platform
 
 
 def read_elf(path: Path) -> ElfFacts:

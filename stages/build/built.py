@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .config import ImageConfig
-from .digest import Digest
-from .docker_archive import write_docker_archive
-from .errors import GosmallError
-from .image import Image, Platform, PlatformImage
+from ..config import ImageConfig
+from ..digest import Digest
+from ..errors import GosmallError
+from ..images.docker_archive import write_docker_archive
+from ..images.model import Image, Platform, PlatformImage
 
 if TYPE_CHECKING:
     from .fresh import MadeFrom, Said
@@ -150,7 +150,7 @@ def read_build(config: ImageConfig, output_dir: Path) -> Build:
             f"'{config.name}' is {config.repository}:{','.join(config.tags)}; the build is stale. "
             f"Run `gosmall build-small --image {config.name}`."
         )
-    from .image_source import read_oci_layout
+    from ..images.source import read_oci_layout
 
     image = read_oci_layout(layout)
     claims = [("digest", str(digest), str(image.digest))]

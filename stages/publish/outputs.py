@@ -30,10 +30,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import GosmallError
-from .interrupts import Interrupted, held
-from .leftovers import TOKEN, Owner, make_owned_dir, remove_stale, report_removed
-from .reporter import Reporter
+from ..errors import GosmallError
+from ..interrupts import Interrupted, held
+from ..leftovers import TOKEN, Owner, make_owned_dir, remove_stale, report_removed
+from ..reporter import Reporter
 
 MARKER = ".gosmall-output"
 MARKER_TEXT = b"gosmall build-small wrote this directory; the next build of this image replaces it whole.\n"

@@ -60,10 +60,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from .elf import ElfError, ElfIdent, NotElfError, multiarch_triplet, read_elf_file, read_elf_ident
-from .errors import GosmallError
-from .layer_files import READ_ONLY, SYMLINK, file_mode, read_regular_file
-from .leftovers import owned_temporary_directory
+from ..elf import ElfError, ElfIdent, NotElfError, multiarch_triplet, read_elf_file, read_elf_ident
+from ..errors import GosmallError
+from ..layer_files import READ_ONLY, SYMLINK, file_mode, read_regular_file
+from ..leftovers import owned_temporary_directory
 
 Reason = Literal["interp", "needed", "nss", "libs"]
 Kind = Literal["file", "symlink"]

@@ -15,9 +15,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .config import ImageConfig
-from .elf import ElfError, read_section
-from .errors import GosmallError
+from ..config import ImageConfig
+from ..elf import ElfError, read_section
+from ..errors import GosmallError
 
 # The names that make each need; any one of them linked is enough.
 NEED_FUNCTIONS: dict[str, tuple[str, ...]] = {

@@ -14,13 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
+from ..config import ImageConfig
+from ..elf import machine_for_uname, read_go_build_id
+from ..errors import GosmallError
+from ..images.model import Platform
+from ..interrupts import kill_running_groups, run_as_group
 from . import speculate
 from .cache import copy_out, go_output, go_scratch, key_of
-from .config import ImageConfig
-from .elf import machine_for_uname, read_go_build_id
-from .errors import GosmallError
-from .image import Platform
-from .interrupts import kill_running_groups, run_as_group
 from .toolchain import GoModule, Runner, Toolchain, run_go
 
 _GOARM = {"v6": "6", "v7": "7"}

@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from .image import MEDIA_INDEX, Artifact, Descriptor, Image, canonical_json
+from .model import MEDIA_INDEX, Artifact, Descriptor, Image, canonical_json
 
 
 def layout_index(image: Image, repository: str, tags: tuple[str, ...], referrers: Sequence[Artifact] = ()) -> bytes:

@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..config import ImageConfig, ProjectConfig, image_name_for, load_package_project, package_image
+from ..errors import GosmallError
 from .compile import host_platform
-from .config import ImageConfig, ProjectConfig, image_name_for, load_package_project, package_image
-from .errors import GosmallError
 from .toolchain import GoModule, Runner, Toolchain, find_module, find_toolchain, run_go
 
 # Never a main package of the module: vendored code and test data (`go list ./...` skips them too).

@@ -30,17 +30,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urljoin
 
-from .assemble import index_blob
-from .built import Build
-from .config import ImageConfig, ProjectConfig, unpushable_repository
-from .digest import Digest
-from .errors import GosmallError
-from .image import Blob, Image, MediaTypes, Platform, PlatformImage
-from .report import human, report_json
-from .reporter import RecordingReporter, Reporter
-from .source import describe_source
-from .trust.reference import Reference, ReferenceError, parse_normalized_named
-from .trust.registry import (
+from ..build.assemble import index_blob
+from ..build.built import Build
+from ..build.source import describe_source
+from ..config import ImageConfig, ProjectConfig, unpushable_repository
+from ..digest import Digest
+from ..errors import GosmallError
+from ..images.model import Blob, Image, MediaTypes, Platform, PlatformImage
+from ..reference import Reference, ReferenceError, parse_normalized_named
+from ..registry.client import (
     MANIFEST_ACCEPT,
     Answer,
     RegistryClient,
@@ -52,6 +50,8 @@ from .trust.registry import (
     raise_if_unavailable,
     registry_base,
 )
+from ..reporter import RecordingReporter, Reporter
+from .report import human, report_json
 
 # Bytes per upload request: a blob above this goes in PATCH chunks, so that a request of 4 MiB, not a whole
 # layer, has to finish within the client's per-request deadline on a slow link.
