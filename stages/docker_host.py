@@ -1,4 +1,8 @@
-"""One question for the Docker engine without the docker SDK: does it already hold this image, under these tags?
+"""Which Docker engine, and a connection to it: the one place every engine task asks.
+
+`connect` gives a docker SDK client for the engine DOCKER_HOST names, known to answer.
+
+One question is asked without the docker SDK: does the engine already hold this image, under these tags?
 
 `build-small --load` after a rebuild where nothing changed has nothing to load: the engine names
 an image by its config digest (or, with the containerd image store, its manifest digest), so when
@@ -11,15 +15,28 @@ does not parse) is "no", and engine.py's SDK path decides.
 
 from __future__ import annotations
 
+import errno
 import http.client
 import json
 import os
 import socket
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 from urllib.parse import quote
+
+from .errors import GosmallError
+from .reporter import Reporter
+
+if TYPE_CHECKING:
+    import docker
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 TIMEOUT_SECONDS = 5
+# Connecting asks the engine for its API version; a dead TCP DOCKER_HOST must
+# not hang for the SDK's default minute. Loading a large archive may take
+# longer, so the client gets its longer timeout back once connected.
+CONNECT_TIMEOUT = 10
+API_TIMEOUT = 300
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -64,3 +81,69 @@ def tags_name(tags: Iterable[str], image_ids: Iterable[str], environ: dict[str, 
         return False
     finally:
         connection.close()
+
+
+# -- connecting -----------------------------------------------------------------
+
+
+def connect(reporter: Reporter | None = None) -> docker.DockerClient:
+    """A client for the engine DOCKER_HOST names (or the default socket), known to answer."""
+    import docker
+    import requests
+    from docker.errors import DockerException
+
+    where = _engine_address()
+    if reporter:
+        reporter.step(f"Connecting to the Docker engine at {where}")
+    try:
+        client = docker.from_env(timeout=CONNECT_TIMEOUT)
+        client.ping()
+    except DockerException as exc:
+        raise _connect_error(exc, where) from None
+    except requests.exceptions.RequestException as exc:
+        raise _connect_error(exc, where) from None
+    client.api.timeout = API_TIMEOUT
+    if reporter:
+        version = client.version()
+        reporter.detail(f"engine {version.get('Version', '?')} ({version.get('Os', '?')}/{version.get('Arch', '?')})")
+    return client
+
+
+def _engine_address() -> str:
+    host = os.environ.get("DOCKER_HOST")
+    if host:
+        return f"DOCKER_HOST={host}"
+    return f"unix://{DEFAULT_SOCKET} (the default; DOCKER_HOST is not set)"
+
+
+def _connect_error(exc: BaseException, where: str) -> GosmallError:
+    cause = _os_error(exc)
+    if cause is not None and cause.errno in (errno.EACCES, errno.EPERM):
+        return GosmallError(
+            f"Permission denied talking to the Docker engine at {where}. Your user may not use that socket: "
+            "add it to the docker group (sudo usermod -aG docker $USER, then log in again), run rootless Docker "
+            "and set DOCKER_HOST to its socket (e.g. unix://$XDG_RUNTIME_DIR/docker.sock), or run gosmall with sudo.",
+        )
+    reason = str(cause) if cause is not None else str(exc)
+    return GosmallError(
+        f"No Docker engine answers at {where} ({reason}). Start one (sudo systemctl start docker, start Docker "
+        "Desktop, or run dockerd), or point DOCKER_HOST at a running engine; the docker SDK does not read "
+        "`docker context`, so for a context use DOCKER_HOST=$(docker context inspect --format "
+        "'{{.Endpoints.docker.Host}}'). Only --load, --smoke, load and smoke need an engine; build-small alone "
+        "does not.",
+    )
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError at the bottom of requests' and urllib3's wrapping, if there is one."""
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        current = todo.pop(0)
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno is not None:
+            return current
+        todo.extend([current.__cause__, current.__context__, *current.args])
+    return None

@@ -30,6 +30,11 @@ from .reporter import Reporter
 # <pid>-<start time>-<machine>, as it appears in names and labels.
 TOKEN = r"(?P<token>[1-9][0-9]*-[0-9]+-[0-9a-f]{8})"
 
+# What every output directory gosmall writes holds (publish/outputs.py), and what the up-to-date check
+# (build/fresh.py) looks for: the mark of an output gosmall owns, kept here with the other marks of ownership.
+MARKER = ".gosmall-output"
+MARKER_TEXT = b"gosmall build-small wrote this directory; the next build of this image replaces it whole.\n"
+
 
 @dataclass(frozen=True)
 class Owner:

@@ -12,18 +12,17 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from .build import fresh, speculate
-from .build.built import Build, PlatformFacts, up_to_date_build
-from .build.compile import Binary, CompilePlan, compile_all, host_platform, plan_compile
-from .build.compression import compressor_id
-from .build.needs import Needs, ship_what_is_needed
-from .build.runtime_files import RuntimeFiles, collect_runtime_files
+from .build.built import Build, PlatformFacts, Publisher
+from .build.compile import compile_all, host_platform, plan_compile
+from .build.fresh import Compiled
+from .build.needs import ship_what_is_needed
+from .build.runtime_files import collect_runtime_files
 from .build.source import SourceInfo, describe_source
-from .build.toolchain import Toolchain, find_module, find_toolchain, verify_module
+from .build.toolchain import find_module, find_toolchain, verify_module
 from .config import ImageConfig, ProjectConfig
 from .images.model import Platform
 from .interrupts import Interrupted
@@ -35,12 +34,6 @@ from .reporter import Reporter
 # a no-op build is meant to cost little more than Go's own check, and these imports alone cost more.
 if TYPE_CHECKING:
     from .build.libraries import CollectedFile
-
-
-class Publisher(Protocol):
-    """A destination for a Build: the output directory, the Docker engine, a registry."""
-
-    def publish(self, build: Build, reporter: Reporter) -> None: ...
 
 
 class OutputDirectory:
@@ -95,7 +88,6 @@ def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo,
     reporter.detail(f"toolchain {toolchain.version_text} ({toolchain.source}: {toolchain.go})")
     verify_module(toolchain, module, config.package, reporter)
 
-    output_dir = project.output_dir(config)
     with owned_temporary_directory(WORKDIR_PREFIX, reporter) as workdir:
         # Every platform planned, and the runtime files read, before anything is compiled:
         # a refused combination or a bad `files` entry costs no build.
@@ -107,66 +99,15 @@ def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo,
         with reporter.status(f"{config.name}: go build for {', '.join(map(str, config.platforms))}"):
             binaries = compile_all(plans, toolchain, Path(workdir))
         compiled = Compiled(project, config, source, toolchain, plans, binaries, common)
-        record = fresh.read_record(output_dir)
-        made_from = _made_from(compiled, _recorded_needs(record))
-        if made_from is not None and fresh.is_current(record, made_from, output_dir):
-            assert record is not None
-            stored = up_to_date_build(config, output_dir, record.said)
-            if stored is not None:
-                fresh.replay(record.said, reporter)
-                return stored
-        recorder = fresh.Recorder(reporter)
-        with reporter.status(f"{config.name}: proving, collecting and assembling"):
-            build = _build_from(compiled, recorder)
-        if made_from is None:  # the needs the record lacked are known now
-            made_from = _made_from(compiled, _built_needs(build))
-    return replace(build, made_from=made_from, said=tuple(recorder.said))
-
-
-def _recorded_needs(record: fresh.Record | None) -> Mapping[str, Sequence[Mapping[str, Any]]]:
-    platforms = record.made_from.get("platforms", {}) if record is not None else {}
-    return {p: tuple(entry.get("needs", ())) for p, entry in platforms.items() if isinstance(entry, dict)}
-
-
-def _built_needs(build: Build) -> Mapping[str, Sequence[Mapping[str, Any]]]:
-    return {p: tuple(entry.get("needs", ())) for p, entry in build.report["platforms"].items()}
-
-
-@dataclass(frozen=True)
-class Compiled:
-    """One image once Go has built it: what the up-to-date check and the rest of the build both start from."""
-
-    project: ProjectConfig
-    config: ImageConfig
-    source: SourceInfo
-    toolchain: Toolchain
-    plans: Sequence[CompilePlan]
-    binaries: Sequence[Binary]
-    common: RuntimeFiles  # the runtime files every platform ships, unless what it links decides (follow_needs)
-
-
-def _made_from(compiled: Compiled, needs_of: Mapping[str, Sequence[Mapping[str, Any]]]) -> fresh.MadeFrom | None:
-    """What the image is made of, for the up-to-date check; None when no check can vouch for it (cgo: host libraries)."""
-    c = compiled
-    if any(plan.cgo for plan in c.plans) or not all(binary.build_id for binary in c.binaries):
-        return None
-    platforms = []
-    for binary in c.binaries:
-        runtime = c.common
-        needs: tuple[Mapping[str, Any], ...] = ()
-        if c.config.follow_needs:
-            # What ships depends on what the binary links: needs read from a binary with this build ID.
-            if str(binary.platform) not in needs_of:
-                return None
-            needs = tuple(needs_of[str(binary.platform)])
-            shipped = ship_what_is_needed(c.config, Needs.from_json(needs))[0]
-            runtime = collect_runtime_files(shipped, c.toolchain, never_ship=(c.project.output,))
-        inputs = fresh.PlatformInputs(binary.build_id, fresh.runtime_digest(runtime.entries, runtime.env), needs)
-        platforms.append((str(binary.platform), inputs))
-    return fresh.MadeFrom(fresh.common_inputs(c.project, c.config, c.source, c.toolchain, compressor_id()), tuple(platforms))
+        return fresh.build_unless_current(compiled, reporter, _build_from)
 
 
 def _build_from(compiled: Compiled, reporter: Reporter) -> Build:
+    with reporter.status(f"{compiled.config.name}: proving, collecting and assembling"):
+        return _assembled(compiled, reporter)
+
+
+def _assembled(compiled: Compiled, reporter: Reporter) -> Build:
     from .build.assemble import PlatformParts, assemble
     from .build.libraries import collect_libraries
     from .build.needs import advise, read_needs

@@ -52,8 +52,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _probe(config: pytest.Config) -> EngineProbe:
     if _PROBE not in config.stash:
+        from gosmall.docker_host import connect
         from gosmall.errors import GosmallError
-        from gosmall.publish.engine import connect
 
         try:
             config.stash[_PROBE] = EngineProbe(connect(), "")

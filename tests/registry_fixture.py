@@ -36,6 +36,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from gosmall.digest import Digest
+from gosmall.images.source import read_oci_layout
+from gosmall.publish.push import push_image
+from gosmall.reference import DEFAULT_TAG, Reference, ReferenceError, parse_normalized_named
+from gosmall.registry.client import RegistryClient
+
 from .net import free_loopback_port
 
 BINARY = "docker-registry"
@@ -305,3 +311,12 @@ def bearer_registry(token_body: bytes, *, status: int = 200, echo: bool = False)
         do_HEAD = do_GET
 
     return Handler
+
+
+def push_layout(layout_dir: Path, reference: str | Reference, *, client: RegistryClient | None = None) -> Digest:
+    """Push the image in an OCI layout to `reference` (name:tag) through push.py's one push path; return its digest."""
+    ref = parse_normalized_named(reference) if isinstance(reference, str) else reference
+    if ref.digest is not None:
+        raise ReferenceError(str(ref), "", "a push target takes a tag, not a digest")
+    image = read_oci_layout(Path(layout_dir))
+    return push_image(client or RegistryClient.from_environment(), ref, image, (ref.tag or DEFAULT_TAG,))

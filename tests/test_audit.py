@@ -32,8 +32,9 @@ from gosmall.images.model import Image, Platform
 from gosmall.images.oci_layout import write_oci_layout
 from gosmall.images.source import read_path
 from gosmall.layer_files import FileEntry
-from gosmall.registry.client import RegistryClient, push_layout
+from gosmall.registry.client import RegistryClient
 from gosmall.trust.audit import Finding, audit_image, failing, format_findings
+from tests.registry_fixture import push_layout
 
 from .buildah_fixture import REVISION, Buildah, gcc, missing, put
 from .conftest import REPO, BuiltProject, gosmall, make_project

@@ -36,11 +36,12 @@ from gosmall.build.assemble import compress_layer
 from gosmall.build.built import Build, read_build
 from gosmall.build.compile import host_platform as stages_host_platform
 from gosmall.config import ImageConfig, SmokeConfig, load_project
+from gosmall.docker_host import connect
 from gosmall.errors import GosmallError
 from gosmall.images.model import MEDIA_CONFIG, MEDIA_MANIFEST, Blob, Image, Layer, Platform, PlatformImage, canonical_json
 from gosmall.leftovers import Owner
 from gosmall.pipeline import write_outputs
-from gosmall.publish.engine import OWNER_LABEL, SMOKE_LABEL, connect, hardened_container, load_image, smoke_test
+from gosmall.publish.engine import OWNER_LABEL, SMOKE_LABEL, hardened_container, load_image, smoke_test
 from gosmall.reporter import RecordingReporter
 
 from .conftest import gosmall, gosmall_command, gosmall_env

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from gosmall.registry.client import push_layout
+from tests.registry_fixture import push_layout
 
 from .conftest import gosmall, make_project
 from .registry_fixture import LocalRegistry

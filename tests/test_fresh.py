@@ -135,7 +135,8 @@ def test_an_output_that_is_not_what_the_build_wrote_is_rebuilt(project: Path, tm
 
 def test_published_from_an_up_to_date_output_is_the_image_that_is_there(project: Path, tmp_path: Path) -> None:
     """The Build an up-to-date run returns reads the layout when a publisher needs it: the same value a full build gives."""
-    from gosmall.build.built import read_build, up_to_date_build
+    from gosmall.build.built import read_build
+    from gosmall.build.fresh import up_to_date_build
     from gosmall.config import load_project
 
     cache = tmp_path / "cache"

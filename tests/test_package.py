@@ -40,7 +40,7 @@ def test_the_wheel_claims_only_the_gosmall_name(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     top = {name.split("/", 1)[0] for name in names if not name.split("/", 1)[0].endswith((".dist-info", ".data"))}
     assert top == {"gosmall"}
-    assert "gosmall/cli.py" in names and "gosmall/tasks.py" in names
+    assert "gosmall/cli.py" in names and "gosmall/tasks/__init__.py" in names
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "gosmall = gosmall.console:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 

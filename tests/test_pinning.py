@@ -14,8 +14,9 @@ import pytest
 from gosmall.digest import Digest
 from gosmall.errors import GosmallError
 from gosmall.reference import Reference
-from gosmall.registry.client import RegistryClient, RegistryResolver, push_layout
+from gosmall.registry.client import RegistryClient, RegistryResolver
 from gosmall.trust.pinning import enforce_pinning, format_findings, format_pin_result, pin_references, scan_project, scan_root
+from tests.registry_fixture import push_layout
 from tests.test_registry import make_layout
 
 if TYPE_CHECKING:

@@ -29,10 +29,9 @@ from gosmall.registry.client import (
     RegistryResolver,
     load_docker_auths,
     load_docker_config,
-    push_layout,
     registry_base,
 )
-from tests.registry_fixture import bearer_registry, drip_headers, http_server, never_answer, raw_server
+from tests.registry_fixture import bearer_registry, drip_headers, http_server, never_answer, push_layout, raw_server
 
 if TYPE_CHECKING:
     from tests.registry_fixture import LocalRegistry

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gosmall.registry.client import push_layout
+from tests.registry_fixture import push_layout
 
 from .conftest import BuiltProject, git_commit, gosmall
 

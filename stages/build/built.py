@@ -9,25 +9,45 @@ wrote. Publishers (the output directory, the Docker engine, a registry) take a
 
 from __future__ import annotations
 
-import functools
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
-from ..config import ImageConfig
+from ..config import ImageConfig, ProjectConfig
 from ..digest import Digest
 from ..errors import GosmallError
 from ..images.docker_archive import write_docker_archive
 from ..images.model import Image, Platform, PlatformImage
-
-if TYPE_CHECKING:
-    from .fresh import MadeFrom, Said
+from ..reporter import Reporter
 
 Ecosystem = Literal["golang", "pypi", "deb"]  # purl types
 ECOSYSTEMS: tuple[Ecosystem, ...] = ("golang", "pypi", "deb")
+# What building said and what it was made of: carried by a Build for the next up-to-date check (fresh.py).
+Said = tuple[tuple[str, str], ...]  # (reporter method, message), in order
+
+
+@dataclass(frozen=True)
+class PlatformInputs:
+    build_id: str  # Go's, of the binary compiled now
+    runtime: str  # sha256 of the runtime files' paths, modes, owners and bytes
+    needs: tuple[Mapping[str, Any], ...] = ()  # needs.py's evidence, which only the binary decides
+
+
+@dataclass(frozen=True)
+class MadeFrom:
+    """What an image is made of, as far as an up-to-date check can tell; equal values give equal outputs."""
+
+    common: str  # gosmall, compressor, settings, output, source, toolchain
+    platforms: tuple[tuple[str, PlatformInputs], ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "common": self.common,
+            "platforms": {p: {"build_id": i.build_id, "runtime": i.runtime, "needs": list(i.needs)} for p, i in self.platforms},
+        }
 
 
 @dataclass(frozen=True)
@@ -168,27 +188,21 @@ def read_build(config: ImageConfig, output_dir: Path) -> Build:
     return Build(config, image, report, output_dir, facts)
 
 
-class _UpToDateBuild(Build):
-    """An up-to-date output's Build: report.json read now, the OCI layout only when a publisher asks for the image."""
+class Publisher(Protocol):
+    """A destination for a Build: the output directory, the Docker engine, a registry."""
 
-    def __init__(self, config: ImageConfig, report: Mapping[str, Any], output_dir: Path, said: Said) -> None:
-        facts = tuple((p, PlatformFacts.from_json(report["platforms"].get(str(p), {}))) for p in config.platforms)
-        fields = {"config": config, "report": report, "output_dir": output_dir, "facts": facts, "said": said, "up_to_date": True}
-        for name, value in fields.items():
-            object.__setattr__(self, name, value)  # frozen, as Build is; made_from stays None
-
-    # Reading and checking every blob costs a no-op build more than Go's own check; a build that only
-    # writes the output directory never needs them.
-    @functools.cached_property
-    def image(self) -> Image:
-        return read_build(self.config, self.output_dir).image
+    def publish(self, build: Build, reporter: Reporter) -> None: ...
 
 
-def up_to_date_build(config: ImageConfig, output_dir: Path, said: Said) -> Build | None:
-    """The Build already in `output_dir` (fresh.py said it is current), or None when its report.json cannot say."""
-    try:
-        report = json.loads((output_dir / "report.json").read_text(encoding="utf-8"))
-        Digest.parse(report["digest"])
-        return _UpToDateBuild(config, report, output_dir, said)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
+class BuildSmall(Protocol):
+    """pipeline.build_small's shape: what lock and resolve are handed to build with (they sit below the pipeline)."""
+
+    def __call__(
+        self,
+        project: ProjectConfig,
+        reporter: Reporter,
+        *,
+        names: tuple[str, ...] = (),
+        environ: Mapping[str, str] | None = None,
+        publishers: Sequence[Publisher] = (),
+    ) -> tuple[Build, ...]: ...

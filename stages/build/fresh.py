@@ -25,49 +25,35 @@ rebuilt: its shared libraries come from the host, which no build ID vouches for.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from ..config import ImageConfig, ProjectConfig
+from ..digest import Digest
+from ..images.model import Image
 from ..layer_files import FileEntry
-from ..publish.outputs import MARKER
+from ..leftovers import MARKER
 from ..reporter import Reporter
+from .built import Build, MadeFrom, PlatformFacts, PlatformInputs, Said, read_build
 from .cache import file_identity, remember, remembered
+from .compile import Binary, CompilePlan
+from .compression import compressor_id
+from .needs import Needs, ship_what_is_needed
+from .runtime_files import RuntimeFiles, collect_runtime_files
 from .source import SourceInfo
 from .toolchain import Toolchain
 
 FORMAT = 1
 HOST_FACTS = ("/var/lib/dpkg/status", "/etc/os-release", "/usr/lib/os-release")
 
-Said = tuple[tuple[str, str], ...]  # (reporter method, message), in order
 SAYS = ("step", "detail", "warn", "table")  # the Reporter methods a record may replay
-
-
-@dataclass(frozen=True)
-class PlatformInputs:
-    build_id: str  # Go's, of the binary compiled now
-    runtime: str  # sha256 of the runtime files' paths, modes, owners and bytes
-    needs: tuple[Mapping[str, Any], ...] = ()  # needs.py's evidence, which only the binary decides
-
-
-@dataclass(frozen=True)
-class MadeFrom:
-    """What an image is made of, as far as an up-to-date check can tell; equal values give equal outputs."""
-
-    common: str  # gosmall, compressor, settings, output, source, toolchain
-    platforms: tuple[tuple[str, PlatformInputs], ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "common": self.common,
-            "platforms": {p: {"build_id": i.build_id, "runtime": i.runtime, "needs": list(i.needs)} for p, i in self.platforms},
-        }
 
 
 def common_inputs(project: ProjectConfig, config: ImageConfig, source: SourceInfo, toolchain: Toolchain, compressor: str) -> str:
@@ -168,7 +154,7 @@ def _gosmall_identity() -> list[Any]:
     """gosmall's own code: an edited module (an editable install, a patched wheel) is another builder."""
     from .. import __version__
 
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parent.parent  # the whole package, not only build/
     seen: list[Any] = [__version__]
     for directory, subdirectories, files in os.walk(package):
         subdirectories[:] = sorted(d for d in subdirectories if d != "__pycache__")
@@ -204,3 +190,93 @@ class Recorder:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._reporter, name)  # status and the rest: shown, not replayed
+
+
+# -- the decision -----------------------------------------------------------------
+
+
+def build_unless_current(compiled: Compiled, reporter: Reporter, build: Callable[[Compiled, Reporter], Build]) -> Build:
+    """The one up-to-date decision: the Build already in the output directory when it is current (what that build said
+    is said again), else `build(compiled)`, carrying what it was made of for the next run's check."""
+    output_dir = compiled.project.output_dir(compiled.config)
+    record = read_record(output_dir)
+    made_from = _made_from(compiled, _recorded_needs(record))
+    if record is not None and made_from is not None and is_current(record, made_from, output_dir):
+        stored = up_to_date_build(compiled.config, output_dir, record.said)
+        if stored is not None:
+            replay(record.said, reporter)
+            return stored
+    recorder = Recorder(reporter)
+    built = build(compiled, recorder)
+    if made_from is None:  # the needs the record lacked are known now
+        made_from = _made_from(compiled, _built_needs(built))
+    return replace(built, made_from=made_from, said=tuple(recorder.said))
+
+
+def _recorded_needs(record: Record | None) -> Mapping[str, Sequence[Mapping[str, Any]]]:
+    platforms = record.made_from.get("platforms", {}) if record is not None else {}
+    return {p: tuple(entry.get("needs", ())) for p, entry in platforms.items() if isinstance(entry, dict)}
+
+
+def _built_needs(build: Build) -> Mapping[str, Sequence[Mapping[str, Any]]]:
+    return {p: tuple(entry.get("needs", ())) for p, entry in build.report["platforms"].items()}
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """One image once Go has built it: what the up-to-date check and the rest of the build both start from."""
+
+    project: ProjectConfig
+    config: ImageConfig
+    source: SourceInfo
+    toolchain: Toolchain
+    plans: Sequence[CompilePlan]
+    binaries: Sequence[Binary]
+    common: RuntimeFiles  # the runtime files every platform ships, unless what it links decides (follow_needs)
+
+
+def _made_from(compiled: Compiled, needs_of: Mapping[str, Sequence[Mapping[str, Any]]]) -> MadeFrom | None:
+    """What the image is made of, for the up-to-date check; None when no check can vouch for it (cgo: host libraries)."""
+    c = compiled
+    if any(plan.cgo for plan in c.plans) or not all(binary.build_id for binary in c.binaries):
+        return None
+    platforms = []
+    for binary in c.binaries:
+        runtime = c.common
+        needs: tuple[Mapping[str, Any], ...] = ()
+        if c.config.follow_needs:
+            # What ships depends on what the binary links: needs read from a binary with this build ID.
+            if str(binary.platform) not in needs_of:
+                return None
+            needs = tuple(needs_of[str(binary.platform)])
+            shipped = ship_what_is_needed(c.config, Needs.from_json(needs))[0]
+            runtime = collect_runtime_files(shipped, c.toolchain, never_ship=(c.project.output,))
+        inputs = PlatformInputs(binary.build_id, runtime_digest(runtime.entries, runtime.env), needs)
+        platforms.append((str(binary.platform), inputs))
+    return MadeFrom(common_inputs(c.project, c.config, c.source, c.toolchain, compressor_id()), tuple(platforms))
+
+
+class _UpToDateBuild(Build):
+    """An up-to-date output's Build: report.json read now, the OCI layout only when a publisher asks for the image."""
+
+    def __init__(self, config: ImageConfig, report: Mapping[str, Any], output_dir: Path, said: Said) -> None:
+        facts = tuple((p, PlatformFacts.from_json(report["platforms"].get(str(p), {}))) for p in config.platforms)
+        fields = {"config": config, "report": report, "output_dir": output_dir, "facts": facts, "said": said, "up_to_date": True}
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)  # frozen, as Build is; made_from stays None
+
+    # Reading and checking every blob costs a no-op build more than Go's own check; a build that only
+    # writes the output directory never needs them.
+    @functools.cached_property
+    def image(self) -> Image:
+        return read_build(self.config, self.output_dir).image
+
+
+def up_to_date_build(config: ImageConfig, output_dir: Path, said: Said) -> Build | None:
+    """The Build already in `output_dir` (fresh.py said it is current), or None when its report.json cannot say."""
+    try:
+        report = json.loads((output_dir / "report.json").read_text(encoding="utf-8"))
+        Digest.parse(report["digest"])
+        return _UpToDateBuild(config, report, output_dir, said)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None

@@ -78,7 +78,7 @@ def read_target(target: str, *, client: RegistryClient | None = None, engine: do
             f"{printable(target)}: no such file or directory. Give an OCI layout directory, an image.tar, an image name, or docker://host/repo@sha256:…."
         )
     if engine is None:
-        from ..publish.engine import connect
+        from ..docker_host import connect
 
         engine = connect()
     return read_engine_image(engine, target)

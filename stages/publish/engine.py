@@ -14,7 +14,6 @@ Only these functions talk to an engine; `build-small` without `--load` or
 from __future__ import annotations
 
 import errno
-import os
 import signal
 import socket
 import threading
@@ -42,7 +41,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 NetworkMode = Literal["host", "none"]
 
-DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 # Limits an operator would set for a small Go server. A Go program runs a
 # handful of OS threads, each counted as a pid; the healthcheck's exec adds one.
 PIDS_LIMIT = 128
@@ -55,11 +53,6 @@ MEMORY_LIMIT = "256m"
 SMOKE_LABEL = "dev.gosmall.smoke"
 RUN_LABEL = "dev.gosmall.smoke.run"
 OWNER_LABEL = "dev.gosmall.smoke.owner"
-# Connecting asks the engine for its API version; a dead TCP DOCKER_HOST must
-# not hang for the SDK's default minute. Loading a large archive may take
-# longer, so the client gets its longer timeout back once connected.
-CONNECT_TIMEOUT = 10
-API_TIMEOUT = 300
 LOG_TAIL = 200
 ERROR_LOG_LINES = 15
 POLL_SECONDS = 0.25
@@ -120,71 +113,6 @@ class RunningContainer:
                 "give the image ports, or run it on the host network, to talk to it."
             )
         return f"http://127.0.0.1:{port or self.result.checks[0].port}{path}"
-
-
-# -- connecting -----------------------------------------------------------------
-
-
-def connect(reporter: Reporter | None = None) -> docker.DockerClient:
-    """A client for the engine DOCKER_HOST names (or the default socket), known to answer."""
-    import docker
-    from docker.errors import DockerException
-
-    where = _engine_address()
-    if reporter:
-        reporter.step(f"Connecting to the Docker engine at {where}")
-    try:
-        client = docker.from_env(timeout=CONNECT_TIMEOUT)
-        client.ping()
-    except DockerException as exc:
-        raise _connect_error(exc, where) from None
-    except requests.exceptions.RequestException as exc:
-        raise _connect_error(exc, where) from None
-    client.api.timeout = API_TIMEOUT
-    if reporter:
-        version = client.version()
-        reporter.detail(f"engine {version.get('Version', '?')} ({version.get('Os', '?')}/{version.get('Arch', '?')})")
-    return client
-
-
-def _engine_address() -> str:
-    host = os.environ.get("DOCKER_HOST")
-    if host:
-        return f"DOCKER_HOST={host}"
-    return f"{DEFAULT_SOCKET} (the default; DOCKER_HOST is not set)"
-
-
-def _connect_error(exc: BaseException, where: str) -> GosmallError:
-    cause = _os_error(exc)
-    if cause is not None and cause.errno in (errno.EACCES, errno.EPERM):
-        return GosmallError(
-            f"Permission denied talking to the Docker engine at {where}. Your user may not use that socket: "
-            "add it to the docker group (sudo usermod -aG docker $USER, then log in again), run rootless Docker "
-            "and set DOCKER_HOST to its socket (e.g. unix://$XDG_RUNTIME_DIR/docker.sock), or run gosmall with sudo.",
-        )
-    reason = str(cause) if cause is not None else str(exc)
-    return GosmallError(
-        f"No Docker engine answers at {where} ({reason}). Start one (sudo systemctl start docker, start Docker "
-        "Desktop, or run dockerd), or point DOCKER_HOST at a running engine; the docker SDK does not read "
-        "`docker context`, so for a context use DOCKER_HOST=$(docker context inspect --format "
-        "'{{.Endpoints.docker.Host}}'). Only --load, --smoke, load and smoke need an engine; build-small alone "
-        "does not.",
-    )
-
-
-def _os_error(exc: BaseException) -> OSError | None:
-    """The OSError at the bottom of requests' and urllib3's wrapping, if there is one."""
-    seen: set[int] = set()
-    todo: list[object] = [exc]
-    while todo:
-        current = todo.pop(0)
-        if not isinstance(current, BaseException) or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.errno is not None:
-            return current
-        todo.extend([current.__cause__, current.__context__, *current.args])
-    return None
 
 
 # -- what was built -------------------------------------------------------------

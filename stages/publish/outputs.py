@@ -32,11 +32,9 @@ from pathlib import Path
 
 from ..errors import GosmallError
 from ..interrupts import Interrupted, held
-from ..leftovers import TOKEN, Owner, make_owned_dir, remove_stale, report_removed
+from ..leftovers import MARKER, MARKER_TEXT, TOKEN, Owner, make_owned_dir, remove_stale, report_removed
 from ..reporter import Reporter
 
-MARKER = ".gosmall-output"
-MARKER_TEXT = b"gosmall build-small wrote this directory; the next build of this image replaces it whole.\n"
 # report.json of a large cgo closure is some kilobytes; anything near this is not ours.
 _REPORT_LIMIT = 16 * 1024 * 1024
 

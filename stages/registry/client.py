@@ -57,7 +57,7 @@ from ..digest import Digest
 from ..errors import COULD_NOT_RUN, FOUND, GosmallError
 from ..images.model import MEDIA_INDEX, MEDIA_MANIFEST
 from ..redact import redact
-from ..reference import DEFAULT_DOMAIN, DEFAULT_TAG, Reference, ReferenceError, parse_normalized_named
+from ..reference import DEFAULT_DOMAIN, DEFAULT_TAG, Reference
 
 MEDIA_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MEDIA_DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -629,24 +629,6 @@ def _parse_digest(ref: Reference, text: str) -> Digest:
         return Digest.parse(text.strip())
     except ValueError:
         raise GosmallError(f"{ref}: the registry answered with digest '{redact(text, limit=100)}', which is not a sha256 digest.") from None
-
-
-# -- pushing an OCI layout ------------------------------------------------------
-
-
-def push_layout(layout_dir: Path, reference: str | Reference, *, client: RegistryClient | None = None) -> Digest:
-    """Push the image in an OCI layout to `reference` (name:tag) and return its digest: push.py's one push path.
-
-    Only tests call it (the tasks push a `Build`); it stays here, where they import it, until they move.
-    """
-    from ..images.source import read_oci_layout
-    from ..publish.push import push_image  # push.py builds on this module
-
-    ref = parse_normalized_named(reference) if isinstance(reference, str) else reference
-    if ref.digest is not None:
-        raise ReferenceError(str(ref), "", "a push target takes a tag, not a digest")
-    image = read_oci_layout(Path(layout_dir))
-    return push_image(client or RegistryClient.from_environment(), ref, image, (ref.tag or DEFAULT_TAG,))
 
 
 # -- pulling an image (audit) ---------------------------------------------------

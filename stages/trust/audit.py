@@ -2,7 +2,7 @@
 
 `audit_image` takes the one image model (`image.Image`), so the image
 `build-small` assembles in memory and an image read from a layout, an
-archive, the engine or a registry (`image_source`) are audited alike. Each
+archive, the engine or a registry (`images/source.py`) are audited alike. Each
 platform is audited on its config and its flattened file system (`rootfs`);
 ELF files are read with `elf.read_elf`, and a dynamic entrypoint's loader and
 libraries are looked for with the same resolver the cgo build uses, inside
@@ -590,7 +590,7 @@ def _relative(path: Path, cwd: Path) -> str:
 
 
 def audit_target(target: str) -> Audit:
-    """The findings for the image TARGET names (see `image_source.read_target`), with its config's rules when it is a project's output."""
+    """The findings for the image TARGET names (see `images.source.read_target`), with its config's rules when it is a project's output."""
     image = read_target(target)
     configured = configured_image(target)
     project, config = configured if configured is not None else (None, None)

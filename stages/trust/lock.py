@@ -31,7 +31,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from ..build.built import Build
+from ..build.built import Build, BuildSmall
 from ..config import ProjectConfig, load_project
 from ..errors import FOUND, GosmallError
 from ..leftovers import owned_temporary_directory
@@ -306,11 +306,15 @@ def uncommitted(repo: Repository) -> list[str]:
 
 
 def build_commit(
-    repo: Repository, commit: str, reporter: Reporter, *, names: tuple[str, ...] = (), environ: Mapping[str, str] | None = None
+    repo: Repository,
+    commit: str,
+    reporter: Reporter,
+    build_small: BuildSmall,
+    *,
+    names: tuple[str, ...] = (),
+    environ: Mapping[str, str] | None = None,
 ) -> Lock:
     """Build `commit` in a temporary clone, never the work tree, and return what its lock would be."""
-    from ..pipeline import build_small
-
     with owned_temporary_directory("gosmall-lock-") as temporary:
         clone = temporary / "src"
         # --shared borrows the objects instead of copying them; the clone sees every object the
@@ -335,7 +339,9 @@ def build_commit(
         return lock_from_builds(builds, project.pyproject)
 
 
-def lock_project(project: ProjectConfig, reporter: Reporter, *, environ: Mapping[str, str] | None = None) -> tuple[Path, Lock]:
+def lock_project(
+    project: ProjectConfig, reporter: Reporter, build_small: BuildSmall, *, environ: Mapping[str, str] | None = None
+) -> tuple[Path, Lock]:
     """`gosmall lock`: build every image from the commit and write gosmall.lock beside pyproject.toml."""
     repo = open_repository(project)
     path = project.root / LOCK_NAME
@@ -346,13 +352,18 @@ def lock_project(project: ProjectConfig, reporter: Reporter, *, environ: Mapping
         reporter.warn(
             f"uncommitted changes are not in the lock, which records commit {commit[:12]} as committed: {', '.join(left_out[:10])}"
         )
-    lock = build_commit(repo, commit, reporter, environ=environ)
+    lock = build_commit(repo, commit, reporter, build_small, environ=environ)
     write_lock(path, lock)
     return path, lock
 
 
 def verify_project_lock(
-    project: ProjectConfig, reporter: Reporter, *, names: tuple[str, ...] = (), environ: Mapping[str, str] | None = None
+    project: ProjectConfig,
+    reporter: Reporter,
+    build_small: BuildSmall,
+    *,
+    names: tuple[str, ...] = (),
+    environ: Mapping[str, str] | None = None,
 ) -> Lock:
     """`gosmall verify-lock`: rebuild from a clean clone and raise a FOUND error naming every difference."""
     path = project.root / LOCK_NAME
@@ -371,7 +382,7 @@ def verify_project_lock(
             "tell whether only gosmall.lock changed since. Fetch more history (`git fetch --deepen=1`; in GitHub Actions "
             "actions/checkout with fetch-depth: 2 or 0) and run again."
         )
-    built = build_commit(repo, commit, reporter, names=names, environ=environ)
+    built = build_commit(repo, commit, reporter, build_small, names=names, environ=environ)
     wanted = names or tuple(sorted({n for n, _ in locked.images} | {n for n, _ in built.images}))
     differences = compare(locked, built, wanted)
     if differences:

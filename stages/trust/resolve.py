@@ -23,11 +23,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..build.built import BuildSmall
 from ..build.compile import host_platform
 from ..build.toolchain import Runner, find_module, find_toolchain
 from ..config import ImageConfig, NoProjectError, ProjectConfig, load_project, project_without_table
 from ..errors import GosmallError
-from ..pipeline import build_small
 from ..redact import printable
 from ..reporter import Reporter
 from .pinning import Occurrence, PinChange, apply_changes, rewrite_file, scan_project
@@ -74,6 +74,7 @@ def resolve_references(
     *,
     client: RegistryClient,
     reporter: Reporter,
+    build_small: BuildSmall,
     write: bool,
     environ: Mapping[str, str] | None = None,
     runner: Runner = subprocess.run,
