@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .net import free_loopback_port
+from tests.net import free_loopback_port
 
 if TYPE_CHECKING:  # pragma: no cover
     import docker

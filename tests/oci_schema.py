@@ -10,7 +10,7 @@ from jsonschema import Draft4Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
-from .conftest import VECTORS
+from tests.conftest import VECTORS
 
 BASE = "https://opencontainers.org/schema/"
 # The URLs image-spec's own schema/schema.go registers for each file.

@@ -19,6 +19,8 @@ count of the connections open at once.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import secrets
@@ -41,8 +43,7 @@ from gosmall.images.source import read_oci_layout
 from gosmall.publish.push import push_image
 from gosmall.reference import DEFAULT_TAG, Reference, ReferenceError, parse_normalized_named
 from gosmall.registry.client import RegistryClient
-
-from .net import free_loopback_port
+from tests.net import free_loopback_port
 
 BINARY = "docker-registry"
 
@@ -320,3 +321,34 @@ def push_layout(layout_dir: Path, reference: str | Reference, *, client: Registr
         raise ReferenceError(str(ref), "", "a push target takes a tag, not a digest")
     image = read_oci_layout(Path(layout_dir))
     return push_image(client or RegistryClient.from_environment(), ref, image, (ref.tag or DEFAULT_TAG,))
+
+
+def pushed_table(
+    repository: str,
+    *,
+    image: str = "hello",
+    tags: tuple[str, ...] = ("v1",),
+    platforms: tuple[str, ...] | None = None,
+    header: bool = True,
+) -> str:
+    """[tool.gosmall] for go_app pushed to `repository` (host/path): what the push, resolve and fan-in tests build.
+
+    No `platforms` key when `platforms` is None (the configured default); `header=False` gives one more image only.
+    """
+    lines = ['[tool.gosmall]\noutput = "dist"\npinning = "off"\n'] if header else [""]
+    lines.append(f'[tool.gosmall.images.{image}]\npackage = "./go_app"\nrepository = "{repository}"\ntags = {json.dumps(list(tags))}')
+    if platforms is not None:
+        lines.append(f"platforms = {json.dumps(list(platforms))}")
+    lines.append('ldflags = ["-X main.version={version}"]\n')
+    return "\n".join(lines)
+
+
+def served_manifest(reference: str) -> bytes:
+    """The manifest bytes a registry serves for `reference`, as skopeo (an independent client) reads them."""
+    done = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{reference}"], capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout
+
+
+def served_digest(reference: str) -> str:
+    return "sha256:" + hashlib.sha256(served_manifest(reference)).hexdigest()

@@ -11,8 +11,7 @@ from gosmall.build.toolchain import find_module, find_toolchain
 from gosmall.cli import expand_paths, program
 from gosmall.publish.report import builder
 from gosmall.tasks import namespace
-
-from .conftest import REPO, gosmall
+from tests.conftest import REPO, gosmall
 
 # invoke's core flags for running shell commands, which gosmall has none of.
 NOT_OFFERED = ("--prompt-for-sudo-password", "--pty", "--dry", "--echo", "--hide", "--write-pyc", "--command-timeout", "--warn-only")

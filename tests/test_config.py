@@ -9,8 +9,7 @@ import pytest
 from gosmall.config import NONROOT_ID, find_pyproject, load_project, parse_project
 from gosmall.errors import GosmallError
 from gosmall.images.model import Platform
-
-from .conftest import gosmall, make_project
+from tests.conftest import gosmall, make_project
 
 GOOD = """
 [tool.gosmall]

@@ -30,8 +30,7 @@ else:  # pragma: no cover
 
 from gosmall.config import LOCAL_REGISTRY, unpushable_repository
 from gosmall.publish.engine import SMOKE_LABEL
-
-from .conftest import gosmall, gosmall_command, gosmall_env
+from tests.conftest import gosmall, gosmall_command, gosmall_env
 
 pytestmark = pytest.mark.slow
 

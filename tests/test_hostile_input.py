@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import git_commit, gosmall, make_project
+from tests.conftest import git_commit, gosmall, make_project
 
 pytestmark = pytest.mark.slow
 

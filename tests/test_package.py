@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, BuiltProject, make_project
+from tests.conftest import REPO, BuiltProject, make_project
 
 pytestmark = pytest.mark.slow
 

@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 from gosmall.build.prove import read_elf
-
-from .conftest import VECTORS, BuiltProject, gosmall, make_project
-from .oci_schema import errors
+from tests.conftest import VECTORS, BuiltProject, gosmall, make_project
+from tests.oci_schema import errors
 
 pytestmark = pytest.mark.slow
 

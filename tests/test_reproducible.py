@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import COMMIT_DATE, gosmall_command, gosmall_env, make_project
+from tests.conftest import COMMIT_DATE, gosmall_command, gosmall_env, make_project
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,7 @@
 (they drop the symbol table and DWARF, not data). Read here from the bytes,
 the way Go's own debug/buildinfo and runtime/debug.ParseBuildInfo do, so an
 image's binaries are described without running a Go toolchain, for any
-architecture; tests/test_buildinfo.py holds the result to `go version -m -json`.
+architecture; tests/build/test_buildinfo.py holds the result to `go version -m -json`.
 Only the format of Go 1.18 and later (strings inline after the header) is read.
 """
 

@@ -9,8 +9,7 @@ import pytest
 
 from gosmall.build.source import describe_source
 from gosmall.errors import GosmallError
-
-from .conftest import git_commit
+from tests.conftest import git_commit
 
 COMMIT_EPOCH = 1767323045  # conftest.COMMIT_DATE, 2026-01-02T03:04:05Z
 

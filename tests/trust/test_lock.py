@@ -11,8 +11,7 @@ import pytest
 
 from gosmall.errors import GosmallError
 from gosmall.trust.lock import Difference, ImageLock, Lock, compare, likely_causes, read_lock
-
-from .conftest import git_commit, gosmall, make_project
+from tests.conftest import git_commit, gosmall, make_project
 
 NO_EPOCH = {"SOURCE_DATE_EPOCH": ""}
 

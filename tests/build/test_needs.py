@@ -13,8 +13,7 @@ from gosmall.build.toolchain import find_module, find_toolchain
 from gosmall.config import parse_project
 from gosmall.errors import GosmallError
 from gosmall.images.model import Platform
-
-from .conftest import gosmall
+from tests.conftest import gosmall
 
 pytestmark = pytest.mark.slow
 

@@ -19,8 +19,7 @@ from gosmall.images.docker_archive import write_docker_archive, write_docker_arc
 from gosmall.images.model import Image, Platform
 from gosmall.images.oci_layout import read_index, write_oci_layout
 from gosmall.layer_files import FileEntry
-
-from .oci_schema import errors
+from tests.oci_schema import errors
 
 EPOCH = 1767323045
 SOURCE = SourceInfo("v1", "", "", EPOCH)

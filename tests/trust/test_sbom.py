@@ -27,9 +27,8 @@ from gosmall.config import load_project, parse_project
 from gosmall.images.model import Platform
 from gosmall.images.source import read_oci_layout
 from gosmall.trust.sbom import file_sources, purl, sbom_artifact, sbom_document
-
-from .conftest import REPO, BuiltProject, git_commit, gosmall
-from .oci_schema import errors
+from tests.conftest import REPO, BuiltProject, git_commit, gosmall
+from tests.oci_schema import errors
 
 REPLACE_APP = REPO / "tests" / "fixtures" / "replace_app"
 GREET_SUM = "h1:HbEm9kgBUY/TEMSVPahL7k/+XoimwvXzMrLNWr+IxHg="  # app/go.sum's line for example.com/greet v1.0.0

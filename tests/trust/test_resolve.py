@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,23 +10,12 @@ import pytest
 import requests
 
 from gosmall.build.compile import host_platform
-
-from .conftest import gosmall, make_project
-from .test_push import _skopeo_raw
+from tests.conftest import gosmall, make_project
+from tests.registry_fixture import pushed_table, served_digest
 
 if TYPE_CHECKING:
-    from .registry_fixture import LocalRegistry
+    from tests.registry_fixture import LocalRegistry
 
-TABLE = """[tool.gosmall]
-output = "dist"
-pinning = "off"
-
-[tool.gosmall.images.hello]
-package = "./go_app"
-repository = "{host}/{repository}"
-tags = ["v1"]
-platforms = ["{platform}"]
-"""
 # Two documents, comments everywhere, a quoted ko:// reference: all of it but the references must come back as it was.
 MANIFEST = """# The app, resolved by gosmall.
 apiVersion: apps/v1
@@ -59,14 +47,10 @@ spec:
 
 
 def _project(root: Path, registry: LocalRegistry, repository: str, manifest: str = MANIFEST) -> Path:
-    make_project(root, TABLE.format(host=registry.host, repository=repository, platform=host_platform()))
+    make_project(root, pushed_table(f"{registry.host}/{repository}", platforms=(host_platform(),)))
     (root / "k8s").mkdir()
     (root / "k8s" / "app.yaml").write_text(manifest)
     return root
-
-
-def _served_digest(reference: str) -> str:
-    return "sha256:" + hashlib.sha256(_skopeo_raw(reference)).hexdigest()
 
 
 def _only_references_changed(before: str, after: str, pinned: str) -> None:
@@ -91,7 +75,7 @@ def test_resolve_prints_the_documents_with_the_digest_the_registry_serves(resolv
     pinned = next(word for word in done.stdout.split() if "@sha256:" in word).strip('"')
     repository, _, digest = pinned.partition("@")
     assert repository.endswith("/resolve/hello")
-    assert _served_digest(pinned) == digest
+    assert served_digest(pinned) == digest
     _only_references_changed(MANIFEST, done.stdout, pinned)
     assert (root / "k8s" / "app.yaml").read_text() == MANIFEST  # printed, not written
 
@@ -151,6 +135,6 @@ def test_with_no_config_a_package_path_and_a_ko_import_path_in_a_dockerfile_reso
     assert done.returncode == 0, done.stderr
     pinned = next(word for word in done.stdout.split() if "@sha256:" in word)
     assert pinned.startswith(f"{registry.host}/nocfg/app@sha256:")
-    assert _served_digest(pinned) == pinned.partition("@")[2]
+    assert served_digest(pinned) == pinned.partition("@")[2]
     # Files in name order: the Dockerfile, then the manifest.
     assert done.stdout == dockerfile.replace("ko://example.com/first/cmd/app", pinned) + pod.replace("gosmall://./cmd/app", pinned)

@@ -15,8 +15,7 @@ from gosmall.build.buildinfo import MAGIC, BuildInfoError, Module, parse_build_i
 from gosmall.build.buildinfo import _decode_section as decode_section
 from gosmall.build.toolchain import find_module, find_toolchain
 from gosmall.images.source import read_oci_layout
-
-from .conftest import BuiltProject
+from tests.conftest import BuiltProject
 
 MODINFO = (
     "path\texample.com/app\n"

@@ -29,7 +29,7 @@ from gosmall.build.libraries import (
 )
 from gosmall.errors import GosmallError
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 ELF_SOURCES = FIXTURES / "elf"
 CGO_APP = FIXTURES / "cgo_app"
 EM_AARCH64 = 183

@@ -43,14 +43,13 @@ from gosmall.leftovers import Owner
 from gosmall.pipeline import write_outputs
 from gosmall.publish.engine import OWNER_LABEL, SMOKE_LABEL, hardened_container, load_image, smoke_test
 from gosmall.reporter import RecordingReporter
-
-from .conftest import gosmall, gosmall_command, gosmall_env
-from .docker_fixture import docker_required
+from tests.conftest import gosmall, gosmall_command, gosmall_env
+from tests.docker_fixture import docker_required
 
 # Also registered by conftest.py; naming it here keeps this module whole when run alone.
 pytest_plugins = ["tests.docker_fixture"]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # Unique per session: parallel runs on one engine must not retag each other's images.
 RUN = uuid.uuid4().hex[:10]
 NONROOT = "65532:65532"
@@ -683,7 +682,7 @@ class ConsoleProject:
 
 @pytest.fixture(scope="module")
 def console_project(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Iterator[ConsoleProject]:
-    from .net import free_loopback_port
+    from tests.net import free_loopback_port
 
     port = free_loopback_port()
     root = go_app_project(tmp_path_factory.mktemp("console") / "project", port=port)

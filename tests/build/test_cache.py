@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import gosmall, make_project
+from tests.conftest import gosmall, make_project
 
 pytestmark = pytest.mark.slow
 

@@ -25,10 +25,9 @@ from gosmall.digest import Digest
 from gosmall.reference import Reference
 from gosmall.registry.client import RegistryClient, RegistryResolver
 from gosmall.trust.pinning import RESOLVE_WORKERS, pin_references
+from tests.conftest import REPO, git_commit, gosmall
+from tests.registry.test_registry import make_layout
 from tests.registry_fixture import bearer_registry, drip_headers, http_server, never_answer, push_layout, raw_server
-from tests.test_registry import make_layout
-
-from .conftest import REPO, git_commit, gosmall
 
 if TYPE_CHECKING:
     from tests.registry_fixture import LocalRegistry

@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 
 from gosmall.docker_host import engine_socket, tags_name
-
-from .conftest import gosmall, make_project
-from .test_engine import remove_image
+from tests.conftest import gosmall, make_project
+from tests.publish.test_engine import remove_image
 
 
 @pytest.mark.parametrize(

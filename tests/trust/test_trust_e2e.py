@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import BuiltProject, git_commit, gosmall
 from tests.registry_fixture import push_layout
-
-from .conftest import BuiltProject, git_commit, gosmall
 
 pytestmark = pytest.mark.slow
 

@@ -19,25 +19,14 @@ import pytest
 import requests
 
 from gosmall.registry.client import MANIFEST_ACCEPT
-
-from .conftest import git_commit, gosmall, make_project
+from tests.conftest import git_commit, gosmall, make_project
+from tests.registry_fixture import pushed_table
 
 if TYPE_CHECKING:
-    from .registry_fixture import LocalRegistry
+    from tests.registry_fixture import LocalRegistry
 
 pytestmark = pytest.mark.slow
 
-TABLE = """[tool.gosmall]
-output = "dist"
-pinning = "off"
-
-[tool.gosmall.images.hello]
-package = "./go_app"
-repository = "{host}/fan/hello"
-tags = ["1.0", "latest"]
-platforms = ["linux/amd64", "linux/arm64"]
-ldflags = ["-X main.version={{version}}"]
-"""
 PLATFORMS = ("linux/amd64", "linux/arm64")
 ENV = {"SOURCE_DATE_EPOCH": ""}
 
@@ -63,7 +52,7 @@ def _tag_answer(registry: LocalRegistry, tag: str) -> requests.Response:
 @pytest.fixture(scope="module")
 def fanned_out(registry: LocalRegistry, tmp_path_factory: pytest.TempPathFactory) -> FannedOut:
     base = tmp_path_factory.mktemp("fan")
-    origin = make_project(base / "origin", TABLE.format(host=registry.host))
+    origin = make_project(base / "origin", pushed_table(f"{registry.host}/fan/hello", tags=("1.0", "latest"), platforms=PLATFORMS))
     reports, pushed = {}, {}
     for platform in PLATFORMS:
         job = _clone(origin, base / f"job-{platform.replace('/', '-')}")

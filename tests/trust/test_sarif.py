@@ -26,9 +26,8 @@ from gosmall.build.compile import host_platform
 from gosmall.images.model import Platform
 from gosmall.trust.pinning import PROBLEM_HELP
 from gosmall.trust.sarif import artifact_uri
-
-from .buildah_fixture import Buildah, put
-from .conftest import VECTORS, BuiltProject, gosmall
+from tests.buildah_fixture import Buildah, put
+from tests.conftest import VECTORS, BuiltProject, gosmall
 
 TOKEN = "planted-value-0000"
 

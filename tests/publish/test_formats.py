@@ -16,10 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.registry_fixture import push_layout
-
-from .conftest import gosmall, make_project
-from .registry_fixture import LocalRegistry
+from tests.conftest import gosmall, make_project
+from tests.registry_fixture import LocalRegistry, push_layout
 
 pytestmark = pytest.mark.slow
 

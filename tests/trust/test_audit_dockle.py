@@ -19,9 +19,8 @@ import pytest
 
 from gosmall.build.compile import host_platform
 from gosmall.images.model import Platform
-
-from .buildah_fixture import Buildah, put
-from .conftest import gosmall, make_project
+from tests.buildah_fixture import Buildah, put
+from tests.conftest import gosmall, make_project
 
 pytestmark = pytest.mark.skipif(
     shutil.which("gcc") is None or host_platform() != Platform.parse("linux/amd64"),
@@ -101,7 +100,7 @@ def test_an_allowed_rule_passes_and_is_not_shown(buildah: Buildah, static_app: b
 
 def table(image_keys: str, env: str = 'TZ_NAME = "Europe/Berlin"') -> str:
     """The sample project's [tool.gosmall], for linux/amd64 only, with `image_keys` added to its image and its env replaced."""
-    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     text = text[text.index("[tool.gosmall]") :].replace('platforms = ["linux/amd64", "linux/arm64"]\n', "")
     return text.replace('env = { TZ_NAME = "Europe/Berlin" }', f"env = {{ {env} }}") + image_keys
 

@@ -34,15 +34,14 @@ from gosmall.images.source import read_path
 from gosmall.layer_files import FileEntry
 from gosmall.registry.client import RegistryClient
 from gosmall.trust.audit import Finding, audit_image, failing, format_findings
+from tests.buildah_fixture import REVISION, Buildah, gcc, missing, put
+from tests.conftest import REPO, BuiltProject, gosmall, make_project
 from tests.registry_fixture import push_layout
-
-from .buildah_fixture import REVISION, Buildah, gcc, missing, put
-from .conftest import REPO, BuiltProject, gosmall, make_project
 
 if TYPE_CHECKING:  # pragma: no cover
     import docker
 
-    from .registry_fixture import LocalRegistry
+    from tests.registry_fixture import LocalRegistry
 
 AMD64 = Platform.parse("linux/amd64")
 SOURCE = SourceInfo("v1.0.0", REVISION, "https://example.com/app.git", 1767323045)

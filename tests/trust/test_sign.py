@@ -31,11 +31,10 @@ from gosmall.trust.sign import (
     load_public_key,
     simple_signing_payload,
 )
-
-from .conftest import gosmall, make_project
+from tests.conftest import gosmall, make_project
 
 if TYPE_CHECKING:
-    from .registry_fixture import LocalRegistry
+    from tests.registry_fixture import LocalRegistry
 
 PASSWORD = "correct horse battery staple"
 ENV = {"GOSMALL_SIGNING_PASSWORD": PASSWORD, "SOURCE_DATE_EPOCH": ""}
@@ -101,7 +100,7 @@ def cosign_check(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip(reason)
     binary = tmp_path_factory.mktemp("cosign_check") / "cosign_check"
     env = {**os.environ, "GO111MODULE": "off", "GOPATH": str(GO_CRYPTO.parents[3]), "GOFLAGS": "", "CGO_ENABLED": "0"}
-    done = subprocess.run([go, "build", "-o", str(binary), "."], cwd=Path(__file__).parent / "cosign_check", env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run([go, "build", "-o", str(binary), "."], cwd=Path(__file__).resolve().parents[1] / "cosign_check", env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
     return binary
 

@@ -32,36 +32,14 @@ from gosmall.publish.push import RegistryPublisher
 from gosmall.publish.report import report_json
 from gosmall.registry.client import MANIFEST_ACCEPT, RegistryClient, registry_base
 from gosmall.reporter import RecordingReporter
-
-from .conftest import gosmall, make_project
-from .registry_fixture import StandIn, http_server, registry_process
-from .test_registry import make_layout
+from tests.conftest import gosmall, make_project
+from tests.registry.test_registry import make_layout
+from tests.registry_fixture import StandIn, http_server, pushed_table, registry_process, served_digest
 
 if TYPE_CHECKING:
     import docker
 
-    from .registry_fixture import AuthRegistry, LocalRegistry, RegistryProcess
-
-HELLO = """[tool.gosmall]
-output = "dist"
-pinning = "off"
-
-[tool.gosmall.images.hello]
-package = "./go_app"
-repository = "{host}/push/hello"
-tags = ["v1", "latest"]
-platforms = {platforms}
-ldflags = ["-X main.version={{version}}"]
-"""
-# The same program again in its own repository: its layer is hello's amd64 layer.
-TWIN = """
-[tool.gosmall.images.twin]
-package = "./go_app"
-repository = "{host}/push/twin"
-tags = ["v1"]
-platforms = ["linux/amd64"]
-ldflags = ["-X main.version={{version}}"]
-"""
+    from tests.registry_fixture import AuthRegistry, LocalRegistry, RegistryProcess
 
 
 @dataclass(frozen=True)
@@ -83,14 +61,10 @@ def _build(root: Path, table: str) -> Path:
 @pytest.fixture(scope="module")
 def project(registry: LocalRegistry, tmp_path_factory: pytest.TempPathFactory) -> Project:
     """go_app built for two platforms (hello) and once more for one (twin), both in repositories of `registry`."""
-    table = HELLO.format(host=registry.host, platforms='["linux/amd64", "linux/arm64"]') + TWIN.format(host=registry.host)
+    hello = pushed_table(f"{registry.host}/push/hello", tags=("v1", "latest"), platforms=("linux/amd64", "linux/arm64"))
+    # The same program again in its own repository: its layer is hello's amd64 layer.
+    table = hello + "\n" + pushed_table(f"{registry.host}/push/twin", image="twin", platforms=("linux/amd64",), header=False)
     return Project(_build(tmp_path_factory.mktemp("push") / "project", table), registry.host)
-
-
-def _skopeo_raw(reference: str) -> bytes:
-    done = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{reference}"], capture_output=True, timeout=120)
-    assert done.returncode == 0, done.stderr.decode()
-    return done.stdout
 
 
 def _uploads(registry: LocalRegistry, repository: str) -> list[str]:
@@ -110,7 +84,7 @@ def test_push_go_app_multi_platform_then_pull_and_run_it(project: Project, docke
     assert pushed == {"image": "hello", "reference": f"{repository}@{digest}", "repository": repository, "digest": digest, "tags": ["v1", "latest"]}  # fmt: skip
     # The registry serves the very bytes that were built, by digest and under every tag.
     for reference in (f"{repository}@{digest}", f"{repository}:v1", f"{repository}:latest"):
-        assert "sha256:" + hashlib.sha256(_skopeo_raw(reference)).hexdigest() == digest
+        assert served_digest(reference) == digest
     assert report["pushed"] == {"reference": f"{repository}@{digest}", "tags": ["v1", "latest"]}
 
     # The engine pulls it by digest (dockerd allows plain HTTP to loopback registries) and runs it.
@@ -150,7 +124,7 @@ def test_a_layer_in_another_repository_of_the_project_is_mounted_not_uploaded(pr
     assert not [line for line in opened if line.startswith("/v2/push/twin/blobs/uploads/") and f"digest={layer}" in line]
     assert "mounted from push/hello" in done.stderr
     digest = project.report("twin")["digest"]
-    assert "sha256:" + hashlib.sha256(_skopeo_raw(f"{project.host}/push/twin:v1")).hexdigest() == digest
+    assert served_digest(f"{project.host}/push/twin:v1") == digest
 
 
 # -- in process, on small images: chunks, a registry that stops, one that fails on purpose
@@ -295,7 +269,7 @@ def test_5xx_429_and_resets_are_retried_and_the_push_completes(registry: LocalRe
     assert {"503", "429", "reset"} <= set(flaky.served)
     assert any("trying again" in m for m in reporter.messages("detail"))
     # The real registry behind the proxy holds the whole image under its tag.
-    assert "sha256:" + hashlib.sha256(_skopeo_raw(f"{registry.host}/flaky/app:1")).hexdigest() == str(build.digest)
+    assert served_digest(f"{registry.host}/flaky/app:1") == str(build.digest)
 
 
 @pytest.mark.parametrize(("failure", "said"), [("reset", "Connection reset"), ("503", "HTTP 503")])
@@ -357,21 +331,9 @@ def test_credentials_a_registry_echoes_are_not_shown_or_logged(scheme: str, tmp_
 # -- an htpasswd registry, through the console script with invoke's -d
 
 
-AUTH = """[tool.gosmall]
-output = "dist"
-pinning = "off"
-
-[tool.gosmall.images.hello]
-package = "./go_app"
-repository = "{host}/auth/hello"
-tags = ["v1"]
-ldflags = ["-X main.version={{version}}"]
-"""
-
-
 @pytest.fixture(scope="module")
 def auth_project(auth_registry: AuthRegistry, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _build(tmp_path_factory.mktemp("auth") / "project", AUTH.format(host=auth_registry.registry.host))
+    return _build(tmp_path_factory.mktemp("auth") / "project", pushed_table(f"{auth_registry.registry.host}/auth/hello"))
 
 
 HELPER = """#!{python}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import gosmall, make_project
+from tests.conftest import gosmall, make_project
 
 pytestmark = pytest.mark.slow
 
@@ -131,7 +131,7 @@ def test_sigterm_while_python_starts_stops_the_early_builds_too(root: Path, tmp_
     # A change, so the early builds are still linking when the signal comes.
     (root / "go_app" / "big.go").write_text("package main\n\nvar big = [...]int{" + ",".join(map(str, range(200_000))) + "}\n")
     env = {"GOSMALL_CACHE": str(tmp_path / "cache"), "TMPDIR": str(tmp_path / "tmp"), "CI": "1"}
-    from .conftest import gosmall_command, gosmall_env
+    from tests.conftest import gosmall_command, gosmall_env
 
     process = subprocess.Popen([*gosmall_command(), "build-small"], cwd=root, env=gosmall_env(env), stderr=subprocess.PIPE, text=True)
     time.sleep(0.15)  # inside Python's start, with Go already running (or, on a slow machine, later: either way it stops)

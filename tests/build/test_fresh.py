@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import gosmall, make_project
+from tests.conftest import gosmall, make_project
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,7 @@ def project(tmp_path: Path) -> Path:
     root = make_project(tmp_path / "p", TABLE, git=False)
     (root / "config").mkdir()
     (root / "config" / "hello.conf").write_text("greeting = hi\n")
-    from .conftest import git_commit
+    from tests.conftest import git_commit
 
     git_commit(root)
     return root

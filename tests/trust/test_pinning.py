@@ -16,15 +16,15 @@ from gosmall.errors import GosmallError
 from gosmall.reference import Reference
 from gosmall.registry.client import RegistryClient, RegistryResolver
 from gosmall.trust.pinning import enforce_pinning, format_findings, format_pin_result, pin_references, scan_project, scan_root
+from tests.registry.test_registry import make_layout
 from tests.registry_fixture import push_layout
-from tests.test_registry import make_layout
 
 if TYPE_CHECKING:
     from tests.registry_fixture import LocalRegistry
 
 pytest_plugins = ["tests.registry_fixture"]
 
-FIXTURE_TREE = Path(__file__).parent / "fixtures" / "pinning" / "tree"
+FIXTURE_TREE = Path(__file__).resolve().parents[1] / "fixtures" / "pinning" / "tree"
 
 
 def materialise(target: Path) -> Path:

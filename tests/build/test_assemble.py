@@ -22,8 +22,7 @@ from gosmall.config import ImageConfig, parse_project
 from gosmall.errors import GosmallError
 from gosmall.images.model import MEDIA_INDEX, MEDIA_LAYER_GZIP, MEDIA_MANIFEST, Platform
 from gosmall.layer_files import FileEntry
-
-from .oci_schema import errors
+from tests.oci_schema import errors
 
 AMD64 = Platform.parse("linux/amd64")
 ARM64 = Platform.parse("linux/arm64")

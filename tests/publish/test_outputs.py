@@ -35,8 +35,7 @@ from gosmall.errors import GosmallError
 from gosmall.images.model import Platform
 from gosmall.leftovers import Owner
 from gosmall.publish.outputs import MARKER, MARKER_TEXT, prepare_output_dir
-
-from .conftest import REPO, git_commit, gosmall, gosmall_command, gosmall_env, make_project
+from tests.conftest import REPO, git_commit, gosmall, gosmall_command, gosmall_env, make_project
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, git_commit, gosmall
+from tests.conftest import REPO, git_commit, gosmall
 
 pytestmark = pytest.mark.slow
 

@@ -17,9 +17,8 @@ import gosmall.build.toolchain
 from gosmall.build.toolchain import find_module, find_toolchain, run_go, verify_module
 from gosmall.errors import GosmallError
 from gosmall.reporter import RecordingReporter
-
-from .conftest import git_commit, make_project
-from .conftest import gosmall as run_gosmall
+from tests.conftest import git_commit, make_project
+from tests.conftest import gosmall as run_gosmall
 
 
 def write_module(directory: Path, go_mod: str) -> Path:
