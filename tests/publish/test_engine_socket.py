@@ -21,11 +21,13 @@ from tests.publish.test_engine import remove_image
         ({"DOCKER_HOST": "tcp://127.0.0.1:2375"}, None),
         ({"DOCKER_HOST": "ssh://me@host"}, None),
         ({"DOCKER_TLS_VERIFY": "1"}, None),
-        ({"DOCKER_CONTEXT": "remote"}, None),
+        ({"DOCKER_CONTEXT": "remote"}, None),  # no such context: connect() says so
+        ({"DOCKER_CONTEXT": "default"}, "/var/run/docker.sock"),
     ],
 )
-def test_only_a_unix_socket_is_asked(environ: dict[str, str], socket: str | None) -> None:
-    assert engine_socket(environ) == socket
+def test_only_a_unix_socket_is_asked(environ: dict[str, str], socket: str | None, tmp_path: Path) -> None:
+    # An empty DOCKER_CONFIG: the user's own contexts must not change the answer (test_docker_context.py has contexts).
+    assert engine_socket({**environ, "DOCKER_CONFIG": str(tmp_path)}) == socket
 
 
 def test_no_engine_there_is_a_no(tmp_path: Path) -> None:
