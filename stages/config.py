@@ -35,6 +35,12 @@ Pinning = Literal["error", "warn", "off"]
 NONROOT_ID = 65532
 FORMATS = ("oci", "docker")
 MAX_ID = 4294967294
+# What `{name}` in ldflags may name, filled in from the source (build/source.py SourceInfo.ldflags_values).
+LDFLAGS_NAMES = ("version", "commit", "short_commit", "tag", "date")
+# A `{name}` in ldflags; braces around anything else (`{}`, JSON) are left as they are.
+LDFLAGS_TEMPLATE = re.compile(r"\{([A-Za-z_.][A-Za-z0-9_.]*)\}")
+# What ko's templates ({{.Git.FullCommit}}) call the same values.
+_KO_NAMES = {".Git.FullCommit": "commit", ".Git.ShortCommit": "short_commit", ".Git.Tag": "tag", ".Date": "date", ".Version": "version"}
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,9 @@ class ImageConfig:
     project_root: Path | None = None  # links under a `files` src may lead anywhere inside it, never out
     # No config: tzdata and ca_certs are what the binary needs, decided after prove (needs.ship_what_is_needed).
     follow_needs: bool = False
+    # The keys the project wrote for this image (its table's, and a top-level format): advice about a
+    # default (ca_certs, format) is not repeated about a decision.
+    written: tuple[str, ...] = ()
 
     def cc_for(self, platform: Platform) -> str | None:
         return dict(self.cc).get(str(platform))
@@ -105,6 +114,8 @@ class ProjectConfig:
     pinning: Pinning
     images: tuple[ImageConfig, ...]
     go_version: tuple[int, int, int] | None = None  # go_version = "1.27.3": the only Go allowed to build
+    remote_cache: str | None = None  # remote_cache = "HOST/REPO": Go's build cache shared through that repository
+    remote_cache_write: bool = True  # remote_cache_write = false: read the shared cache, never write it
 
     def image(self, name: str | None) -> tuple[ImageConfig, ...]:
         """All images, or the one named (an error names the ones there are)."""
@@ -230,7 +241,7 @@ def _toml_type(value: object) -> str:
     )
 
 
-_TOP_KEYS = ("output", "platforms", "pinning", "images", "go_version", "format")
+_TOP_KEYS = ("output", "platforms", "pinning", "images", "go_version", "format", "remote_cache", "remote_cache_write")
 _IMAGE_KEYS = (
     "package", "repository", "tags", "platforms", "cgo", "build_tags", "ldflags", "env", "entrypoint", "args",
     "user", "workdir", "ports", "labels", "tzdata", "zones", "ca_certs", "extra_ca_certs", "files",
@@ -267,7 +278,28 @@ def parse_project(table: Any, pyproject: Path, *, images_required: bool = True) 
     if not images_table and images_required:
         top.fail("images", 'no image is defined; add one, e.g. [tool.gosmall.images.app] with package = "./cmd/app".')
     images = tuple(_image(name, body, pyproject, root, platforms, default_format) for name, body in sorted(images_table.items()))
-    return ProjectConfig(root, pyproject, _output_dir(top, output, root, images), platforms, pinning, images, go_version)  # type: ignore[arg-type]
+    if "format" in table:  # a top-level format is every image's decision
+        images = tuple(replace(i, written=tuple(sorted({*i.written, "format"}))) for i in images)
+    remote_cache = top.get("remote_cache", str, None, 'a repository like "registry.example.com/team/gocache"')
+    if remote_cache is not None:
+        remote_cache = remote_cache_repository(remote_cache, f"{pyproject} [tool.gosmall] remote_cache")
+    remote_cache_write = top.get("remote_cache_write", bool, True, "true or false")
+    return ProjectConfig(
+        root, pyproject, _output_dir(top, output, root, images), platforms, pinning, images, go_version,  # type: ignore[arg-type]
+        remote_cache, remote_cache_write,
+    )  # fmt: skip
+
+
+def remote_cache_repository(text: str, where: str) -> str:
+    """`HOST/REPO` for Go's shared build cache: a registry host (a dot, a port or localhost) and a repository, no tag."""
+    text = text.strip()
+    host = text.split("/", 1)[0]
+    if not _REPOSITORY.match(text) or "/" not in text or not ("." in host or ":" in host or host == "localhost"):
+        raise GosmallError(
+            f"{where}: {text!r} is not a registry repository; write HOST/REPO with the registry's host (and port), "
+            'e.g. "registry.example.com/team/gocache" or "127.0.0.1:5000/gocache", with no tag or digest.'
+        )
+    return text
 
 
 def _go_version(top: _Table) -> tuple[int, int, int] | None:
@@ -390,6 +422,8 @@ def _image(
         if not re.match(r"^[A-Za-z0-9_.]+$", tag):
             t.fail(f"build_tags[{i}]", f"{tag!r} is not a Go build tag (letters, digits, '_' and '.').")
     ldflags = t.strings("ldflags")
+    for i, flag in enumerate(ldflags):
+        _check_ldflags_names(t, f"ldflags[{i}]", flag)
     env = t.string_map("env")
     for key, _ in env:
         if not key or "=" in key:
@@ -536,7 +570,19 @@ def _image(
         format=t.choice("format", FORMATS, default_format),  # type: ignore[arg-type]
         audit_allow=audit_allow,
         project_root=root,
+        written=tuple(sorted(body)),
     )
+
+
+def _check_ldflags_names(t: _Table, key: str, flag: str) -> None:
+    """Every `{name}` in an ldflags entry is one the source fills in: a typo would otherwise reach the binary."""
+    for match in LDFLAGS_TEMPLATE.finditer(flag):
+        name = match.group(1)
+        if name in LDFLAGS_NAMES:
+            continue
+        known = ", ".join(f"{{{n}}}" for n in LDFLAGS_NAMES)
+        hint = f" ko's {{{{{name}}}}} is {{{_KO_NAMES[name]}}} here." if name in _KO_NAMES else did_you_mean(name, LDFLAGS_NAMES)
+        t.fail(key, f"{flag!r} names {{{name}}}, which gosmall does not fill in; the names are {known}.{hint}")
 
 
 def _port_string(value: Any) -> tuple[int | None, str]:

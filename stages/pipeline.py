@@ -83,6 +83,7 @@ def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo,
     """One image, in memory: nothing is written. When the output directory already holds what this build would
     write (fresh.py), that is the Build, and nothing after `go build` runs."""
     reporter.step(f"{config.name}: building {config.package.relative_to(project.root) or '.'} for {', '.join(map(str, config.platforms))}")
+    source = source.declared(config.labels)
     module = find_module(config.package)
     toolchain = find_toolchain(module, go_version=project.go_version)
     reporter.detail(f"toolchain {toolchain.version_text} ({toolchain.source}: {toolchain.go})")
@@ -91,7 +92,7 @@ def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo,
     with owned_temporary_directory(WORKDIR_PREFIX, reporter) as workdir:
         # Every platform planned, and the runtime files read, before anything is compiled:
         # a refused combination or a bad `files` entry costs no build.
-        plans = [plan_compile(config, module, platform, source.version) for platform in config.platforms]
+        plans = [plan_compile(config, module, platform, source) for platform in config.platforms]
         common = collect_runtime_files(config, toolchain, never_ship=(project.output,))
         for skipped in common.skipped:  # said each time, not replayed: what is there to skip changes (dist/ appears)
             reporter.detail(f"not shipped: {skipped}")
@@ -123,6 +124,7 @@ def _assembled(compiled: Compiled, reporter: Reporter) -> Build:
     parts: list[PlatformParts] = []
     platform_facts: dict[Platform, dict[str, Any]] = {}  # report.json's per-platform extras
     known: list[tuple[Platform, PlatformFacts]] = []  # what the SBOM needs that the image cannot say
+    advice: dict[tuple[str, str], list[Platform]] = {}  # said once, naming every platform it is true of
     for plan, binary in zip(plans, binaries):
         platform = plan.platform
         facts = prove_binary(binary)
@@ -136,8 +138,8 @@ def _assembled(compiled: Compiled, reporter: Reporter) -> Build:
             shipped, said = ship_what_is_needed(config, needs)
             runtime = collect_runtime_files(shipped, toolchain, never_ship=(project.output,))
             reporter.detail(f"{platform}: {said}")
-        for kind, message in advise(shipped, needs, runtime.size("tzdata")):
-            (reporter.warn if kind == "warn" else reporter.detail)(f"{platform}: {message}")
+        for kind_and_message in advise(shipped, needs, runtime.size("tzdata")):
+            advice.setdefault(kind_and_message, []).append(platform)
         closure = None
         if not facts.static:
             closure = collect_libraries(
@@ -155,6 +157,8 @@ def _assembled(compiled: Compiled, reporter: Reporter) -> Build:
         sources = file_sources(shipped, runtime.entries, closure, toolchain.version_text)
         known.append((platform, PlatformFacts(f"/{binary.name}", plan.ldflags, sources)))
         platform_facts.setdefault(platform, {}).update(known[-1][1].to_json())
+    for (kind, message), where in advice.items():
+        (reporter.warn if kind == "warn" else reporter.detail)(f"{', '.join(map(str, where))}: {message}")
     image = assemble(config, tuple(parts), source)
 
     sizes = platform_sizes(
@@ -165,10 +169,12 @@ def _assembled(compiled: Compiled, reporter: Reporter) -> Build:
     enforce_max_size(config, sizes)
     # Held to the rules `gosmall audit` holds any image to, before anything is written.
     enforce_audit(config, audit_image(image, config=config), reporter)
-    if config.healthcheck and config.format == "oci":
+    if config.healthcheck and config.format == "oci" and "format" not in config.written:
+        # Not repeated once format is written down: then it is a decision, and nothing here would change it.
         reporter.warn(
             f"[tool.gosmall.images.{config.name}]: the image has a healthcheck, but podman and buildah read Healthcheck only "
-            'from Docker-format images and drop it from OCI ones; set format = "docker" if it will run under podman.'
+            'from Docker-format images and drop it from OCI ones; set format = "docker" if it will run under podman, '
+            'or format = "oci" to say it will not.'
         )
     docker_platform = host_platform() if host_platform() in config.platforms else config.platforms[0]
     report = build_report(config, image, sizes, source, docker_platform, platform_facts, go=toolchain.version_text)

@@ -12,7 +12,6 @@ import io
 import posixpath
 import tarfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from ..config import ImageConfig
 from ..digest import Digest
@@ -23,7 +22,7 @@ from .cache import compressed_layer
 from .compile import Binary
 from .compression import compressor_id, gunzip, gzip
 from .runtime_files import RuntimeFiles
-from .source import SourceInfo
+from .source import SourceInfo, rfc3339
 
 HEALTHCHECK_INTERVAL_NS = 5_000_000_000
 HEALTHCHECK_TIMEOUT_NS = 3_000_000_000
@@ -33,10 +32,6 @@ HEALTHCHECK_TIMEOUT_NS = 3_000_000_000
 class PlatformParts:
     binary: Binary
     runtime: RuntimeFiles
-
-
-def rfc3339(epoch: int) -> str:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def assemble(image: ImageConfig, parts: tuple[PlatformParts, ...], source: SourceInfo) -> Image:

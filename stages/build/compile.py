@@ -14,13 +14,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
-from ..config import ImageConfig
+from ..config import LDFLAGS_TEMPLATE, ImageConfig
 from ..elf import machine_for_uname, read_go_build_id
 from ..errors import GosmallError
 from ..images.model import Platform
 from ..interrupts import kill_running_groups, run_as_group
 from . import speculate
 from .cache import copy_out, go_output, go_scratch, key_of
+from .source import SourceInfo
 from .toolchain import GoModule, Runner, Toolchain, run_go
 
 _GOARM = {"v6": "6", "v7": "7"}
@@ -77,14 +78,15 @@ def imports_c(package: Path) -> bool:
     return any(pattern.search(f.read_text(errors="replace")) for f in sorted(package.glob("*.go")) if not f.name.endswith("_test.go"))
 
 
-def plan_compile(image: ImageConfig, module: GoModule, platform: Platform, version: str) -> CompilePlan:
+def plan_compile(image: ImageConfig, module: GoModule, platform: Platform, source: SourceInfo | str) -> CompilePlan:
+    """`source` fills in the ldflags templates; a bare version string is a source known by its version alone."""
     if not image.cgo and imports_c(image.package):
         image = replace(image, cgo=True)
     tags: list[str] = [] if image.cgo else ["netgo", "osusergo"]
     if image.tzdata == "embed":
         tags.append("timetzdata")
     tags.extend(t for t in image.build_tags if t not in tags)
-    user_flags = [flag.replace("{version}", version) for flag in image.ldflags]
+    user_flags = fill_ldflags(image.ldflags, source if isinstance(source, SourceInfo) else SourceInfo(source, "", "", 0))
     cc = image.cc_for(platform)
     if image.cgo and platform != host_platform() and not cc:
         raise GosmallError(
@@ -113,6 +115,13 @@ def plan_compile(image: ImageConfig, module: GoModule, platform: Platform, versi
         binary_name=binary_name(image.package, module),
         cc=cc,
     )
+
+
+def fill_ldflags(ldflags: Sequence[str], source: SourceInfo) -> list[str]:
+    """Each `{name}` the config let through (config.py refused any other) replaced by its value, in one pass:
+    a value that itself holds `{tag}` (a branch name, a tag) stays as it is."""
+    values = source.ldflags_values()
+    return [LDFLAGS_TEMPLATE.sub(lambda m: values.get(m.group(1), m.group(0)), flag) for flag in ldflags]
 
 
 def binary_name(package: Path, module: GoModule) -> str:

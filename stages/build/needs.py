@@ -91,7 +91,10 @@ def _funcname_table(data: bytes) -> bytes:
 
 
 def advise(image: ImageConfig, needs: Needs, tzdata_bytes: int) -> tuple[tuple[str, str], ...]:
-    """("warn" | "note", message) for a mismatch between what the binary links and what the image ships."""
+    """("warn" | "note", message) for a mismatch between what the binary links and what the image ships.
+
+    A warning is for what a user would change: a zone the binary cannot load, bytes it can never read.
+    """
     where = f"[tool.gosmall.images.{image.name}]"
     out: list[tuple[str, str]] = []
     ships_zones = image.tzdata in ("zip", "system")
@@ -112,9 +115,15 @@ def advise(image: ImageConfig, needs: Needs, tzdata_bytes: int) -> tuple[tuple[s
                 'but the binary never links time.LoadLocation, so it can never read it; tzdata = "none" saves those bytes.',
             )
         )
-    if "ca_certs" in needs and not image.ca_certs:
+    if "ca_certs" in needs and not image.ca_certs and "ca_certs" not in image.written:
+        # A note, not a warning: every net/http program links the loader, and most never dial TLS. Once
+        # ca_certs is written down it is a decision, and nothing is said.
         out.append(
-            ("note", f"{where}: the binary can load system CA roots (crypto/x509); set ca_certs = true if it makes TLS connections.")
+            (
+                "note",
+                f"{where}: the binary can load system CA roots (crypto/x509); set ca_certs = true if it makes TLS connections, "
+                "ca_certs = false to say it does not.",
+            )
         )
     return tuple(out)
 

@@ -1,7 +1,8 @@
 """What the build is of: version, revision and the one timestamp it may use.
 
 Reproducible builds take their clock from SOURCE_DATE_EPOCH, else from the
-last git commit, else 0 — never from the wall clock.
+last git commit, else 0 — never from the wall clock. These facts are also
+what ldflags templates ({version}, {commit}, ...) are filled in with.
 """
 
 from __future__ import annotations
@@ -9,13 +10,17 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import GosmallError
+
+SOURCE_LABEL = "org.opencontainers.image.source"
+DIRTY = "-dirty"  # what `git describe --dirty` appends
 
 
 @dataclass(frozen=True)
@@ -24,18 +29,54 @@ class SourceInfo:
     revision: str  # full commit id, "" outside git
     url: str  # the `origin` remote, "" when none
     epoch: int  # seconds since 1970, for every timestamp in the image
+    short_revision: str = ""  # the commit as git abbreviates it (`%h`), "" outside git
+    tag: str = ""  # the tag at HEAD exactly (`git describe --tags --exact-match`), "" when none
+    dirty: bool = False  # tracked files differ from HEAD (untracked ones do not count, as for `git describe --dirty`)
+
+    def ldflags_values(self) -> dict[str, str]:
+        """What each ldflags template name becomes. A dirty tree marks the commit and the tag as `git describe
+        --dirty` marks the version ("-dirty" appended): the binary is not what that commit or tag holds."""
+        mark = DIRTY if self.dirty else ""
+        return {
+            "version": self.version,
+            "commit": self.revision + mark if self.revision else "",
+            "short_commit": self.short_revision + mark if self.short_revision else "",
+            "tag": self.tag + mark if self.tag else "",
+            "date": rfc3339(self.epoch),  # never the wall clock: the same source builds the same bytes
+        }
+
+    def declared(self, labels: Sequence[tuple[str, str]]) -> SourceInfo:
+        """The source URL an image's labels declare wins over the origin remote: a fork, an ssh or a `.git` URL
+        of the same repository is not what the project says it is, and a clone from a local path has none."""
+        url = dict(labels).get(SOURCE_LABEL, "")
+        return replace(self, url=url) if url else self
+
+
+def rfc3339(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def describe_source(root: Path, environ: Mapping[str, str] | None = None) -> SourceInfo:
     environ = os.environ if environ is None else environ
-    # Three independent questions, asked at once: each git start costs about as much as the answer.
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        head = pool.submit(_git, root, "log", "-1", "--format=%H %ct")
+    # Independent questions, asked at once: each git start costs about as much as the answer.
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        head = pool.submit(_git, root, "log", "-1", "--format=%H %h %ct")
         described = pool.submit(_git, root, "describe", "--tags", "--always", "--dirty")
+        # No name may match, so the answer is the abbreviated commit, "-dirty" appended as for the version.
+        state = pool.submit(_git, root, "describe", "--always", "--dirty", "--exclude=*")
+        exact = pool.submit(_git, root, "describe", "--tags", "--exact-match")
         origin = pool.submit(_git, root, "config", "--get", "remote.origin.url")
-    revision, _, committed = head.result().partition(" ")
+    revision, short, committed = (head.result().split(" ") + ["", ""])[:3]
     url = public_url(origin.result())
-    return SourceInfo(described.result() or "dev", revision, url, source_date_epoch(environ, revision, committed))
+    return SourceInfo(
+        described.result() or "dev",
+        revision,
+        url,
+        source_date_epoch(environ, revision, committed),
+        short_revision=short,
+        tag=exact.result(),
+        dirty=bool(revision) and state.result().endswith(DIRTY),
+    )
 
 
 def public_url(url: str) -> str:

@@ -180,7 +180,7 @@ def index_from_reports(project: ProjectConfig, config: ImageConfig, reports: Seq
     """
     if not reports:
         raise GosmallError(f"index --image {config.name}: name each platform job's report.json with --from (repeatable).")
-    source = describe_source(project.root)
+    source = describe_source(project.root).declared(config.labels)  # as build_image does
     found: dict[Platform, tuple[Digest, Path]] = {}
     for path in reports:
         for platform, digest in _platform_manifests(path, config, (source.version, source.revision, source.epoch)):
