@@ -262,14 +262,12 @@ def test_resolving_is_concurrent_and_bounded(tmp_path: Path) -> None:
     with raw_server(never_answer) as server:
         (tmp_path / "Dockerfile").write_text("".join(f"FROM {server.host}/team/app{i}:1\n" for i in range(count)))
         resolver = _Counting(RegistryResolver(RegistryClient(timeout=3)))
-        started = time.monotonic()
         result = pin_references(tmp_path, check=True, resolver=resolver, timeout=120)
-        took = time.monotonic() - started
-    assert resolver.most == RESOLVE_WORKERS  # several at once, never more than the bound
+    # Several at once, never more than the bound: counted, not timed (a loaded machine must not change the answer).
+    assert resolver.most == RESOLVE_WORKERS
     assert [f.code for f in result.unresolved] == [2] * count
     assert all("did not finish answering within 3 s" in f.detail for f in result.unresolved)
     assert result.exit_status == 2
-    assert took < 3 * count  # in sequence it would be 3 s per reference
 
 
 def test_the_run_bound_holds_for_any_resolver(tmp_path: Path) -> None:
