@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from gosmall.build.source import describe_source
+from gosmall.config import LDFLAGS_NAMES
 from gosmall.errors import GosmallError
 from tests.conftest import git_commit
 
@@ -109,3 +110,63 @@ def test_credentials_in_the_origin_are_not_recorded(tmp_path: Path) -> None:
     url = describe_source(root, {}).url
     assert "s3cr3t" not in url and "gitlab-ci-token" not in url
     assert url == "https://gitlab.example.com/group/app.git"
+
+
+# -- what ldflags templates are filled in with ------------------------------------------
+
+
+def test_ldflags_values_are_the_commit_its_short_form_the_exact_tag_and_the_commit_time(tmp_path: Path) -> None:
+    root = repo(tmp_path)
+    full, short = git(root, "rev-parse", "HEAD"), git(root, "rev-parse", "--short", "HEAD")
+    assert describe_source(root, {}).ldflags_values() == {
+        "version": short,
+        "commit": full,
+        "short_commit": short,
+        "tag": "",  # no tag at HEAD
+        "date": "2026-01-02T03:04:05Z",
+    }
+    git(root, "tag", "v1.2.3")
+    assert describe_source(root, {}).ldflags_values()["tag"] == "v1.2.3"
+    assert describe_source(root, {"SOURCE_DATE_EPOCH": "86400"}).ldflags_values()["date"] == "1970-01-02T00:00:00Z"
+
+
+def test_a_tag_below_head_is_no_tag(tmp_path: Path) -> None:
+    root = repo(tmp_path)
+    git(root, "tag", "v1.0.0")
+    (root / "more.go").write_text("package main\n")
+    git_commit(root, "more")
+    source = describe_source(root, {})
+    assert source.tag == "" and source.version.startswith("v1.0.0-1-g")
+
+
+def test_a_dirty_tree_marks_commit_short_commit_and_tag_as_git_describe_marks_the_version(tmp_path: Path) -> None:
+    root = repo(tmp_path)
+    git(root, "tag", "v2.0.0")
+    (root / "untracked.txt").write_text("not part of any commit\n")  # untracked: not dirty, as for git describe
+    assert describe_source(root, {}).dirty is False
+    (root / "main.go").write_text("package main\n\nfunc main() { println() }\n")
+    source = describe_source(root, {})
+    values = source.ldflags_values()
+    assert source.dirty and source.version == "v2.0.0-dirty"
+    assert values["commit"] == git(root, "rev-parse", "HEAD") + "-dirty"
+    assert values["short_commit"] == git(root, "rev-parse", "--short", "HEAD") + "-dirty"
+    assert values["tag"] == "v2.0.0-dirty"
+    assert source.revision == git(root, "rev-parse", "HEAD")  # the annotations keep the clean revision
+
+
+def test_outside_git_the_templates_are_empty_but_the_date(tmp_path: Path) -> None:
+    values = describe_source(tmp_path, {}).ldflags_values()
+    assert values == {"version": "dev", "commit": "", "short_commit": "", "tag": "", "date": "1970-01-01T00:00:00Z"}
+
+
+def test_the_config_accepts_exactly_the_names_the_source_fills_in(tmp_path: Path) -> None:
+    assert tuple(describe_source(tmp_path, {}).ldflags_values()) == LDFLAGS_NAMES
+
+
+def test_a_declared_source_label_wins_over_the_origin_remote(tmp_path: Path) -> None:
+    root = repo(tmp_path)
+    git(root, "remote", "add", "origin", "git@github.com:someone/fork.git")
+    source = describe_source(root, {})
+    declared = source.declared((("org.opencontainers.image.source", "https://example.com/app"), ("team", "x")))
+    assert declared.url == "https://example.com/app" and declared.revision == source.revision
+    assert source.declared((("team", "x"),)) == source  # no label: the origin stays
