@@ -7,6 +7,10 @@ directory was replaces the whole directory, and an entry under a symlinked
 directory lands where the link points (inside the image, never outside).
 Nothing is written to disk and nothing in a layer is trusted: names are
 normalised, `..` never climbs above `/`, and a hard link copies what it names.
+A layer's tar is already capped (`images.source`), and a regular file's data
+lies inside it, except a sparse file's: its holes are made of nothing, so a
+few bytes of tar can stand for terabytes of zeros. `flatten` holds every file
+to `max_file_size` before it reads one byte of it.
 
 `RootFS.resolve` follows symlinks the way the kernel does, inside the image:
 an absolute target starts again at the image's `/`, `..` stops at `/`, and
@@ -25,6 +29,8 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import GosmallError
+from ..redact import printable
+from .source import size_text
 
 Kind = Literal["file", "dir", "symlink", "device", "fifo"]
 
@@ -156,20 +162,27 @@ def normalize(name: str) -> str | None:
     return None if path == "/" else path
 
 
-def flatten(layers: Sequence[bytes], *, where: str = "image") -> RootFS:
-    """The file system that `layers` (uncompressed tars, lowest first) make together."""
+def flatten(layers: Sequence[bytes], *, where: str = "image", max_file_size: int | None = None) -> RootFS:
+    """The file system that `layers` (uncompressed tars, lowest first) make together; no file larger than `max_file_size`."""
     root = RootFS()
     for number, tar in enumerate(layers, start=1):
         try:
-            _apply(root, tar)
+            _apply(root, tar, max_file_size, f"{where}: layer {number}")
         except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
             raise GosmallError(f"{where}: layer {number} is not a readable tar archive ({exc}); the image is damaged.") from None
     return root
 
 
-def _apply(root: RootFS, tar: bytes) -> None:
+def _apply(root: RootFS, tar: bytes, max_file_size: int | None, where: str) -> None:
     with tarfile.open(fileobj=io.BytesIO(tar), mode="r:") as archive:
         members = archive.getmembers()
+        for member in members:
+            if max_file_size is not None and member.isreg() and member.size > max_file_size:
+                raise GosmallError(
+                    f"{where}: {printable(member.name)} is a{' sparse' if member.issparse() else ''} file of {member.size} bytes, "
+                    f"more than the {size_text(max_file_size)} gosmall lets one layer of an image decompress to, so it did not read it. "
+                    "If you trust the image, raise the cap with --max-layer-size or GOSMALL_MAX_LAYER_SIZE."
+                )
         # Whiteouts hide what the layers below have, whatever their order in this one.
         for member in members:
             path = normalize(member.name)

@@ -14,21 +14,33 @@ Every blob is checked against its digest and every layer against its diff_id,
 so what is audited is what the image names. A docker archive carries no
 manifest: its platform image gets one made here from its config and layers,
 so it has no annotations, which is the truth about such an archive.
+
+An image that is not ours is read as untrusted input. No blob, and no layer
+once decompressed (gzip, or zstd as buildx and podman write it), may be larger
+than `max_layer_size` (`DEFAULT_MAX_LAYER_SIZE` unless the caller says
+otherwise): a layer is decompressed twice, once only to count its bytes, and
+kept only when the count stays under the cap, so a small layer that expands
+to gigabytes of zeros costs one pass of CPU and neither memory nor disk. The
+engine's `docker save` stream is read as it comes, never spooled to disk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import json
 import os
+import posixpath
 import stat
 import tarfile
-import tempfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
+
+import zstandard
 
 from ..digest import Digest
 from ..errors import GosmallError
@@ -57,22 +69,51 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..registry.client import RegistryClient
 
 MEDIA_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
+MEDIA_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 REGISTRY_PREFIX = "docker://"
 _MANIFEST_TYPES = (MEDIA_MANIFEST, MediaTypes.of("docker").manifest)
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _STORE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+# A layout's blobs, a layer's tar and every docker-archive member are held in memory, so each is capped.
+# 4 GiB: well above the largest layers real images ship, well below what a CI machine's memory holds.
+DEFAULT_MAX_LAYER_SIZE = 4 * 2**30
+_CHUNK = 2**20  # what one read of a decompressing stream asks for
 
 
-def read_target(target: str, *, client: RegistryClient | None = None, engine: docker.DockerClient | None = None) -> Image:
+def size_text(size: int) -> str:
+    """A byte count as a user writes it back to --max-layer-size: "4GiB", "512MiB", else bytes."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale}{unit} ({size} bytes)"
+    return f"{size} bytes"
+
+
+def _over_cap(what: str, limit: int) -> GosmallError:
+    return GosmallError(
+        f"{what} is larger than {size_text(limit)}, the most gosmall lets one layer or blob of an image decompress to, "
+        "so it stopped reading there. An image that is not yours can be built to fill memory or disk this way. If you "
+        "trust the image and its layers really are that large, raise the cap with --max-layer-size or "
+        "GOSMALL_MAX_LAYER_SIZE (e.g. 16GiB)."
+    )
+
+
+def read_target(
+    target: str,
+    *,
+    client: RegistryClient | None = None,
+    engine: docker.DockerClient | None = None,
+    max_layer_size: int = DEFAULT_MAX_LAYER_SIZE,
+) -> Image:
     """The image TARGET names: docker://… in a registry, a path on disk, else a name in the Docker engine."""
     if target.startswith(REGISTRY_PREFIX):
         from ..registry.client import RegistryClient
 
-        return read_registry_image(_reference(target[len(REGISTRY_PREFIX) :], target), client or RegistryClient.from_environment())
+        ref = _reference(target[len(REGISTRY_PREFIX) :], target)
+        return read_registry_image(ref, client or RegistryClient.from_environment(), max_layer_size=max_layer_size)
     path = Path(target).expanduser()
     if os.path.lexists(path):
-        return read_path(path)
+        return read_path(path, max_layer_size=max_layer_size)
     if target.startswith((".", "/", "~")) or not _is_reference(target):
         raise GosmallError(
             f"{printable(target)}: no such file or directory. Give an OCI layout directory, an image.tar, an image name, or docker://host/repo@sha256:…."
@@ -81,10 +122,10 @@ def read_target(target: str, *, client: RegistryClient | None = None, engine: do
         from ..docker_host import connect
 
         engine = connect()
-    return read_engine_image(engine, target)
+    return read_engine_image(engine, target, max_layer_size=max_layer_size)
 
 
-def read_path(path: Path) -> Image:
+def read_path(path: Path, *, max_layer_size: int = DEFAULT_MAX_LAYER_SIZE) -> Image:
     """An OCI layout directory (or a gosmall output directory with one in oci/), or a docker-archive file."""
     try:
         mode = path.stat().st_mode
@@ -93,12 +134,12 @@ def read_path(path: Path) -> Image:
     if stat.S_ISDIR(mode):
         for layout in (path, path / "oci"):
             if (layout / "oci-layout").is_file():
-                return read_oci_layout(layout)
+                return read_oci_layout(layout, max_layer_size=max_layer_size)
         raise GosmallError(f"{path} is a directory without an oci-layout file, so it is not an OCI image layout.")
     if not stat.S_ISREG(mode):
         raise GosmallError(f"{path} is neither a regular file nor a directory; give an OCI layout directory or an image.tar.")
     with path.open("rb") as stream:
-        return read_docker_archive(stream, str(path))
+        return read_docker_archive(stream, str(path), max_layer_size=max_layer_size)
 
 
 def _is_reference(text: str) -> bool:
@@ -121,6 +162,8 @@ class _Store(Protocol):
 
     @property
     def label(self) -> str: ...
+    @property
+    def limit(self) -> int: ...
 
     def manifest(self, digest: Digest) -> bytes: ...
     def blob(self, digest: Digest, size: int) -> bytes: ...
@@ -132,6 +175,7 @@ class _Store(Protocol):
 @dataclass(frozen=True)
 class _LayoutStore:
     root: Path
+    limit: int
 
     @property
     def label(self) -> str:
@@ -142,14 +186,20 @@ class _LayoutStore:
 
     def blob(self, digest: Digest, size: int) -> bytes:
         path = self.root / "blobs" / digest.algorithm / digest.hex
+        try:
+            on_disk = os.lstat(path).st_size
+        except OSError:
+            on_disk = 0  # read_regular_file says what is wrong with it
+        if on_disk > self.limit:
+            raise _over_cap(f"{path} ({on_disk} bytes)", self.limit)
         data, _ = read_regular_file(path, f"OCI layout {self.root}")
         if Digest.of(data) != digest:
             raise GosmallError(f"{path}: its content does not hash to {digest}; the OCI layout is damaged.")
         return data
 
 
-def read_oci_layout(root: Path) -> Image:
-    store = _LayoutStore(root)
+def read_oci_layout(root: Path, *, max_layer_size: int = DEFAULT_MAX_LAYER_SIZE) -> Image:
+    store = _LayoutStore(root, max_layer_size)
     index_path = root / "index.json"
     index = _json(read_regular_file(index_path, "OCI layout")[0], str(index_path))
     try:
@@ -181,6 +231,7 @@ def _ref_name(descriptor: Any) -> str:
 class _RegistryStore:
     client: RegistryClient
     ref: Reference
+    limit: int
 
     @property
     def label(self) -> str:
@@ -197,12 +248,12 @@ class _RegistryStore:
         return pull_blob(self.client, self.ref, digest, size)
 
 
-def read_registry_image(ref: Reference, client: RegistryClient) -> Image:
+def read_registry_image(ref: Reference, client: RegistryClient, *, max_layer_size: int = DEFAULT_MAX_LAYER_SIZE) -> Image:
     from ..registry.client import pull_manifest
 
     where = ref.digest or ref.tag or "latest"
     data, media_type = pull_manifest(client, ref, where)
-    return _read_image(_RegistryStore(client, ref), data, media_type, Digest.of(data))
+    return _read_image(_RegistryStore(client, ref, max_layer_size), data, media_type, Digest.of(data))
 
 
 # -- manifests and indexes, wherever they are ---------------------------------------
@@ -240,11 +291,14 @@ def _platform_image(store: _Store, data: bytes, media_type: str, digest: Digest,
     document = _json(data, where)
     try:
         config_descriptor = document["config"]
-        config = Blob(
-            str(config_descriptor["mediaType"]), store.blob(Digest.parse(config_descriptor["digest"]), int(config_descriptor["size"]))
-        )
+        config = Blob(str(config_descriptor["mediaType"]), _capped_blob(store, config_descriptor, f"{where}, config"))
         layers = tuple(
-            _layer(store.blob(Digest.parse(d["digest"]), int(d["size"])), str(d["mediaType"]), f"{where}, layer {number}")
+            _layer(
+                _capped_blob(store, d, f"{where}, layer {number} ({d['digest']})"),
+                str(d["mediaType"]),
+                f"{where}, layer {number} ({d['digest']})",
+                store.limit,
+            )
             for number, d in enumerate(document["layers"], start=1)
         )
     except _STORE_ERRORS as exc:
@@ -252,22 +306,56 @@ def _platform_image(store: _Store, data: bytes, media_type: str, digest: Digest,
     return _checked(PlatformImage(platform or _config_platform(config.data, where), layers, config, Blob(media_type, data)), where)
 
 
-def _layer(data: bytes, media_type: str, where: str) -> Layer:
-    return Layer(Blob(media_type, data), _uncompressed(data, where))
+def _capped_blob(store: _Store, descriptor: Any, where: str) -> bytes:
+    """The blob a descriptor names, refused before it is fetched when its stated size is over the cap."""
+    size = int(descriptor["size"])
+    if size > store.limit:
+        raise _over_cap(f"{where} is {size} bytes compressed, so it", store.limit)
+    return store.blob(Digest.parse(descriptor["digest"]), size)
 
 
-def _uncompressed(data: bytes, where: str) -> bytes:
-    """A layer's tar: by its first bytes, since a docker archive names no media type."""
+def _layer(data: bytes, media_type: str, where: str, limit: int) -> Layer:
+    return Layer(Blob(media_type, data), _uncompressed(data, where, limit))
+
+
+class _Reader(Protocol):
+    """What a decompressing stream offers: gzip's GzipFile, zstandard's stream_reader, the engine's chunks."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+    def close(self) -> None: ...
+
+
+def _decompressing(data: bytes) -> tuple[str, Callable[[], _Reader]] | None:
+    """The compression a layer's first bytes name, and a fresh stream of its decompressed bytes; None for a plain tar."""
     if data[:2] == _GZIP_MAGIC:
-        try:
-            return gzip.decompress(data)
-        except (OSError, EOFError, ValueError, zlib.error) as exc:
-            raise GosmallError(f"{where} is not readable gzip ({exc}); the image is damaged.") from None
+        return "gzip", lambda: gzip.GzipFile(fileobj=io.BytesIO(data), mode="rb")
     if data[:4] == _ZSTD_MAGIC:
-        raise GosmallError(
-            f"{where} is zstd-compressed, which gosmall cannot read yet. Convert it to gzip (skopeo copy --dest-compress-format gzip)."
-        )
-    return data
+        # The decompressor's default window limit (128 MiB) also refuses a frame that asks for more memory than that.
+        # Every frame is read: zstd, like gzip, may concatenate them.
+        return "zstd", lambda: zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True)
+    return None
+
+
+def _uncompressed(data: bytes, where: str, limit: int) -> bytes:
+    """A layer's tar, at most `limit` bytes: by its first bytes, since a docker archive names no media type."""
+    compression = _decompressing(data)
+    if compression is None:
+        if len(data) > limit:
+            raise _over_cap(where, limit)
+        return data
+    kind, open_stream = compression
+    try:
+        # Counted first, kept second: a layer that expands past the cap costs CPU only, never memory.
+        size = 0
+        with contextlib.closing(open_stream()) as stream:
+            while chunk := stream.read(_CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise _over_cap(f"{where}, once decompressed,", limit)
+        with contextlib.closing(open_stream()) as stream:
+            return stream.read()
+    except (OSError, EOFError, ValueError, zlib.error, zstandard.ZstdError) as exc:
+        raise GosmallError(f"{where} is not readable {kind} ({exc}); the image is damaged.") from None
 
 
 def _config_platform(config: bytes, where: str) -> Platform:
@@ -300,17 +388,28 @@ def _json(data: bytes, where: str) -> dict[str, Any]:
 # -- docker archive and the engine ------------------------------------------------------
 
 
-def read_docker_archive(stream: IO[bytes], label: str) -> Image:
+def read_docker_archive(stream: IO[bytes], label: str, *, max_layer_size: int = DEFAULT_MAX_LAYER_SIZE) -> Image:
     """One image from a docker-archive tar (`docker save`, gosmall's image.tar), from a seekable stream."""
     try:
         with tarfile.open(fileobj=stream, mode="r:*") as archive:
-            entries = _json_list(_member(archive, "manifest.json", label), f"{label}: manifest.json")
-            configs = {str(e.get("Config")) for e in entries if isinstance(e, dict)}
-            if len(configs) != 1:
-                raise GosmallError(f"{label} holds {len(configs)} images; audit takes one. Save one image per archive (docker save NAME).")
-            entry = entries[0]
-            config = _member(archive, str(entry["Config"]), label)
-            layers = tuple(_archive_layer(_member(archive, str(name), label), f"{label}: {name}") for name in entry["Layers"])
+            return _archive_image(lambda name: _member(archive, name, label, max_layer_size), label, max_layer_size)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise GosmallError(f"{label} is not a readable docker archive ({exc}).") from None
+
+
+def _archive_image(member: Callable[[str], bytes], label: str, limit: int) -> Image:
+    """The image a docker archive's manifest.json describes, its members read through `member`."""
+    try:
+        entries = _json_list(member("manifest.json"), f"{label}: manifest.json")
+        configs = {str(e.get("Config")) for e in entries if isinstance(e, dict)}
+        if len(configs) != 1:
+            raise GosmallError(f"{label} holds {len(configs)} images; audit takes one. Save one image per archive (docker save NAME).")
+        entry = entries[0]
+        config = member(str(entry["Config"]))
+        layers = tuple(
+            _archive_layer(member(str(name)), f"{label}: layer {number} ({printable(str(name))})", limit)
+            for number, name in enumerate(entry["Layers"], start=1)
+        )
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise GosmallError(f"{label} is not a readable docker archive ({exc}).") from None
     except _STORE_ERRORS as exc:
@@ -326,23 +425,30 @@ def read_docker_archive(stream: IO[bytes], label: str) -> Image:
     return Image((_checked(image, label),), None)
 
 
-def _archive_layer(data: bytes, where: str) -> Layer:
-    # `docker save` writes layers as tar; an engine with the containerd store keeps them gzip-compressed.
-    return _layer(data, MEDIA_LAYER_GZIP if data[:2] == _GZIP_MAGIC else MEDIA_LAYER_TAR, where)
+def _archive_layer(data: bytes, where: str, limit: int) -> Layer:
+    # `docker save` writes layers as tar; an engine with the containerd store keeps them compressed.
+    media_type = {"gzip": MEDIA_LAYER_GZIP, "zstd": MEDIA_LAYER_ZSTD}.get((_decompressing(data) or ("tar",))[0], MEDIA_LAYER_TAR)
+    return _layer(data, media_type, where, limit)
 
 
-def _member(archive: tarfile.TarFile, name: str, label: str) -> bytes:
+def _member(archive: tarfile.TarFile, name: str, label: str, limit: int) -> bytes:
     try:
         member = archive.getmember(name)
     except KeyError:
-        raise GosmallError(
-            f"{label} has no {printable(name)}, which its manifest.json names; it is not a complete docker archive."
-        ) from None
+        raise _no_member(label, name) from None
     # extractfile follows a link to another member, as `docker save` writes for a layer two images share.
     stream = archive.extractfile(member)
     if stream is None:
         raise GosmallError(f"{label}: {printable(name)} is not a file in the archive.")
+    size = stream.seek(0, io.SEEK_END)  # the linked member's size, for a link
+    if size > limit:
+        raise _over_cap(f"{label}: {printable(name)} ({size} bytes)", limit)
+    stream.seek(0)
     return stream.read()
+
+
+def _no_member(label: str, name: str) -> GosmallError:
+    return GosmallError(f"{label} has no {printable(name)}, which its manifest.json names; it is not a complete docker archive.")
 
 
 def _json_list(data: bytes, where: str) -> list[Any]:
@@ -355,18 +461,19 @@ def _json_list(data: bytes, where: str) -> list[Any]:
     return document
 
 
-def read_engine_image(client: docker.DockerClient, name: str) -> Image:
-    """The image the Docker engine has under `name` (a name, name:tag, ID or name@digest), saved and read as an archive."""
+def read_engine_image(client: docker.DockerClient, name: str, *, max_layer_size: int = DEFAULT_MAX_LAYER_SIZE) -> Image:
+    """The image the Docker engine has under `name` (a name, name:tag, ID or name@digest), saved and read as an archive.
+
+    The saved archive is read as the engine sends it, each member checked against the cap before it is read,
+    so nothing is written to disk and an oversized layer is refused at its header.
+    """
     import requests
     from docker.errors import DockerException, ImageNotFound
 
     label = f"{printable(name)} (Docker engine)"
     try:
         image = client.images.get(name)
-        with tempfile.TemporaryFile(prefix="gosmall-audit-") as stream:
-            _write_all(stream, image.save())
-            stream.seek(0)
-            return read_docker_archive(stream, label)
+        members = _streamed_members(_Chunks(image.save()), label, max_layer_size)
     except ImageNotFound:
         raise GosmallError(
             f"{printable(name)}: no such file or directory, and the Docker engine has no image of that name. "
@@ -374,8 +481,60 @@ def read_engine_image(client: docker.DockerClient, name: str) -> Image:
         ) from None
     except (DockerException, requests.RequestException) as exc:
         raise GosmallError(f"{label}: the engine could not save the image: {redact(str(exc))}.") from None
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise GosmallError(f"{label}: the engine's saved image is not a readable docker archive ({exc}).") from None
+
+    def member(wanted: str) -> bytes:
+        if wanted not in members:
+            raise _no_member(label, wanted)
+        return members[wanted]
+
+    return _archive_image(member, label, max_layer_size)
 
 
-def _write_all(stream: IO[bytes], chunks: Iterable[bytes]) -> None:
-    for chunk in chunks:
-        stream.write(chunk)
+def _streamed_members(stream: io.RawIOBase, label: str, limit: int) -> dict[str, bytes]:
+    """Every regular member of a tar read front to back (the manifest can come last), links resolved to their targets."""
+    files: dict[str, bytes] = {}
+    links: dict[str, str] = {}
+    with tarfile.open(fileobj=stream, mode="r|*") as archive:
+        for entry in archive:
+            if entry.isreg():
+                if entry.size > limit:
+                    raise _over_cap(f"{label}: {printable(entry.name)} ({entry.size} bytes)", limit)
+                data = archive.extractfile(entry)
+                files[entry.name] = data.read() if data is not None else b""
+            elif entry.islnk():
+                links[entry.name] = entry.linkname
+            elif entry.issym():
+                links[entry.name] = posixpath.normpath(posixpath.join(posixpath.dirname(entry.name), entry.linkname))
+    for name, target in links.items():
+        for _ in range(len(links) + 1):  # a chain of links ends at a file within as many hops as there are links
+            if target in files or target not in links:
+                break
+            target = links[target]
+        if target in files:
+            files[name] = files[target]
+    return files
+
+
+class _Chunks(io.RawIOBase):
+    """The engine's `save()` chunks as a readable stream, for tarfile's stream mode."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks: Iterator[bytes] = iter(chunks)
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._pending = memoryview(chunk)
+        view = memoryview(buffer).cast("B")
+        count = min(len(view), len(self._pending))
+        view[:count] = self._pending[:count]
+        self._pending = self._pending[count:]
+        return count

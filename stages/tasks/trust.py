@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -207,22 +208,25 @@ def sbom(c: Any, image: str | None = None) -> None:
 
 @task(iterable=["allow"], help={"target": "An OCI layout directory (or a gosmall output directory), a docker-archive image.tar, an image in the Docker engine by name, or docker://host/repo@sha256:... in a registry.",
                                 "format": "text (platform: path-or-key: rule: finding), json (a list of {platform, rule, level, path or key, message}) or sarif (SARIF 2.1.0, for code scanning).",
-                                "allow": "A rule id whose findings do not fail the audit and are not shown (repeatable); a gosmall output's audit_allow applies too."})  # fmt: skip
+                                "allow": "A rule id whose findings do not fail the audit and are not shown (repeatable); a gosmall output's audit_allow applies too.",
+                                "max-layer-size": "The most one layer (or blob) may decompress to, e.g. 16GiB; past it the image is refused (exit 2). Default: GOSMALL_MAX_LAYER_SIZE, else 4GiB."})  # fmt: skip
 @speaks_to_user
-def audit(c: Any, target: str, format: str = "text", allow: list[str] | None = None) -> None:  # noqa: A002 - the flag is --format
+def audit(c: Any, target: str, format: str = "text", allow: list[str] | None = None, max_layer_size: str = "") -> None:  # noqa: A002 - the flag is --format
     """Audit an image, gosmall's or anyone's: root user, shells, setuid, writable or foreign-owned files, entrypoint, secrets, accounts, leftovers.
 
     Each platform's config and flattened file system is checked; a gosmall output directory is also held to its
-    max_size and its audit_allow. Info findings (labels, healthcheck) are shown and never fail. Exit status: 0 no
-    finding above info; 1 a finding not allowed; 2 it could not run (unreadable or missing image, no engine, registry
-    refused), and then nothing is printed on stdout.
+    max_size and its audit_allow. Info findings (labels, healthcheck) are shown and never fail. gzip, zstd and plain
+    layers are read; none may decompress past --max-layer-size. Exit status: 0 no finding above info; 1 a finding not
+    allowed; 2 it could not run (unreadable or missing image, a layer over the cap, no engine, registry refused), and
+    then nothing is printed on stdout.
     """
     from ..trust.audit import audit_target, check_allowed, failing, format_findings
+    from ..trust.audit import max_layer_size as layer_cap
 
     if format not in ("text", "json", "sarif"):
         raise GosmallError(f"--format {format!r} is not known; use text, json or sarif.")
     allowed = check_allowed(allow or ())
-    done = audit_target(target)
+    done = audit_target(target, max_layer_size=layer_cap(max_layer_size, os.environ))
     findings = tuple(f for f in done.findings if f.rule not in allowed | done.allowed)
     shown = format_findings(findings, format, target=target, anchor=done.anchor(Path.cwd()))  # type: ignore[arg-type]
     if shown or format != "text":

@@ -28,12 +28,12 @@ from typing import Any, Literal
 
 from ..audit_rules import RULES, RULES_BY_ID, Level
 from ..build.libraries import LibraryNotFoundError, collect_libraries
-from ..config import ImageConfig, NoProjectError, ProjectConfig, load_project
+from ..config import MAX_SIZE, ImageConfig, NoProjectError, ProjectConfig, load_project, parse_size
 from ..elf import MAGIC, ElfError, NotElfError, machine_for_platform, read_elf_bytes
 from ..errors import FOUND, GosmallError, did_you_mean
 from ..images.model import Image, Platform, PlatformImage
 from ..images.rootfs import ImageFile, RootFS, flatten
-from ..images.source import read_target
+from ..images.source import DEFAULT_MAX_LAYER_SIZE, read_target, size_text
 from ..leftovers import owned_temporary_directory
 from ..publish.report import human
 from ..redact import printable, redact
@@ -42,6 +42,8 @@ from ..secret_names import credential_word
 from .sarif import LogicalLocation, SarifResult, SarifRule, artifact_uri, format_sarif
 
 Format = Literal["text", "json", "sarif"]
+
+MAX_LAYER_SIZE_ENV = "GOSMALL_MAX_LAYER_SIZE"
 
 SOURCE_KEYS = ("org.opencontainers.image.source", "org.opencontainers.image.revision")
 SHELLS = frozenset({"sh", "bash", "ash", "dash", "zsh", "ksh", "mksh", "csh", "tcsh", "fish", "busybox", "toybox"})
@@ -101,22 +103,29 @@ class Finding:
         return {"platform": self.platform, "rule": self.rule, "level": self.level, place: self.where, "message": self.message}
 
 
-def audit_image(image: Image, *, config: ImageConfig | None = None) -> tuple[Finding, ...]:
+def audit_image(
+    image: Image, *, config: ImageConfig | None = None, max_layer_size: int = DEFAULT_MAX_LAYER_SIZE
+) -> tuple[Finding, ...]:
     """Every finding for every platform of `image`; `config` adds the rules only a configured image has (max_size)."""
     index_annotations = _annotations(_document(image.index.data)) if image.index is not None else {}
     findings: list[Finding] = []
     for platform_image in image.manifests:
-        findings += audit_platform(platform_image, index_annotations=index_annotations, config=config)
+        findings += audit_platform(platform_image, index_annotations=index_annotations, config=config, max_layer_size=max_layer_size)
     return tuple(findings)
 
 
 def audit_platform(
-    image: PlatformImage, *, index_annotations: Mapping[str, str] | None = None, config: ImageConfig | None = None
+    image: PlatformImage,
+    *,
+    index_annotations: Mapping[str, str] | None = None,
+    config: ImageConfig | None = None,
+    max_layer_size: int = DEFAULT_MAX_LAYER_SIZE,
 ) -> tuple[Finding, ...]:
     platform = str(image.platform)
     runtime = _document(image.config.data).get("config")
     runtime = runtime if isinstance(runtime, dict) else {}
-    root = flatten([layer.tar for layer in image.layers], where=platform)
+    # A sparse file is the one way a file can be larger than the (capped) layer holding it.
+    root = flatten([layer.tar for layer in image.layers], where=platform, max_file_size=max_layer_size)
     user = _User.of(runtime, root)
 
     def found(rule: str, where: str, message: str) -> Finding:
@@ -589,12 +598,26 @@ def _relative(path: Path, cwd: Path) -> str:
         return path.as_posix()
 
 
-def audit_target(target: str) -> Audit:
+def audit_target(target: str, *, max_layer_size: int = DEFAULT_MAX_LAYER_SIZE) -> Audit:
     """The findings for the image TARGET names (see `images.source.read_target`), with its config's rules when it is a project's output."""
-    image = read_target(target)
+    image = read_target(target, max_layer_size=max_layer_size)
     configured = configured_image(target)
     project, config = configured if configured is not None else (None, None)
-    return Audit(target, audit_image(image, config=config), project, config)
+    return Audit(target, audit_image(image, config=config, max_layer_size=max_layer_size), project, config)
+
+
+def max_layer_size(flag: str, environ: Mapping[str, str]) -> int:
+    """The most one layer of the audited image may decompress to: --max-layer-size, else GOSMALL_MAX_LAYER_SIZE, else 4 GiB."""
+    text, where = (flag, "--max-layer-size") if flag else (environ.get(MAX_LAYER_SIZE_ENV, ""), MAX_LAYER_SIZE_ENV)
+    if not text.strip():
+        return DEFAULT_MAX_LAYER_SIZE
+    size = parse_size(text)
+    if size is None or not 0 < size <= MAX_SIZE:
+        raise GosmallError(
+            f"{where} {printable(text[:40])!r} is not a size from 1 byte to 1 TiB; write a number with a unit B, KB, MB, GB, "
+            f"KiB, MiB or GiB, e.g. 16GiB (the default is {size_text(DEFAULT_MAX_LAYER_SIZE)})."
+        )
+    return size
 
 
 def configured_image(target: str) -> tuple[ProjectConfig, ImageConfig] | None:

@@ -9,6 +9,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from gosmall.build.assemble import PlatformParts, assemble
 from gosmall.build.compile import Binary
@@ -20,7 +21,7 @@ from gosmall.errors import GosmallError
 from gosmall.images.docker_archive import write_docker_archive
 from gosmall.images.model import MEDIA_INDEX, Image, Platform, canonical_json
 from gosmall.images.oci_layout import write_oci_layout
-from gosmall.images.source import read_docker_archive, read_path
+from gosmall.images.source import MEDIA_LAYER_ZSTD, read_docker_archive, read_path
 from gosmall.layer_files import FileEntry
 
 SOURCE = SourceInfo("v1", "0123456789abcdef0123456789abcdef01234567", "https://example.com/a.git", 1767323045)
@@ -77,7 +78,7 @@ def test_a_damaged_blob_or_layer_is_named(tmp_path: Path) -> None:
         read_path(tmp_path / "layout")
 
 
-def test_an_index_skips_attestations_and_a_zstd_layer_is_a_clear_error(tmp_path: Path) -> None:
+def test_an_index_skips_attestations_and_a_zstd_layer_is_read(tmp_path: Path) -> None:
     written = image(tmp_path, "linux/amd64")
     write_oci_layout(written, tmp_path / "layout", "gosmall.test/src", ("a",))
     blobs = tmp_path / "layout" / "blobs" / "sha256"
@@ -99,19 +100,23 @@ def test_an_index_skips_attestations_and_a_zstd_layer_is_a_clear_error(tmp_path:
     read = read_path(tmp_path / "layout")
     assert [m.platform for m in read.manifests] == [Platform.parse("linux/amd64")] and read.index is not None
 
-    # The same layer, zstd-compressed: its first bytes say so, whatever the media type claims.
-    zstd = b"\x28\xb5\x2f\xfd" + gzip.compress(b"")
-    (blobs / Digest.of(zstd).hex).write_bytes(zstd)
-    document = json.loads(manifest.data)
-    document["layers"][0].update(digest=str(Digest.of(zstd)), size=len(zstd))
-    changed = canonical_json(document)
-    (blobs / Digest.of(changed).hex).write_bytes(changed)
-    (tmp_path / "layout" / "index.json").write_bytes(
-        canonical_json(
-            {"schemaVersion": 2, "manifests": [{"mediaType": manifest.media_type, "digest": str(Digest.of(changed)), "size": len(changed)}]}
-        )
-    )
-    with pytest.raises(GosmallError, match=r"layer 1 is zstd-compressed, which gosmall cannot read yet"):
+    def with_layer(blob: bytes) -> None:
+        (blobs / Digest.of(blob).hex).write_bytes(blob)
+        document = json.loads(manifest.data)
+        document["layers"][0].update(mediaType=MEDIA_LAYER_ZSTD, digest=str(Digest.of(blob)), size=len(blob))
+        changed = canonical_json(document)
+        (blobs / Digest.of(changed).hex).write_bytes(changed)
+        top = {"mediaType": manifest.media_type, "digest": str(Digest.of(changed)), "size": len(changed)}
+        (tmp_path / "layout" / "index.json").write_bytes(canonical_json({"schemaVersion": 2, "manifests": [top]}))
+
+    # The same layer, zstd-compressed in two frames (zstd, like gzip, may concatenate them): the same tar, the same diff_id.
+    tar = written.manifests[0].layers[0].tar
+    with_layer(zstandard.compress(tar[:1000]) + zstandard.compress(tar[1000:]))
+    layer = read_path(tmp_path / "layout").manifests[0].layers[0]
+    assert (layer.blob.media_type, layer.tar) == (MEDIA_LAYER_ZSTD, tar)
+    # zstd's magic before anything else is a damaged layer, named.
+    with_layer(b"\x28\xb5\x2f\xfd" + gzip.compress(b""))
+    with pytest.raises(GosmallError, match=r"layer 1 \(sha256:[0-9a-f]{64}\) is not readable zstd"):
         read_path(tmp_path / "layout")
 
 
