@@ -593,17 +593,21 @@ def _port_string(value: Any) -> tuple[int | None, str]:
     return None, "tcp"
 
 
-def _size(t: _Table, value: str | int) -> int:
-    if isinstance(value, int):
-        size = value
-    else:
-        m = _SIZE.match(value)
-        if not m or len(m.group(1)) > 30:
-            t.fail("max_size", f'{value[:40]!r} is not a size; write a number with a unit B, KB, MB, GB, KiB, MiB or GiB, e.g. "12MiB".')
-        from decimal import Decimal  # only a max_size needs it
+def parse_size(text: str) -> int | None:
+    """Bytes in a size like "12MiB", "4 GiB" or "1000" (B, KB, MB, GB, KiB, MiB, GiB); None when it is not one."""
+    m = _SIZE.match(text)
+    if not m or len(m.group(1)) > 30:
+        return None
+    from decimal import Decimal  # only a size needs it
 
-        # Decimal, not float: "0.1MiB" is exact and 400 nines cannot overflow.
-        size = int(Decimal(m.group(1)) * _SIZE_UNITS[m.group(2)])
+    # Decimal, not float: "0.1MiB" is exact and 400 nines cannot overflow.
+    return int(Decimal(m.group(1)) * _SIZE_UNITS[m.group(2)])
+
+
+def _size(t: _Table, value: str | int) -> int:
+    size = value if isinstance(value, int) else parse_size(value)
+    if size is None:
+        t.fail("max_size", f'{str(value)[:40]!r} is not a size; write a number with a unit B, KB, MB, GB, KiB, MiB or GiB, e.g. "12MiB".')
     if not 0 < size <= MAX_SIZE:
         t.fail("max_size", f"{str(value)[:40]!r} must be more than 0 bytes and at most 1 TiB.")
     return size
