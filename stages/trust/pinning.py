@@ -6,7 +6,7 @@ finds every image a project pulls and says which are not pinned
 
 The public surface, all returning values and never printing:
 
-- `scan_project(root, paths=(), *, output_dir=None) -> ScanResult`
+- `scan_project(root, paths=(), *, output_dir=None, scalar_prefixes=()) -> ScanResult`
   Finds references in Dockerfiles (`Dockerfile`, `*.Dockerfile`,
   `Dockerfile.*`, `Containerfile`), Compose files (`compose*.y*ml`,
   `docker-compose*.y*ml`), Kubernetes manifests (any other YAML with a
@@ -23,7 +23,10 @@ The public surface, all returning values and never printing:
   Only regular files are opened (a FIFO would hang the scan, a device never
   end it). A symbolic link is followed only to a file inside `root`; a file
   reached both directly and through links is scanned once, under its own
-  name.
+  name. `scalar_prefixes` widens the YAML scan for `resolve`: every plain or
+  quoted scalar whose whole value starts with one (keys, lists, flow style,
+  any depth, any YAML file) is a reference too; `verify-pins` and `pin`
+  pass none, so their places stay as listed above.
 - `scan_root(start) -> Path`: where a scan looks when there is no gosmall
   project: the git work tree holding `start`, else `start`.
 - `format_findings(result, fmt, root) -> str`: `path:line:col: message`
@@ -78,6 +81,7 @@ else:  # pragma: no cover
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.tokens import ScalarToken
 
 from ..atomic import write_beside
 from ..digest import Digest
@@ -208,14 +212,21 @@ class Resolver(Protocol):
 # -- scanning -----------------------------------------------------------------
 
 
-def scan_project(root: Path, paths: Sequence[Path] = (), *, output_dir: Path | None = None) -> ScanResult:
-    """Every image reference under `root` (or in `paths`) and what is wrong with them."""
+def scan_project(
+    root: Path, paths: Sequence[Path] = (), *, output_dir: Path | None = None, scalar_prefixes: tuple[str, ...] = ()
+) -> ScanResult:
+    """Every image reference under `root` (or in `paths`) and what is wrong with them.
+
+    With `scalar_prefixes` (resolve's `gosmall://`, `ko://`), every YAML scalar whose whole value starts with one of
+    them is a reference too, wherever it sits: a key or a value at any depth, in a list, in flow style, quoted or
+    plain (block scalars `|` and `>` are text, not references), in any YAML file, `kind:` or not.
+    """
     root = Path(os.path.realpath(root))
     files, missing = _files_to_scan(root, paths, output_dir)
     occurrences: list[Occurrence] = []
     findings: list[Finding] = list(missing)
     for path, kind in files:
-        found, problems = _scan_file(path, kind)
+        found, problems = _scan_file(path, kind, scalar_prefixes)
         occurrences.extend(found)
         findings.extend(problems)
     findings.extend(f for f in map(_judge, occurrences) if f is not None)
@@ -436,7 +447,7 @@ def _read_regular(path: Path) -> bytes | None:
         return handle.read()
 
 
-def _scan_file(path: Path, kind: FileKind) -> tuple[list[Occurrence], list[Finding]]:
+def _scan_file(path: Path, kind: FileKind, scalar_prefixes: tuple[str, ...] = ()) -> tuple[list[Occurrence], list[Finding]]:
     text, problem = _read_text(path)
     if text is None:
         return [], [problem] if problem else []
@@ -444,9 +455,18 @@ def _scan_file(path: Path, kind: FileKind) -> tuple[list[Occurrence], list[Findi
         return _scan_dockerfile(path, text), []
     if kind == "pyproject":
         return _scan_pyproject(path, text)
-    if kind == "kubernetes" and not re.search(r"(?m)^\s*kind\s*:", text):
-        return [], []
-    return _scan_yaml(path, text, kind)
+    found: list[Occurrence] = []
+    problems: list[Finding] = []
+    if kind != "kubernetes" or re.search(r"(?m)^\s*kind\s*:", text):
+        found, problems = _scan_yaml(path, text, kind)
+    # A file that never spells a prefix holds no such scalar: it is not parsed again (nor refused if it does not parse).
+    if problems or not any(prefix in text for prefix in scalar_prefixes):
+        return found, problems
+    scalars, problems = _scan_scalars(path, text, scalar_prefixes)
+    # One reference per place: where both scans saw it, the whole scalar is what it says.
+    by_place = {(o.line, o.column): o for o in found}
+    by_place.update({(o.line, o.column): o for o in scalars})
+    return list(by_place.values()), problems
 
 
 def _lines(text: str) -> list[str]:
@@ -621,10 +641,7 @@ def _scan_yaml(path: Path, text: str, kind: FileKind) -> tuple[list[Occurrence],
             for mapping, key, prefix in finder(document):
                 found.append(_yaml_occurrence(path, lines, mapping, key, prefix))
     except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
-        why = " ".join(str(part) for part in (exc.context, exc.problem) if part)
-        problems.append(Finding(path, line, column, "", "invalid-yaml", why or str(exc)))
+        problems.append(_yaml_problem(path, exc))
     except YAMLError as exc:
         problems.append(Finding(path, 1, 1, "", "invalid-yaml", str(exc)))
     return found, problems
@@ -646,6 +663,43 @@ def _yaml_occurrence(path: Path, lines: list[str], mapping: Any, key: str, prefi
         variable = _VARIABLE.search(reference)
         unresolved = f"variable {variable.group(1) or variable.group(4)}" if variable else "variable"
     return Occurrence(path, line0 + 1, col0 + 1, reference, "" if unresolved else reference, unresolved, editable)
+
+
+def _scan_scalars(path: Path, text: str, prefixes: tuple[str, ...]) -> tuple[list[Occurrence], list[Finding]]:
+    """Every plain or quoted scalar of every document whose whole value starts with one of `prefixes`.
+
+    Read from the scanner's tokens, not the loaded documents: a token has the scalar's own start and end (an
+    event's start is its anchor or tag), and keys, flow collections and aliased values are all tokens alike.
+    """
+    lines = _lines(text)
+    found: list[Occurrence] = []
+    try:
+        for token in YAML(typ="rt").scan(text):
+            if not isinstance(token, ScalarToken) or token.style in ("|", ">") or not token.value.startswith(prefixes):
+                continue
+            start, end = token.start_mark, token.end_mark
+            quote = 0 if token.plain else 1
+            row = lines[start.line] if start.line < len(lines) else ""
+            column = start.column + quote
+            # As written, on one line: no escape, no folded line, so its characters can be replaced in place.
+            editable = start.line == end.line and end.column - start.column == len(token.value) + 2 * quote
+            editable = editable and row[column : column + len(token.value)] == token.value
+            found.append(Occurrence(path, start.line + 1, column + 1, token.value, token.value, "", editable))
+        # The tokens alone do not say that the documents are well formed; the parser does.
+        for _ in YAML(typ="rt").parse(text):
+            pass
+    except MarkedYAMLError as exc:
+        return [], [_yaml_problem(path, exc)]
+    except YAMLError as exc:
+        return [], [Finding(path, 1, 1, "", "invalid-yaml", str(exc))]
+    return found, []
+
+
+def _yaml_problem(path: Path, exc: MarkedYAMLError) -> Finding:
+    mark = exc.problem_mark or exc.context_mark
+    line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+    why = " ".join(str(part) for part in (exc.context, exc.problem) if part)
+    return Finding(path, line, column, "", "invalid-yaml", why or str(exc))
 
 
 YamlHit = tuple[Any, str, str]  # (mapping, key, prefix before the reference)

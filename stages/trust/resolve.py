@@ -1,7 +1,7 @@
 """Resolve: build and push the images a deployment names, and put their digests where it names them.
 
-`gosmall resolve -f k8s/` is ko's `ko resolve`: Kubernetes manifests, Compose
-files and Dockerfiles name images as `gosmall://NAME` (a key of
+`gosmall resolve -f k8s/` is ko's `ko resolve`: YAML files (any: Kubernetes,
+Compose, Tekton, Argo, Helm values, a CRD) and Dockerfiles name images as `gosmall://NAME` (a key of
 [tool.gosmall.images], or a main package path such as `gosmall://./cmd/app`,
 relative to the project root, the Go module's with no config) or `ko://IMPORTPATH` (a main package's import
 path, so manifests written for ko resolve unchanged). Each named image is built
@@ -10,8 +10,12 @@ and pushed once, and each reference becomes `repository@sha256:…`.
 This is `pin` with another resolver (DESIGN: one engine): references are found
 by pinning's scan, and replaced by pinning's rewrite, so comments, quoting, key
 order and `---` separators stay byte for byte and a link is kept and its target
-edited. Every reference is checked before anything is built: one that names no
-image is an error with its position, and nothing is built or pushed.
+edited. The scan is pin's, widened as ko's is: in YAML, every plain or quoted
+scalar whose whole value starts with `gosmall://` or `ko://` is a reference,
+wherever it sits (a ConfigMap value, a Tekton step, a key); in a Dockerfile,
+pin's places. Every reference is checked before anything is built: one that
+names no image is an error with its position, and nothing is built or pushed,
+so nothing unresolved is ever printed as a success.
 """
 
 from __future__ import annotations
@@ -84,7 +88,7 @@ def resolve_references(
     With `write`, the files are edited in place; either way the result holds each file's new text.
     """
     project = _project(start, environ)
-    scan = scan_project(project.root, paths, output_dir=project.output)
+    scan = scan_project(project.root, paths, output_dir=project.output, scalar_prefixes=SCHEMES)
     problems = [f for f in scan.findings if f.problem in SCAN_PROBLEMS]
     if problems:
         raise GosmallError("\n".join(f.render(Path.cwd()) for f in problems))
@@ -146,17 +150,24 @@ def _images_referenced(
                 import_paths = _import_paths(project, runner)
             directory = import_paths.get(name)
             if directory is None:
-                errors.append(f"{where}: no main package has this import path; main packages: {', '.join(sorted(import_paths)) or 'none'}")
+                known = ", ".join(sorted(import_paths)) or "none"
+                errors.append(f"{where}: no such image; images: {known} (ko:// names a main package by its import path)")
                 continue
         elif name == "." or name.startswith(("./", "../")):
             # Relative to the project, as [tool.gosmall.images] package is (with no table, the module root).
             directory = Path(os.path.normpath(project.root / name)).resolve()
+            if directory not in configured and not _holds_go_files(directory):
+                configured_names = ", ".join(sorted(by_name)) or "none configured"
+                errors.append(
+                    f"{where}: no such image; images: {configured_names}, and {name} holds no Go package "
+                    "(name the directory of a main package, e.g. gosmall://./cmd/app)"
+                )
+                continue
         elif name in by_name:
             wanted[occurrence] = by_name[name]
             continue
         else:
-            names = ", ".join(sorted(by_name)) or "none (no [tool.gosmall.images]; name a package instead, e.g. gosmall://./cmd/app)"
-            errors.append(f"{where}: no such image; images: {names}")
+            errors.append(f"{where}: no such image; images: {_names(by_name)}")
             continue
         images = configured.get(directory, [])
         if len(images) > 1:
@@ -175,6 +186,18 @@ def _images_referenced(
         for occurrence, directory in packages.items():
             wanted[occurrence] = next(image for image in defaults if image.package == directory)
     return wanted
+
+
+def _names(by_name: Mapping[str, ImageConfig]) -> str:
+    return ", ".join(sorted(by_name)) or "none (no [tool.gosmall.images]; name a package instead, e.g. gosmall://./cmd/app)"
+
+
+def _holds_go_files(directory: Path) -> bool:
+    """Whether `directory` can be a Go package at all; `go list` says later whether it is a main one."""
+    try:
+        return any(p.suffix == ".go" and not p.name.endswith("_test.go") for p in directory.iterdir())
+    except OSError:
+        return False  # missing, or not a directory
 
 
 def _import_paths(project: ProjectConfig, runner: Runner) -> dict[str, Path]:
