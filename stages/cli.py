@@ -106,7 +106,15 @@ program = _Program(namespace=tasks.namespace, version=__version__, name="gosmall
 # `gosmall build-small ./cmd/app` --package ./cmd/app (invoke itself allows one positional
 # value per parameter); the flag each becomes. After `--` every word is a path, except for
 # `run`, whose words after `--` are the container's arguments, each kept as one word.
-_PATH_TASKS = {"verify-pins": "path", "pin": "path", "build-small": "package", "init": "package", "run": "package", "resolve": "filename"}
+_PATH_TASKS = {
+    "verify-pins": "path",
+    "pin": "path",
+    "build-small": "package",
+    "init": "package",
+    "run": "package",
+    "resolve": "filename",
+    "vulns": "target",
+}
 _AFTER_DASHES = {"run": "arg"}
 
 

@@ -116,6 +116,8 @@ class ProjectConfig:
     go_version: tuple[int, int, int] | None = None  # go_version = "1.27.3": the only Go allowed to build
     remote_cache: str | None = None  # remote_cache = "HOST/REPO": Go's build cache shared through that repository
     remote_cache_write: bool = True  # remote_cache_write = false: read the shared cache, never write it
+    vulndb: str | None = None  # vulndb = "DIR|URL": the Go vulnerability database build-small checks each binary against
+    vulns: str = "warn"  # vulns = "error" | "warn" | "off": whether a called vulnerability fails build-small
 
     def image(self, name: str | None) -> tuple[ImageConfig, ...]:
         """All images, or the one named (an error names the ones there are)."""
@@ -241,7 +243,7 @@ def _toml_type(value: object) -> str:
     )
 
 
-_TOP_KEYS = ("output", "platforms", "pinning", "images", "go_version", "format", "remote_cache", "remote_cache_write")
+_TOP_KEYS = ("output", "platforms", "pinning", "images", "go_version", "format", "remote_cache", "remote_cache_write", "vulndb", "vulns")
 _IMAGE_KEYS = (
     "package", "repository", "tags", "platforms", "cgo", "build_tags", "ldflags", "env", "entrypoint", "args",
     "user", "workdir", "ports", "labels", "tzdata", "zones", "ca_certs", "extra_ca_certs", "files",
@@ -284,9 +286,11 @@ def parse_project(table: Any, pyproject: Path, *, images_required: bool = True) 
     if remote_cache is not None:
         remote_cache = remote_cache_repository(remote_cache, f"{pyproject} [tool.gosmall] remote_cache")
     remote_cache_write = top.get("remote_cache_write", bool, True, "true or false")
+    vulndb = top.get("vulndb", str, "", "a directory, or a file:// or https:// URL, of the Go vulnerability database").strip() or None
+    vulns = top.choice("vulns", ("error", "warn", "off"), "warn")
     return ProjectConfig(
         root, pyproject, _output_dir(top, output, root, images), platforms, pinning, images, go_version,  # type: ignore[arg-type]
-        remote_cache, remote_cache_write,
+        remote_cache, remote_cache_write, vulndb=vulndb, vulns=vulns,
     )  # fmt: skip
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -317,4 +318,231 @@ def read_go_build_id(path: Path) -> str | None:
         if namesz == 4 and kind == _GO_BUILD_ID_NOTE and 0 < descsz <= 1024 and at + 4 + descsz <= len(head):
             return head[at + 4 : at + 4 + descsz].decode("ascii", "replace")
         at = head.find(b"Go\x00\x00", at + 1)
+    return None
+
+
+# -- Go's function table: every linked function, and the functions inlined into them ----------------------
+#
+# The layouts are Go's own (runtime/symtab.go, runtime/runtime2.go, runtime/symtabinl.go, internal/abi/symtab.go).
+# pcHeader: magic uint32, pad1, pad2, minLC, ptrSize uint8, then eight words: nfunc, nfiles, (once textStart),
+# funcnameOffset, cuOffset, filetabOffset, pctabOffset, pclnOffset. Go 1.18 (0xfffffff0) and 1.20+ (0xfffffff1).
+_PCLNTAB_MAGICS = (0xFFFFFFF0, 0xFFFFFFF1)
+_FUNC_SIZE = 44  # runtime._func up to its pcdata array: ten uint32/int32 fields, then funcID, flag, pad, nfuncdata
+_PCDATA_INL_TREE_INDEX = 2
+_FUNCDATA_INL_TREE = 3
+_INLINED_CALL_SIZE = 16  # runtime.inlinedCall: funcID uint8, [3]byte, nameOff, parentPc, startLine int32
+_NO_FUNCDATA = 0xFFFFFFFF
+# runtime.moduledata starts with pcHeader, then six slices and findfunctab, minpc, maxpc: word 22 is `text`.
+# Where `gofunc` (the base of FUNCDATA offsets) sits after that depends on the Go release, so each layout is
+# checked against a field that can only hold one value before it is trusted:
+#   Go 1.27:      ... end, gcdata, gcbss, types, typedesclen, etypes, itaboffset, itabsize, rodata, gofunc, epclntab
+#                 (word 43 is gofunc, word 44 epclntab: the end of .gopclntab)
+#   Go 1.20-1.2x: ... end, gcdata, gcbss, types, etypes, rodata, gofunc, textsectmap
+#                 (word 39 rodata, word 40 gofunc, at or after it)
+_MODULEDATA_WORDS = 45
+_GOFUNC_WORD, _EPCLNTAB_WORD = 43, 44
+_OLD_RODATA_WORD, _OLD_GOFUNC_WORD = 39, 40
+
+
+@dataclass(frozen=True)
+class GoFunctions:
+    """The function names a Go binary's pclntab keeps, even under `-s -w`.
+
+    `linked` are the functions with a body of their own. `inlined` are the ones the compiler copied into a
+    caller, read from each function's inline tree (FUNCDATA_InlTree): a function inlined at every call site
+    has no body of its own, and only the inline trees still name it. `inline_trees` says whether they were
+    read (the module data was found); when not, `inlined` holds every other name the pclntab's name table
+    has, which is where inline trees point.
+    """
+
+    linked: frozenset[str]
+    inlined: frozenset[str]
+    inline_trees: bool
+
+    @property
+    def all(self) -> frozenset[str]:
+        return self.linked | self.inlined
+
+
+@dataclass(frozen=True)
+class _Section:
+    name: str
+    address: int
+    offset: int
+    size: int
+    nobits: bool
+
+
+def read_go_functions(stream: BinaryIO) -> GoFunctions:
+    """Every function the Go binary in `stream` links or inlines; ElfError when it has no pclntab gosmall reads.
+
+    The inline trees hang off `runtime.firstmoduledata`, which a stripped binary does not name: it is found
+    the way GoReSym finds it, as the one pointer-aligned word in the binary's data that holds the pclntab's
+    address, followed by the address of its function name table.
+    """
+    stream.seek(0)
+    ident = parse_ident(stream.read(HEADER_SIZE))
+    if ident is None:
+        raise NotElfError("not an ELF file")
+    from elftools.elf.elffile import ELFFile
+
+    try:
+        sections = tuple(
+            _Section(s.name, s["sh_addr"], s["sh_offset"], s["sh_size"], s["sh_type"] == "SHT_NOBITS")
+            for s in ELFFile(stream).iter_sections()
+        )
+    except _parse_errors() as exc:
+        raise ElfError(str(exc) or type(exc).__name__) from None
+    pclntab_section = next((s for s in sections if s.name == ".gopclntab" and not s.nobits), None)
+    if pclntab_section is None:
+        raise ElfError("no .gopclntab section: not a Go binary, or one from before Go 1.2")
+    pclntab = _read_at(stream, pclntab_section.offset, pclntab_section.size)
+    order = "<" if ident.little_endian else ">"
+    table = _Pclntab.parse(pclntab, order)
+    names = table.linked_names()
+    gofunc = _find_gofunc(stream, sections, pclntab_section, table, order)
+    if gofunc is None:
+        return GoFunctions(names, table.all_names() - names, inline_trees=False)
+    return GoFunctions(names, table.inlined_names(lambda address, size: _read_mapped(stream, sections, address, size), gofunc), True)
+
+
+@dataclass(frozen=True)
+class _Pclntab:
+    data: bytes
+    order: str  # "<" or ">"
+    pointer: int
+    min_lc: int
+    nfunc: int
+    funcnametab: int  # offsets from the pclntab's start
+    pctab: int
+    pcln: int
+
+    @classmethod
+    def parse(cls, data: bytes, order: str) -> _Pclntab:
+        if len(data) < 8 or struct.unpack_from(order + "I", data)[0] not in _PCLNTAB_MAGICS:
+            raise ElfError("the .gopclntab header is not one of Go 1.18 or later")
+        min_lc, pointer = data[6], data[7]
+        if pointer not in (4, 8) or min_lc not in (1, 2, 4):
+            raise ElfError(f"the .gopclntab header gives a pointer size of {pointer} and an instruction size of {min_lc}")
+        words = struct.unpack_from(order + ("Q" if pointer == 8 else "I") * 8, data, 8)
+        nfunc, funcnametab, pctab, pcln = words[0], words[3], words[6], words[7]
+        if not (0 < funcnametab <= len(data) and 0 < pctab <= len(data) and 0 < pcln and pcln + 8 * (nfunc + 1) <= len(data)):
+            raise ElfError("the .gopclntab header's offsets run past the section")
+        return cls(data, order, pointer, min_lc, nfunc, funcnametab, pctab, pcln)
+
+    def _funcs(self) -> Iterator[int]:
+        """Each function's offset in the pclntab (its runtime._func)."""
+        ftab = struct.unpack_from(f"{self.order}{2 * self.nfunc}I", self.data, self.pcln)
+        limit = len(self.data) - _FUNC_SIZE
+        for funcoff in ftab[1::2]:
+            at = self.pcln + funcoff
+            if at > limit:
+                raise ElfError("a function in .gopclntab lies past the section's end")
+            yield at
+
+    def name(self, offset: int) -> str:
+        start = self.funcnametab + offset
+        end = self.data.find(b"\0", start)
+        if offset < 0 or start >= len(self.data) or end < 0:
+            raise ElfError("a function name offset runs past .gopclntab")
+        return self.data[start:end].decode("utf-8", "replace")
+
+    def linked_names(self) -> frozenset[str]:
+        return frozenset(self.name(struct.unpack_from(self.order + "i", self.data, at + 4)[0]) for at in self._funcs())
+
+    def all_names(self) -> frozenset[str]:
+        """Every name in the name table: linked functions and the inlined ones their trees point at."""
+        # The cutab follows the name table (cuOffset is the header's next word).
+        end = struct.unpack_from(self.order + ("Q" if self.pointer == 8 else "I"), self.data, 8 + 4 * self.pointer)[0]
+        table = self.data[self.funcnametab : min(end, len(self.data))]
+        return frozenset(n.decode("utf-8", "replace") for n in table.split(b"\0") if n)
+
+    def inlined_names(self, read: Callable[[int, int], bytes | None], gofunc: int) -> frozenset[str]:
+        out: set[int] = set()
+        u32 = self.order + "I"
+        for at in self._funcs():
+            npcdata, nfuncdata = struct.unpack_from(u32, self.data, at + 28)[0], self.data[at + 43]
+            if nfuncdata <= _FUNCDATA_INL_TREE or npcdata <= _PCDATA_INL_TREE_INDEX:
+                continue
+            tree = struct.unpack_from(u32, self.data, at + _FUNC_SIZE + 4 * npcdata + 4 * _FUNCDATA_INL_TREE)[0]
+            index_table = struct.unpack_from(u32, self.data, at + _FUNC_SIZE + 4 * _PCDATA_INL_TREE_INDEX)[0]
+            if tree == _NO_FUNCDATA or index_table == 0:
+                continue
+            # The tree is not delimited: its length is one more than the largest index its pc-value table holds.
+            count = self._max_value(self.pctab + index_table) + 1
+            if count <= 0:
+                continue
+            raw = read(gofunc + tree, count * _INLINED_CALL_SIZE)
+            if raw is None:
+                raise ElfError(f"an inline tree at {gofunc + tree:#x} lies outside the binary's sections")
+            for entry in range(count):
+                out.add(struct.unpack_from(self.order + "i", raw, entry * _INLINED_CALL_SIZE + 4)[0])
+        return frozenset(self.name(offset) for offset in out)
+
+    def _max_value(self, at: int) -> int:
+        """The largest value of a pc-value table (runtime.step): zig-zag value deltas, then pc deltas, until a 0 delta."""
+        data, value, best, first = self.data, -1, -1, True
+        while at < len(data):
+            delta, at = _uvarint(data, at)
+            if delta == 0 and not first:
+                return best
+            first = False
+            value += -((delta >> 1) + 1) if delta & 1 else delta >> 1
+            best = max(best, value)
+            _, at = _uvarint(data, at)
+        raise ElfError("a pc-value table runs past .gopclntab")
+
+
+def _uvarint(data: bytes, at: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        if at >= len(data) or shift > 63:
+            raise ElfError("a varint runs past .gopclntab")
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, at
+        shift += 7
+
+
+def _find_gofunc(stream: BinaryIO, sections: tuple[_Section, ...], pclntab: _Section, table: _Pclntab, order: str) -> int | None:
+    """moduledata.gofunc: found from the pointer to the pclntab header that starts runtime.firstmoduledata."""
+    word = order + ("Q" if table.pointer == 8 else "I")
+    wanted = struct.pack(word, pclntab.address)
+    follows = struct.pack(word, pclntab.address + table.funcnametab)  # funcnametab's data pointer
+    span = _MODULEDATA_WORDS * table.pointer
+    for section in sections:
+        if section.nobits or section is pclntab or section.address == 0 or section.size < span:
+            continue
+        data = _read_at(stream, section.offset, section.size)
+        at = data.find(wanted)
+        while at >= 0:
+            if at % table.pointer == 0 and data[at + table.pointer : at + 2 * table.pointer] == follows and at + span <= len(data):
+                words = struct.unpack_from(f"{order}{_MODULEDATA_WORDS}{word[1]}", data, at)
+                if words[_EPCLNTAB_WORD] == pclntab.address + pclntab.size:
+                    return words[_GOFUNC_WORD]
+                gofunc, rodata = words[_OLD_GOFUNC_WORD], words[_OLD_RODATA_WORD]
+                if rodata <= gofunc and any(s.address <= gofunc < s.address + s.size for s in sections if s.address):
+                    return gofunc
+            at = data.find(wanted, at + 1)
+    return None
+
+
+def _read_at(stream: BinaryIO, offset: int, size: int) -> bytes:
+    try:
+        stream.seek(offset)
+        data = stream.read(size)
+    except OSError as exc:
+        raise ElfError(str(exc)) from None
+    if len(data) != size:
+        raise ElfError(f"a section at offset {offset} runs past the end of the file")
+    return data
+
+
+def _read_mapped(stream: BinaryIO, sections: tuple[_Section, ...], address: int, size: int) -> bytes | None:
+    """`size` bytes at a virtual address, from the section that holds them; None when none does."""
+    for s in sections:
+        if not s.nobits and s.address and s.address <= address and address + size <= s.address + s.size:
+            return _read_at(stream, s.offset + address - s.address, size)
     return None

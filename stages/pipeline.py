@@ -169,6 +169,8 @@ def _assembled(compiled: Compiled, reporter: Reporter) -> Build:
     enforce_max_size(config, sizes)
     # Held to the rules `gosmall audit` holds any image to, before anything is written.
     enforce_audit(config, audit_image(image, config=config), reporter)
+    # Known vulnerabilities, only when a database is configured: otherwise nothing is said and no network used.
+    vulns = _check_vulns(project, config, parts, platform_facts, reporter)
     if config.healthcheck and config.format == "oci" and "format" not in config.written:
         # Not repeated once format is written down: then it is a decision, and nothing here would change it.
         reporter.warn(
@@ -178,8 +180,31 @@ def _assembled(compiled: Compiled, reporter: Reporter) -> Build:
         )
     docker_platform = host_platform() if host_platform() in config.platforms else config.platforms[0]
     report = build_report(config, image, sizes, source, docker_platform, platform_facts, go=toolchain.version_text)
-    show_size_table(reporter, config, sizes, str(image.digest))
+    show_size_table(reporter, config, sizes, str(image.digest), vulns)
     return Build(config, image, report, project.output_dir(config), tuple(known))
+
+
+def _check_vulns(
+    project: ProjectConfig, config: ImageConfig, parts: Sequence[Any], platform_facts: dict[Platform, dict[str, Any]], reporter: Reporter
+) -> dict[Platform, str] | None:
+    """Each platform's binary against the Go vulnerability database (GOVULNDB, else [tool.gosmall] vulndb), when
+    one is configured and vulns is not "off": report.json's "vulns", the size table's line, and vulns = "error"."""
+    from .trust.vulns import check_built_binary, database_location, enforce_vulns, open_database
+
+    where = database_location("", os.environ, project.vulndb, root=project.root, cwd=Path.cwd())
+    if where is None or project.vulns == "off":
+        return None
+    db = open_database(*where)
+    found = {part.binary.platform: check_built_binary(part.binary.path, db, platform=str(part.binary.platform)) for part in parts}
+    enforce_vulns(config.name, project.vulns, {str(p): v for p, v in found.items()})  # type: ignore[arg-type]
+    for platform, vulns in found.items():
+        platform_facts.setdefault(platform, {})["vulns"] = vulns.to_json()
+        if vulns.called:
+            reporter.warn(
+                f"{platform}: the binary calls known vulnerabilities: {', '.join(vulns.called)}; `gosmall vulns` says which "
+                "functions, and the versions that fix them."
+            )
+    return {platform: vulns.line() for platform, vulns in found.items()}
 
 
 WORKDIR_PREFIX = "gosmall-build-"

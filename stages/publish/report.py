@@ -7,6 +7,7 @@ platform); the size table is the same numbers for a person.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,7 +98,10 @@ def report_json(report: dict[str, Any]) -> bytes:
     return (json.dumps(report, indent=2, sort_keys=True) + "\n").encode()
 
 
-def show_size_table(reporter: Reporter, config: ImageConfig, sizes: tuple[PlatformSizes, ...], digest: str) -> None:
+def show_size_table(
+    reporter: Reporter, config: ImageConfig, sizes: tuple[PlatformSizes, ...], digest: str, vulns: Mapping[Platform, str] | None = None
+) -> None:
+    """The size table; `vulns`, when a vulnerability database is configured, adds a line per platform ("1 called / 2 imported")."""
     rows = []
     for s in sizes:
         for stage, size in (
@@ -107,6 +111,8 @@ def show_size_table(reporter: Reporter, config: ImageConfig, sizes: tuple[Platfo
             ("image (uncompressed)", s.image_size),
         ):
             rows.append((str(s.platform), stage, human(size), f"{size:,}"))
+        if vulns is not None and s.platform in vulns:
+            rows.append((str(s.platform), "known vulnerabilities", vulns[s.platform], ""))
     reporter.table(f"{config.repository} {digest[:19]}…", ("platform", "stage", "size", "bytes"), rows)
 
 

@@ -234,3 +234,43 @@ def audit(c: Any, target: str, format: str = "text", allow: list[str] | None = N
     if failing(findings):
         raise Exit(code=FOUND)
     print(f"{target}: no finding fails the audit", file=sys.stderr)
+
+
+@task(iterable=["target"], help={"target": "What to check, as `audit` takes it: an output directory, an OCI layout, an image.tar, an engine image or docker://host/repo@sha256:... (repeatable); default: the project's outputs.",
+                                 "db": "The Go vulnerability database: a directory or file:// URL in its published layout (index/db.json, index/modules.json, ID/<id>.json), or an https:// URL; default: GOVULNDB, then [tool.gosmall] vulndb.",
+                                 "format": "text (per image and platform: ID, aliases, summary, module@version, fixed in, symbols), json, or sarif (SARIF 2.1.0, one result per vulnerability and binary).",
+                                 "all": "Exit 1 on any vulnerability that affects a module version, called or not."})  # fmt: skip
+@speaks_to_user
+def vulns(c: Any, target: list[str] | None = None, db: str = "", format: str = "text", all: bool = False) -> None:  # noqa: A002 - the flags are --format and --all
+    """Match every Go binary in each image against the Go vulnerability database: called, or imported but not called.
+
+    A vulnerability is called when one of its functions is in the binary, linked or inlined (read from the stripped
+    binary's pclntab and inline trees); imported when its module is at an affected version but none of its functions
+    is. Only a URL database uses the network. Exit status: 0 nothing called (with --all: nothing affected); 1 a
+    vulnerability is called (with --all: any affects a binary); 2 it could not run (no database, a damaged one, an
+    unreadable image), and then nothing is printed on stdout.
+    """
+    import os
+
+    from ..config import NoProjectError
+    from ..trust.vulns import HOW_TO_GET_ONE, check_targets, database_location, exit_status, format_results, open_database
+
+    if format not in ("text", "json", "sarif"):
+        raise GosmallError(f"--format {format!r} is not known; use text, json or sarif.")
+    try:
+        project = load_project(images_required=not target)
+    except NoProjectError:
+        if not target:
+            raise
+        project = None
+    configured = (project.vulndb, project.root) if project is not None else (None, Path.cwd())
+    where = database_location(db, os.environ, configured[0], root=configured[1], cwd=Path.cwd())
+    if where is None:
+        raise GosmallError(f"vulns needs the Go vulnerability database. {HOW_TO_GET_ONE}")
+    database = open_database(*where)
+    targets = list(target or ()) or [str(project.output_dir(image)) for image in project.images]  # type: ignore[union-attr]
+    results = check_targets(targets, database)
+    print(format_results(results, format, everything=all, cwd=Path.cwd()))  # type: ignore[arg-type]
+    status = exit_status(results, everything=all)
+    if status:
+        raise Exit(code=status)
