@@ -94,10 +94,10 @@ spec:
 """
 EVERYWHERE_REFERENCES = 9  # the block scalar's is not one
 
-# A reference to no image, deep in a custom resource, and another in a values file with no kind.
+# A reference to no image, deep in a custom resource, and by import path and by package path in a values file with no kind.
 UNKNOWN = {
     "widget.yaml": "apiVersion: example.com/v1\nkind: Widget\nspec:\n  parts:\n    - name: a\n      runtime: {image: gosmall://nope}\n",
-    "values.yaml": "app:\n  sidecars:\n    - 'ko://example.com/nope'\n",
+    "values.yaml": "app:\n  sidecars:\n    - 'ko://example.com/nope'\n    - gosmall://./go_app/nope\n",
 }
 
 
@@ -226,6 +226,9 @@ def test_a_reference_to_no_image_anywhere_exits_2_naming_its_place_and_pushes_no
     assert done.stdout == ""
     assert "k8s/widget.yaml:6:24: gosmall://nope: no such image; images: hello" in done.stderr
     assert "k8s/values.yaml:3:8: ko://example.com/nope: no such image; images: example.com/go_app" in done.stderr
+    assert (
+        "k8s/values.yaml:4:7: gosmall://./go_app/nope: no such image; images: hello, and ./go_app/nope holds no Go package" in done.stderr
+    )
     assert not (root / "dist").exists()
     assert requests.get(f"{registry.url}/v2/_catalog", timeout=10).json() == catalog
 
