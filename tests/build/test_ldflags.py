@@ -14,7 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from gosmall.build.compile import host_platform
+from gosmall.build.compile import host_platform, plan_compile
+from gosmall.build.source import SourceInfo
+from gosmall.build.toolchain import find_module
+from gosmall.config import parse_project
+from gosmall.errors import GosmallError
+from gosmall.images.model import Platform
 from tests.conftest import git_commit, gosmall
 
 pytestmark = pytest.mark.slow
@@ -127,3 +132,32 @@ def test_ko_template_names_are_pointed_at_gosmalls(tmp_path: Path) -> None:
     done = gosmall("build-small", cwd=root)
     assert done.returncode == 2
     assert "ko's {{.Git.FullCommit}} is {commit} here." in done.stderr
+
+
+# -- the plan: what the config lets through, filled in once ------------------------------
+
+
+def plan_for(tmp_path: Path, ldflags: list[str], source: SourceInfo) -> str:
+    (tmp_path / "app").mkdir(exist_ok=True)
+    (tmp_path / "go.mod").write_text("module example.com/app\n\ngo 1.22\n")
+    (tmp_path / "app" / "main.go").write_text("package main\n\nfunc main() {}\n")
+    image = parse_project({"images": {"app": {"package": "app", "ldflags": ldflags}}}, tmp_path / "pyproject.toml").images[0]
+    return plan_compile(image, find_module(image.package), Platform.parse("linux/amd64"), source).ldflags
+
+
+def test_braces_around_anything_but_a_name_are_left_as_written(tmp_path: Path) -> None:
+    flags = ["-X main.empty={}", '-X main.json={"a":1}', "-X main.v={version}"]
+    assert plan_for(tmp_path, flags, SourceInfo("v1", "", "", 0)) == '-s -w -X main.empty={} -X main.json={"a":1} -X main.v=v1'
+
+
+def test_values_are_filled_in_once_so_a_value_holding_a_template_stays_as_it_is(tmp_path: Path) -> None:
+    source = SourceInfo("{commit}", "c" * 40, "", 86400, short_revision="ccccccc", tag="{date}")
+    flags = ["-X main.v={version}", "-X main.t={tag}", "-X main.c={short_commit}", "-X main.d={date}"]
+    assert plan_for(tmp_path, flags, source) == "-s -w -X main.v={commit} -X main.t={date} -X main.c=ccccccc -X main.d=1970-01-02T00:00:00Z"
+
+
+@pytest.mark.parametrize("name", ["nope", "Commit", "git.commit", ".Version"])
+def test_every_unknown_name_is_a_config_error_naming_the_key(tmp_path: Path, name: str) -> None:
+    with pytest.raises(GosmallError) as caught:
+        parse_project({"images": {"app": {"package": ".", "ldflags": ["-s", f"-X main.x={{{name}}}"]}}}, tmp_path / "pyproject.toml")
+    assert f"[tool.gosmall.images.app] ldflags[1]: '-X main.x={{{name}}}' names {{{name}}}" in caught.value.message
