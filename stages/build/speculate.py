@@ -34,6 +34,8 @@ from typing import IO, Any
 KIND = "speculation"
 KEY = re.compile(r"[0-9a-f]{32}")  # cache.key_of's
 # The variables compile and Toolchain.env set; a remembered command carrying any other is not started.
+# GOCACHEPROG is left out on purpose: a build with the shared Go cache (gocache.py) is never started early,
+# because its cache program reports its counts to the run that started it; compile does not remember it either.
 SET_BY_GOSMALL = frozenset({"GOROOT", "GOTOOLCHAIN", "GOFLAGS", "GOPROXY", "CGO_ENABLED", "GOOS", "GOARCH", "GOARM", "CC"})
 # What gosmall sets per build, left out of the comparison: it only says where Go keeps its scratch files.
 SCRATCH = ("GOTMPDIR", "TMPDIR")
@@ -102,6 +104,10 @@ def start(argv: Sequence[str], cwd: Path | None = None) -> None:
     """Start the `go build`s the last run of this command line in this directory made. Never fails: it only may help."""
     if not argv or argv[0] != "build-small":
         return
+    # Ctrl-C and SIGTERM wait while the early builds start and their cleanup is put in place: a signal between
+    # a `go build` starting and the handler that kills it would leave Go running with the kept output's lock.
+    # A signal that came in the meantime is delivered when they are unblocked, to the handler below.
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
     try:
         from .cache import remembered  # small; the stages that use what Go builds are not
 
@@ -116,6 +122,24 @@ def start(argv: Sequence[str], cwd: Path | None = None) -> None:
             # Until the task's own handler takes over (interrupts.sigterm_as_ctrl_c), SIGTERM ends the run through
             # atexit, so the early builds are killed rather than left writing the kept output after the lock is gone.
             signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+_STOPS = {signal.SIGINT, signal.SIGTERM}
+_PR_SET_PDEATHSIG = 1
+
+
+def _in_child() -> None:
+    """Run in the early `go build` before it starts: it takes signals as usual, and dies with gosmall.
+
+    The mask blocked in `start` is inherited; unblocked here. PR_SET_PDEATHSIG makes the kernel kill Go when
+    gosmall dies of anything, SIGKILL included, which no handler of gosmall's can see.
+    """
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -148,7 +172,10 @@ def _start_one(command: Mapping[str, Any]) -> None:
         # Beside the kept outputs, as compile's own builds do (cache.go_scratch): Go's last step is then a rename.
         scratch = make_owned_dir(lock_path.parent, SCRATCH_PREFIX)
         env = {**os.environ, **{str(k): str(v) for k, v in variables.items()}, "GOTMPDIR": str(scratch), "TMPDIR": str(scratch)}
-        process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        # Only the main thread runs here (the console script's first step), so preexec_fn is safe.
+        process = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, preexec_fn=_in_child
+        )
     except BaseException:
         lock.close()  # closing the descriptor releases the lock
         if scratch is not None:
