@@ -69,8 +69,24 @@ def common_inputs(project: ProjectConfig, config: ImageConfig, source: SourceInf
         file_identity(toolchain.executable),
         # What the SBOM asks the host about files it ships (which Debian package and version owns them).
         *(file_identity(Path(p)) for p in HOST_FACTS),
+        *_vulndb_facts(project),
     ]
     return hashlib.sha256(json.dumps(facts, default=str).encode()).hexdigest()
+
+
+def _vulndb_facts(project: ProjectConfig) -> list[Any]:
+    """The vulnerability database build-small checks against (trust/vulns.py) and its policy. A local database's
+    index changes whenever a record does (it lists each one's modified time); a URL's is not asked on a no-op build."""
+    from_environment = os.environ.get("GOVULNDB", "").strip()
+    location = from_environment or project.vulndb
+    if not location or project.vulns == "off":
+        return []
+    if location.startswith("https://"):
+        return [location, project.vulns]
+    directory = Path(location.removeprefix("file://")).expanduser()
+    directory = directory if directory.is_absolute() else (Path.cwd() if from_environment else project.root) / directory
+    index = (directory / "index" / name for name in ("db.json", "db.json.gz", "modules.json", "modules.json.gz"))
+    return [location, project.vulns, *(file_identity(p) for p in index)]
 
 
 def runtime_digest(entries: Sequence[FileEntry], env: Sequence[tuple[str, str]]) -> str:

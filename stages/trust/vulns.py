@@ -106,7 +106,8 @@ def affected_version(version: SemVer, ranges: Iterable[Mapping[str, Any]]) -> tu
             if not isinstance(event, dict) or len(event) != 1:
                 continue
             ((kind, text),) = event.items()
-            parsed = SemVer((0, 0, 0), ()) if kind == "introduced" and text == "0" else SemVer.parse(str(text))
+            # "0" is before every version, v0.0.0 pseudo-versions (pre-releases of v0.0.0) included.
+            parsed = SemVer((-1, -1, -1), ()) if kind == "introduced" and text == "0" else SemVer.parse(str(text))
             if parsed is not None and kind in ("introduced", "fixed", "last_affected"):
                 events.append((parsed, kind, str(text)))
         # OSV: events sorted by version; each one at or below the version turns the range on or off.
@@ -287,7 +288,8 @@ def _module_version(module: Module) -> ModuleVersion:
     replacement = module.replace
     if replacement is not None:
         shown = f"{module.path}@{module.version} => {replacement.path}{'@' + replacement.version if replacement.version else ''}"
-        if not replacement.version:  # a directory: what is in it has no version
+        if replacement.path.startswith((".", "/")) or _known(replacement.version) is None:
+            # A directory (Go writes its version as "(devel)" or nothing): what is in it has no version.
             return ModuleVersion(module.path, None, shown)
         return ModuleVersion(replacement.path, _known(replacement.version), shown)
     return ModuleVersion(module.path, _known(module.version), f"{module.path}@{module.version}")
