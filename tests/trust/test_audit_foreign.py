@@ -16,6 +16,7 @@ import resource
 import shutil
 import subprocess
 import tarfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +31,8 @@ from tests.buildah_fixture import Buildah, missing, put
 from tests.conftest import gosmall, gosmall_command, gosmall_env
 
 if TYPE_CHECKING:
+    import docker
+
     from tests.registry_fixture import LocalRegistry
 
 MiB = 2**20
@@ -238,25 +241,43 @@ def test_a_zstd_image_in_a_registry_has_the_findings_of_its_gzip_twin(
     assert capped.returncode == 2 and "is larger than 1KiB (1024 bytes)" in capped.stderr, capped.stderr
 
 
-def test_a_layer_over_the_cap_in_a_docker_archive_is_refused_at_its_header(tmp_path: Path) -> None:
-    tar = header(2 * MiB) + bytes(2 * MiB) + bytes(1024)
+def docker_archive(layer_size: int) -> tuple[bytes, Digest]:
+    """A docker archive, as `docker save` writes one, of an image whose one layer holds `layer_size` zeros; its diff_id."""
+    tar = header(layer_size) + bytes(layer_size) + bytes(1024)
     diff_id = Digest.of(tar)
     config = canonical_json({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [str(diff_id)]}})
+    entry = {"Config": f"blobs/sha256/{Digest.of(config).hex}", "Layers": [f"blobs/sha256/{diff_id.hex}"]}
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w") as out:
-        for name, data in (
-            (f"blobs/sha256/{diff_id.hex}", tar),
-            (f"blobs/sha256/{Digest.of(config).hex}", config),
-            (
-                "manifest.json",
-                json.dumps([{"Config": f"blobs/sha256/{Digest.of(config).hex}", "Layers": [f"blobs/sha256/{diff_id.hex}"]}]).encode(),
-            ),
-        ):
+        for name, data in ((entry["Layers"][0], tar), (entry["Config"], config), ("manifest.json", json.dumps([entry]).encode())):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             out.addfile(info, io.BytesIO(data))
-    (tmp_path / "image.tar").write_bytes(archive.getvalue())
+    return archive.getvalue(), diff_id
+
+
+def test_a_layer_over_the_cap_in_a_docker_archive_is_refused_at_its_header(tmp_path: Path) -> None:
+    archive, diff_id = docker_archive(2 * MiB)
+    (tmp_path / "image.tar").write_bytes(archive)
     done = gosmall("audit", str(tmp_path / "image.tar"), cwd=tmp_path, env={"GOSMALL_MAX_LAYER_SIZE": "1MiB"})
     assert done.returncode == 2, done.stderr
-    assert f"blobs/sha256/{diff_id.hex} ({len(tar)} bytes) is larger than 1MiB (1048576 bytes)" in done.stderr
+    assert f"blobs/sha256/{diff_id.hex} ({2 * MiB + 1536} bytes) is larger than 1MiB (1048576 bytes)" in done.stderr
     assert gosmall("audit", str(tmp_path / "image.tar"), cwd=tmp_path).returncode == 1  # under the default cap it is audited
+
+
+@pytest.mark.docker
+def test_an_engine_image_is_read_as_it_streams_and_refused_at_the_cap(tmp_path: Path, docker_client: docker.DockerClient) -> None:
+    archive, diff_id = docker_archive(8 * MiB)
+    (loaded,) = docker_client.images.load(archive)
+    tag = f"gosmall-audit-foreign:{uuid.uuid4().hex[:8]}"
+    loaded.tag(tag)
+    try:
+        # Nothing may be spooled: any file gosmall wrote past 1 MiB would stop it (SIGXFSZ).
+        status, stderr, _ = measured(["audit", tag], tmp_path / "tmp", {"GOSMALL_MAX_LAYER_SIZE": "4MiB"}, max_file=MiB)
+        assert status == 2, stderr
+        assert "(Docker engine)" in stderr and "is larger than 4MiB (4194304 bytes)" in stderr, stderr
+        status, stderr, _ = measured(["audit", tag], tmp_path / "tmp2", {"GOSMALL_MAX_LAYER_SIZE": "9MiB"}, max_file=MiB)
+        assert status == 1, stderr  # under the cap: read whole without spooling, and audited (it runs as root)
+        assert list((tmp_path / "tmp").iterdir()) == list((tmp_path / "tmp2").iterdir()) == []
+    finally:
+        docker_client.images.remove(tag)
