@@ -19,6 +19,7 @@ from .build import fresh, speculate
 from .build.built import Build, PlatformFacts, Publisher
 from .build.compile import compile_all, host_platform, plan_compile
 from .build.fresh import Compiled
+from .build.gocache import RemoteCache, remote_cache_setting, report_entry, tell, total
 from .build.needs import ship_what_is_needed
 from .build.runtime_files import collect_runtime_files
 from .build.source import SourceInfo, describe_source
@@ -62,11 +63,12 @@ def build_small(
     for image in images:
         check_replaceable(project.output_dir(image))  # before any work, not after minutes of it
     source = describe_source(project.root, environ)
+    shared = SharedGoCache.of(project, environ)
     written: list[Path] = []
     builds: list[Build] = []
     try:
         for image in images:
-            build = build_image(project, image, source, reporter)
+            build = build_image(project, image, source, reporter, shared=shared)
             OutputDirectory().publish(build, reporter)
             written.append(build.output_dir)
             builds.append(build)
@@ -79,9 +81,23 @@ def build_small(
     return tuple(builds)
 
 
-def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo, reporter: Reporter) -> Build:
+class SharedGoCache:
+    """The run's shared Go cache (gocache.py), or None; once it failed, the run's later images keep to local disk (one warning)."""
+
+    def __init__(self, remote: RemoteCache | None) -> None:
+        self.remote = remote
+
+    @classmethod
+    def of(cls, project: ProjectConfig, environ: Mapping[str, str] | None = None) -> SharedGoCache:
+        return cls(remote_cache_setting(project.remote_cache, project.remote_cache_write, os.environ if environ is None else environ))
+
+
+def build_image(
+    project: ProjectConfig, config: ImageConfig, source: SourceInfo, reporter: Reporter, *, shared: SharedGoCache | None = None
+) -> Build:
     """One image, in memory: nothing is written. When the output directory already holds what this build would
     write (fresh.py), that is the Build, and nothing after `go build` runs."""
+    shared = shared if shared is not None else SharedGoCache.of(project)
     reporter.step(f"{config.name}: building {config.package.relative_to(project.root) or '.'} for {', '.join(map(str, config.platforms))}")
     source = source.declared(config.labels)
     module = find_module(config.package)
@@ -98,7 +114,12 @@ def build_image(project: ProjectConfig, config: ImageConfig, source: SourceInfo,
             reporter.detail(f"not shipped: {skipped}")
         speculate.import_while_go_runs(*AFTER_GO)
         with reporter.status(f"{config.name}: go build for {', '.join(map(str, config.platforms))}"):
-            binaries = compile_all(plans, toolchain, Path(workdir))
+            binaries = compile_all(plans, toolchain, Path(workdir), remote=shared.remote)
+        if shared.remote is not None:
+            done = total([b.go_cache for b in binaries if b.go_cache is not None])
+            tell(reporter, config.name, shared.remote, done)
+            if done.trouble:
+                shared.remote = None
         compiled = Compiled(project, config, source, toolchain, plans, binaries, common)
         return fresh.build_unless_current(compiled, reporter, _build_from)
 
@@ -180,6 +201,9 @@ def _assembled(compiled: Compiled, reporter: Reporter) -> Build:
         )
     docker_platform = host_platform() if host_platform() in config.platforms else config.platforms[0]
     report = build_report(config, image, sizes, source, docker_platform, platform_facts, go=toolchain.version_text)
+    go_cache = [b.go_cache for b in binaries if b.go_cache is not None]
+    if go_cache:  # only when a shared cache was set: a build without one writes the report it always did
+        report["go_cache"] = report_entry(total(go_cache))
     show_size_table(reporter, config, sizes, str(image.digest), vulns)
     return Build(config, image, report, project.output_dir(config), tuple(known))
 

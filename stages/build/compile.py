@@ -20,7 +20,8 @@ from ..errors import GosmallError
 from ..images.model import Platform
 from ..interrupts import kill_running_groups, run_as_group
 from . import speculate
-from .cache import copy_out, go_output, go_scratch, key_of
+from .cache import cache_root, copy_out, go_output, go_scratch, key_of
+from .gocache import GoCacheStats, RemoteCache, index_tag, program_env, read_stats
 from .source import SourceInfo
 from .toolchain import GoModule, Runner, Toolchain, run_go
 
@@ -70,6 +71,7 @@ class Binary:
     size: int
     cgo: bool
     build_id: str = ""  # Go's (`go tool buildid`); it changes whenever Go links
+    go_cache: GoCacheStats | None = None  # what the shared Go cache did for this build (gocache.py), when one is set
 
 
 def imports_c(package: Path) -> bool:
@@ -135,7 +137,9 @@ def binary_name(package: Path, module: GoModule) -> str:
     return parts[-1]
 
 
-def compile_binary(plan: CompilePlan, toolchain: Toolchain, workdir: Path, *, runner: Runner = run_as_group) -> Binary:
+def compile_binary(
+    plan: CompilePlan, toolchain: Toolchain, workdir: Path, *, runner: Runner = run_as_group, remote: RemoteCache | None = None
+) -> Binary:
     output = workdir / plan.platform.__str__().replace("/", "_") / plan.binary_name
     output.parent.mkdir(parents=True, exist_ok=True)
     # go build's own work directory, and the C compiler's temporary files, inside gosmall's work
@@ -145,6 +149,9 @@ def compile_binary(plan: CompilePlan, toolchain: Toolchain, workdir: Path, *, ru
     env = {**plan.env(), "GOTMPDIR": str(scratch), "TMPDIR": str(scratch)}
     # Everything that decides the binary but the source, which Go's own up-to-date check reads.
     key = key_of([str(plan.package), str(plan.module.root), plan.args(Path("-")), plan.env(), str(toolchain.go), toolchain.version_text])
+    shared = _go_cache_env(plan, toolchain, workdir, remote) if remote is not None else {}
+    stats: GoCacheStats | None = None
+    env = {**env, **shared}
     early = speculate.claim(key) if runner is run_as_group else None
     try:
         with go_output(key, held=early.lock if early else None) as kept, contextlib.ExitStack() as stack:
@@ -160,9 +167,17 @@ def compile_binary(plan: CompilePlan, toolchain: Toolchain, workdir: Path, *, ru
                 if early is not None:
                     early.kill()  # another command now: it may not go on writing the kept output
                 done = run_go(toolchain, plan.module, plan.args(target), cwd=plan.package, env=env, runner=runner)
+            if shared and done.returncode != 0 and "GOCACHEPROG" in done.stderr:
+                # The cache program itself failed Go (a bug of ours): never worse than no cache, so once more without it.
+                why = f"Go stopped with its cache program: {done.stderr.strip()[-300:]}"
+                stats = GoCacheStats(repository=remote.repository if remote else "", write=bool(remote and remote.write), trouble=why)
+                env = {k: v for k, v in env.items() if k not in shared}
+                shared = {}
+                done = run_go(toolchain, plan.module, plan.args(target), cwd=plan.package, env=env, runner=runner)
             if kept is not None and done.returncode == 0 and target.is_file():
                 copy_out(target, output)  # under the lock: another build may re-link the kept file next
-                speculate.ran(key, argv, plan.package, full_env)
+                if not shared:  # a shared-cache build is never started early: its program reports to this run (speculate.py)
+                    speculate.ran(key, argv, plan.package, full_env)
     finally:
         if early is not None:
             early.close()
@@ -178,7 +193,24 @@ def compile_binary(plan: CompilePlan, toolchain: Toolchain, workdir: Path, *, ru
             f"go build of {plan.package} for {plan.platform} wrote no executable; is it a `package main`? "
             "Point `package` at the directory of your main package."
         )
-    return Binary(output, plan.binary_name, plan.platform, output.stat().st_size, plan.cgo, read_go_build_id(output) or "")
+    if shared and remote is not None:
+        stats = read_stats(Path(shared["GOSMALL_GOCACHE_STATS"]), remote)
+    build_id = read_go_build_id(output) or ""
+    return Binary(output, plan.binary_name, plan.platform, output.stat().st_size, plan.cgo, build_id, stats if remote else None)
+
+
+def _go_cache_env(plan: CompilePlan, toolchain: Toolchain, workdir: Path, remote: RemoteCache) -> dict[str, str]:
+    """GOCACHEPROG and what it needs: gosmall's Go cache program, its local disk, its index tag, and a file to report to."""
+    root = cache_root()
+    # With GOSMALL_CACHE=off the local half lives for this run only, in the work directory.
+    directory = (root / "gocache") if root is not None else (workdir / "gocache")
+    name = str(plan.platform).replace("/", "_")
+    package = plan.package.relative_to(plan.module.root).as_posix() if plan.package.is_relative_to(plan.module.root) else str(plan.package)
+    facts = [toolchain.version_text, plan.module.path, package, plan.cgo, plan.tags, plan.cc or ""]
+    tag = index_tag(plan.platform.os, plan.platform.architecture, plan.platform.variant, facts)
+    stats = workdir / f"gocache-{name}.json"
+    stats.unlink(missing_ok=True)
+    return program_env(remote, directory, tag, stats)
 
 
 def _head(path: Path) -> bytes:
@@ -187,7 +219,13 @@ def _head(path: Path) -> bytes:
 
 
 def compile_all(
-    plans: Sequence[CompilePlan], toolchain: Toolchain, workdir: Path, *, runner: Runner = run_as_group, jobs: int | None = None
+    plans: Sequence[CompilePlan],
+    toolchain: Toolchain,
+    workdir: Path,
+    *,
+    runner: Runner = run_as_group,
+    jobs: int | None = None,
+    remote: RemoteCache | None = None,
 ) -> tuple[Binary, ...]:
     """Every platform's binary, in plan order; as many `go build`s at once as there are CPUs.
 
@@ -196,9 +234,9 @@ def compile_all(
     """
     workers = min(len(plans), jobs or os.cpu_count() or 1)
     if workers <= 1:
-        return tuple(compile_binary(plan, toolchain, workdir, runner=runner) for plan in plans)
+        return tuple(compile_binary(plan, toolchain, workdir, runner=runner, remote=remote) for plan in plans)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gosmall-compile") as pool:
-        futures = [pool.submit(compile_binary, plan, toolchain, workdir, runner=runner) for plan in plans]
+        futures = [pool.submit(compile_binary, plan, toolchain, workdir, runner=runner, remote=remote) for plan in plans]
         try:
             return tuple(future.result() for future in futures)
         except BaseException:
