@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import os
 import platform as host
 import shutil
 import subprocess
@@ -22,6 +24,7 @@ from gosmall.elf import (
     read_elf_bytes,
     read_elf_file,
     read_elf_ident,
+    read_go_functions,
 )
 from gosmall.images.model import Platform
 
@@ -131,3 +134,52 @@ def test_every_truncation_of_a_real_binary_is_an_elf_error_or_facts(tmp_path: Pa
             read_elf_bytes(data[:length])
         except ElfError:
             pass
+
+
+# --- Go's function table: linked and inlined functions of a stripped binary -----------------------------------
+
+
+def _go_program(tmp_path: Path) -> tuple[Path, Path, str]:
+    """The vulns tests' vendored program, linked stripped (-s -w, as gosmall builds) and unstripped; and `go`."""
+    from tests.trust.test_vulns import write_program
+
+    write_program(tmp_path / "src")
+    go = str(find_toolchain(find_module(Path(__file__).resolve().parents[1] / "go_app")).go)
+    env = {**os.environ, "CGO_ENABLED": "0", "GOOS": "linux", "GOARCH": "amd64", "GOFLAGS": ""}
+    for name, flags in (("stripped", ["-ldflags=-s -w"]), ("full", [])):
+        subprocess.run([go, "build", "-trimpath", *flags, "-o", str(tmp_path / name), "."], cwd=tmp_path / "src", env=env, check=True)
+    return tmp_path / "stripped", tmp_path / "full", go
+
+
+def test_a_function_inlined_at_its_only_call_site_is_read_from_the_inline_trees_of_a_stripped_binary(tmp_path: Path) -> None:
+    stripped, full, go = _go_program(tmp_path)
+    nm = subprocess.run([go, "tool", "nm", str(full)], capture_output=True, text=True, check=True).stdout
+    symbols = {line.split(None, 2)[2] for line in nm.splitlines() if len(line.split(None, 2)) == 3}
+    # The compiler inlined lib.Tiny: it has no symbol of its own, and the linker dropped lib.Dropped.
+    assert "example.com/lib.Called" in symbols and "example.com/lib.Tiny" not in symbols and "example.com/lib.Dropped" not in symbols
+    with stripped.open("rb") as stream:
+        functions = read_go_functions(stream)
+    assert functions.inline_trees  # runtime.firstmoduledata was found without a symbol table
+    assert "example.com/lib.Tiny" in functions.inlined and "example.com/lib.Tiny" not in functions.linked
+    assert "example.com/lib.Dropped" not in functions.all
+    # The linked functions are the ones the symbol table names (Go's code, not assembly's ABI wrappers).
+    text = {line.split(None, 2)[2] for line in nm.splitlines() if line.split()[1:2] == ["T"]}
+    ours = ("example.com/", "main.")
+    assert {n for n in functions.linked if n.startswith(ours)} == {n for n in text if n.startswith(ours)}
+    # -s -w drop the symbol table, not the pclntab: the unstripped binary has the same functions and inline trees.
+    with full.open("rb") as stream:
+        assert read_go_functions(stream) == functions
+
+
+def test_a_damaged_or_missing_pclntab_is_an_elf_error(tmp_path: Path) -> None:
+    stripped, _, _ = _go_program(tmp_path)
+    data = bytearray(stripped.read_bytes())
+    at = data.find(b"\xf1\xff\xff\xff\x00\x00")  # the pclntab header's magic, then its two zero pads
+    data[at : at + 4] = b"\0\0\0\0"
+    with pytest.raises(ElfError, match="not one of Go 1.18 or later"):
+        read_go_functions(io.BytesIO(bytes(data)))
+    with pytest.raises(NotElfError):
+        read_go_functions(io.BytesIO(b"#!/bin/sh\n" + bytes(64)))
+    if shutil.which("gcc"):
+        with pytest.raises(ElfError, match="no .gopclntab"), gcc(tmp_path / "c", "static_main.c").open("rb") as stream:
+            read_go_functions(stream)

@@ -239,6 +239,25 @@ def test_error_policy_fails_with_1_and_writes_nothing(built: Built, tmp_path: Pa
     assert not (root / "dist" / "app").exists()
 
 
+def test_an_up_to_date_build_is_checked_again_when_the_policy_or_the_database_changes(built: Built, tmp_path: Path) -> None:
+    db = write_db(tmp_path / "db", [r for r in records(built.go) if r["id"] == "GO-2026-0002"])
+    root = write_project(tmp_path / "project", f'vulndb = "{db}"\n')
+    first = gosmall("build-small", cwd=root, env={"GOVULNDB": ""})
+    assert first.returncode == 0 and "0 called / 1 imported" in first.stdout, first.stderr
+    written = (root / "dist" / "app" / "report.json").read_bytes()
+    # A called record appears in the database: the same sources, but not up to date.
+    write_db(db, records(built.go))
+    second = gosmall("build-small", cwd=root, env={"GOVULNDB": ""})
+    assert second.returncode == 0 and "4 called / 1 imported" in second.stdout and "up to date" not in second.stdout, second.stderr
+    # vulns = "error" now fails the build and leaves the output as it was.
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace(f'vulndb = "{db}"\n', f'vulndb = "{db}"\nvulns = "error"\n'))
+    third = gosmall("build-small", cwd=root, env={"GOVULNDB": ""})
+    assert third.returncode == 1, third.stdout + third.stderr
+    assert (root / "dist" / "app" / "report.json").read_bytes() != written  # the second build's, untouched by the third
+    assert json.loads((root / "dist" / "app" / "report.json").read_text())["platforms"]["linux/amd64"]["vulns"]["called"]
+
+
 def test_no_database_configured_says_nothing_in_build_small_and_vulns_says_how(tmp_path: Path, built: Built) -> None:
     root = write_project(tmp_path / "project")
     done = gosmall("build-small", cwd=root, env={"GOVULNDB": ""})
