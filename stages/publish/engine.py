@@ -59,6 +59,8 @@ POLL_SECONDS = 0.25
 # A program with neither ports nor a healthcheck has nothing to ask; it passes
 # when it is still running after this long, or has exited 0.
 GRACE_SECONDS = 3.0
+# Docker's own interval for a healthcheck that does not set one (30 s).
+DOCKER_DEFAULT_HEALTH_INTERVAL_NS = 30_000_000_000
 
 
 @dataclass(frozen=True)
@@ -311,6 +313,7 @@ def hardened_container(
         result = _wait_until_ready(
             container, image, built, image_id, user, mode, probe_ports, seconds, started, reporter,
             has_healthcheck=healthcheck is not None or bool(image.healthcheck),
+            health_runner=_podman_health_runner(client, container),
         )  # fmt: skip
         yield RunningContainer(container, result)
     finally:
@@ -351,8 +354,18 @@ def _starting(built: BuiltImage, image: ImageConfig, image_id: str) -> Iterator[
             f"The Docker engine has no image {image_id} ({built.reference}); run `gosmall load --image {image.name}`."
         ) from None
     except APIError as exc:
+        why = str(exc.explanation or exc)
+        if "rlimit" in why:
+            # The runtime's words for a ulimit the engine may not raise; the image is not at fault.
+            raise GosmallError(
+                f"The Docker engine could not start {built.reference}: {why}. The engine could not apply the "
+                "container's default ulimits: rootful podman asks for nofile=1048576, which needs CAP_SYS_RESOURCE, "
+                "and root inside a container or a CI sandbox often lacks it. Give podman smaller defaults in "
+                'containers.conf ([containers] default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]; '
+                "CONTAINERS_CONF names another file) and restart `podman system service`."
+            ) from None
         raise GosmallError(
-            f"The Docker engine could not start {built.reference}: {exc.explanation or exc}. The image's "
+            f"The Docker engine could not start {built.reference}: {why}. The image's "
             f"entrypoint must be a file in it (a scratch image has no shell); check entrypoint and args of "
             f"[tool.gosmall.images.{image.name}]."
         ) from None
@@ -502,6 +515,7 @@ def _wait_until_ready(
     reporter: Reporter,
     *,
     has_healthcheck: bool,
+    health_runner: _HealthRunner | None = None,
 ) -> SmokeResult:
     """Poll until the healthcheck says healthy and every port answers as configured."""
     deadline = started + timeout
@@ -524,6 +538,10 @@ def _wait_until_ready(
                 code=FOUND,
             )
         if has_healthcheck and health != "healthy":
+            if health_runner is not None:
+                health_runner.run_when_due()
+                container.reload()
+                state = container.attrs["State"]
             health = (state.get("Health") or {}).get("Status")
             if health == "unhealthy":
                 _report_logs(container, reporter)
@@ -571,6 +589,53 @@ def _wait_until_ready(
         checks=tuple(answered[p] for p in ports),
         seconds=seconds,
     )
+
+
+class _HealthRunner:
+    """Runs a podman container's healthcheck at its interval, as Docker's engine does by itself.
+
+    podman runs healthchecks from systemd timers; where there is no systemd (a CI container, a
+    minimal VM) no check ever runs and the health stays "starting". podman's own API runs one
+    check on request (`podman healthcheck run`), which counts retries and records the result in
+    the container's State.Health like a timed one, so asking it at the container's interval gives
+    Docker's timing: the first check one interval after the start.
+    """
+
+    def __init__(self, client: docker.DockerClient, container: Container, api_version: str) -> None:
+        self._client = client
+        # podman's own API, not the Docker-compatible one: its path carries podman's API version.
+        self._url = f"{client.api.base_url}/v{api_version}/libpod/containers/{container.id}/healthcheck"
+        check = (container.attrs.get("Config") or {}).get("Healthcheck") or {}
+        interval = check.get("Interval") or DOCKER_DEFAULT_HEALTH_INTERVAL_NS
+        self._interval = interval / 1e9
+        self._due = time.monotonic() + self._interval
+
+    def run_when_due(self) -> None:
+        from docker.errors import APIError
+
+        if time.monotonic() < self._due:
+            return
+        self._due = time.monotonic() + self._interval
+        try:
+            self._client.api.get(self._url).close()
+        except (APIError, requests.RequestException):
+            pass  # the container's state, read next, says what there is to say
+
+
+def _podman_health_runner(client: docker.DockerClient, container: Container | None) -> _HealthRunner | None:
+    api_version = podman_api_version(client)
+    if container is None or api_version is None:
+        return None
+    container.reload()
+    return _HealthRunner(client, container, api_version)
+
+
+def podman_api_version(client: docker.DockerClient) -> str | None:
+    """podman's own API version when the engine behind the Docker-compatible API is podman, else None."""
+    for component in client.version().get("Components") or []:
+        if isinstance(component, dict) and component.get("Name") == "Podman Engine":
+            return str((component.get("Details") or {}).get("APIVersion") or component.get("Version") or "4.0.0")
+    return None
 
 
 def _ask(port: int, path: str, last_answer: dict[int, str]) -> int | None:
