@@ -106,6 +106,13 @@ RULES = (
         "(the origin remote and HEAD).",
     ),
     Rule(
+        "proofs",
+        "info",
+        "what an image in a registry carries beside it: SBOM, provenance, signature (referrers and cosign's tags)",
+        "Whoever pulls it can check what is inside and where it came from only with these. gosmall push pushes the SBOM and "
+        "provenance; --sign (or gosmall sign) signs and attests.",
+    ),
+    Rule(
         "no-healthcheck",
         "info",
         "the config has no Healthcheck",

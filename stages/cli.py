@@ -114,6 +114,7 @@ _PATH_TASKS = {
     "run": "package",
     "resolve": "filename",
     "vulns": "target",
+    "sbom": "reference",  # `gosmall sbom REF`: an image in a registry, not a path
 }
 _AFTER_DASHES = {"run": "arg"}
 

@@ -22,9 +22,10 @@ from its HEAD, since an upload session may not survive what went wrong.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from ..build.source import describe_source
 from ..config import ImageConfig, ProjectConfig, unpushable_repository
 from ..digest import Digest
 from ..errors import GosmallError
-from ..images.model import Blob, Image, MediaTypes, Platform, PlatformImage
+from ..images.model import MEDIA_MANIFEST, Artifact, Blob, Image, MediaTypes, Platform, PlatformImage, canonical_json
 from ..reference import Reference, ReferenceError, parse_normalized_named
 from ..registry.client import (
     MANIFEST_ACCEPT,
@@ -45,17 +46,24 @@ from ..registry.client import (
     RegistryUnavailable,
     _fail,
     _parse_digest,
+    list_referrers,
     pull_blob,
     pull_manifest,
     raise_if_unavailable,
     registry_base,
 )
 from ..reporter import RecordingReporter, Reporter
+from .referrers import Route, push_referrers
 from .report import human, report_json
 
 # Bytes per upload request: a blob above this goes in PATCH chunks, so that a request of 4 MiB, not a whole
 # layer, has to finish within the client's per-request deadline on a slow link.
 CHUNK_SIZE = 4 * 2**20
+
+# The referrers a fan-in index takes over from its platforms: SPDX SBOMs, in-toto statements, DSSE envelopes.
+CARRIED_ARTIFACT_TYPES = ("application/spdx+json", "application/vnd.in-toto+json", "application/vnd.dsse.envelope.v1+json")
+# A build's referrers (its SBOM, its provenance): trust/ makes them, the task hands the maker in.
+Proofs = Callable[[Build], Sequence[Artifact]]
 
 
 @dataclass(frozen=True)
@@ -81,10 +89,13 @@ class RegistryPublisher:
     One per run: it remembers which repository each blob went to, so a second image sharing a layer mounts it.
     """
 
-    def __init__(self, project: ProjectConfig, client: RegistryClient, *, chunk_size: int = CHUNK_SIZE) -> None:
+    def __init__(
+        self, project: ProjectConfig, client: RegistryClient, *, chunk_size: int = CHUNK_SIZE, proofs: Proofs | None = None
+    ) -> None:
         self.project = project
         self.client = client
         self.chunk_size = chunk_size
+        self.proofs = proofs  # the SBOM and provenance referrers of a build, made on the trust floor and handed in
         self.pushed: list[Pushed] = []
         self._blobs_at: dict[tuple[str, Digest], str] = {}  # (registry, blob) -> a repository there that has it
 
@@ -103,6 +114,13 @@ class RegistryPublisher:
         digest = pusher.push(
             build.image, tags, Digest.parse(str(build.report["digest"])), retry_command=f"`gosmall push --image {config.name}`"
         )
+        if self.proofs is not None:
+            artifacts = self.proofs(build)
+            reporter.step(f"{config.name}: pushing {len(artifacts)} referrer(s) of {digest} (SBOM, provenance)")
+            try:
+                push_referrers(pusher, self.client, ref, digest, artifacts, reporter)
+            except RegistryUnavailable as exc:
+                raise pusher.stopped(exc, f"`gosmall push --image {config.name}`") from None
         pushed = Pushed(config.name, config.repository, digest, tags)
         self.pushed.append(pushed)
         record_push(build, pushed, reporter)
@@ -144,11 +162,24 @@ def push_manifest(
     return pusher.tag(manifest, tags, manifest.digest, retry_command=retry_command)
 
 
+def push_artifacts(
+    client: RegistryClient, ref: Reference, subject: Digest, artifacts: Sequence[Artifact], reporter: Reporter, *, retry_command: str
+) -> Route:
+    """Push referrers of `subject` (already in `ref`'s repository) and have the registry list them; the route taken."""
+    pusher = _Pusher(client, ref, reporter, CHUNK_SIZE, (), {})
+    try:
+        return push_referrers(pusher, client, ref, subject, artifacts, reporter)
+    except RegistryUnavailable as exc:
+        raise pusher.stopped(exc, retry_command) from None
+
+
 def record_push(build: Build, pushed: Pushed, reporter: Reporter) -> None:
     """Write `pushed` into the build's report.json: where the image is now, for the fan-in job and for people.
 
     Only a report.json of this very build is changed (its digest says so), through a temporary file and a rename.
     """
+    from ..build.fresh import rewriting
+
     path = build.output_dir / "report.json"
     try:
         report = json.loads(path.read_bytes())
@@ -160,8 +191,10 @@ def record_push(build: Build, pushed: Pushed, reporter: Reporter) -> None:
     report["pushed"] = {"reference": pushed.reference, "tags": list(pushed.tags)}
     temporary = path.with_name(f".report.json.tmp-{os.getpid()}")
     try:
-        temporary.write_bytes(report_json(report))
-        os.replace(temporary, path)
+        # Through fresh.py: the up-to-date record learns the new report.json, so the next unchanged build is a no-op.
+        with rewriting(build.output_dir, path):
+            temporary.write_bytes(report_json(report))
+            os.replace(temporary, path)
     except OSError as exc:
         temporary.unlink(missing_ok=True)
         raise GosmallError(f"{path}: the push to {pushed.reference} succeeded, but recording it failed: {exc.strerror or exc}.") from None
@@ -218,6 +251,43 @@ def push_index(client: RegistryClient, config: ImageConfig, top: Blob, reporter:
         raise pusher.stopped(exc, again) from None
     digest = pusher.tag(top, config.tags, top.digest, retry_command=again)
     return Pushed(config.name, config.repository, digest, config.tags)
+
+
+def carry_referrers(client: RegistryClient, config: ImageConfig, top: Blob, reporter: Reporter) -> int:
+    """Give the fan-in's index the referrers its platform jobs pushed beside each platform's manifest.
+
+    A referrer names its subject inside its own bytes, so each (the SBOM, the provenance, any DSSE attestation)
+    is pushed again as a manifest with the same config and layers, already in the repository, and `subject` the
+    index; the platform's referrers stay as they are. How many the index carries now.
+    """
+    ref = repository_reference(config)
+    try:
+        document = json.loads(top.data)
+    except (ValueError, RecursionError):
+        return 0
+    platforms = [Digest.parse(m["digest"]) for m in document.get("manifests", [])] if "manifests" in document else []
+    subject = top.descriptor().to_json()
+    artifacts: list[Artifact] = []
+    for platform in platforms:
+        for entry in client.retrying(functools.partial(list_referrers, client, ref, platform), reporter.detail).manifests:
+            if entry.get("artifactType") not in CARRIED_ARTIFACT_TYPES:
+                continue
+            data, media_type = client.retrying(functools.partial(pull_manifest, client, ref, str(entry["digest"])), reporter.detail)
+            try:
+                manifest = json.loads(data)
+            except (ValueError, RecursionError):
+                continue
+            if not isinstance(manifest, dict) or (manifest.get("subject") or {}).get("digest") != str(platform):
+                continue
+            manifest["subject"] = subject
+            artifacts.append(Artifact(str(entry["artifactType"]), Blob(media_type or MEDIA_MANIFEST, canonical_json(manifest)), ()))
+    if not artifacts:
+        return 0
+    reporter.step(f"{config.name}: the index {top.digest} takes over {len(artifacts)} referrer(s) of its platforms")
+    push_artifacts(
+        client, ref, top.digest, artifacts, reporter, retry_command=f"`gosmall index --image {config.name}` with the same --from reports"
+    )
+    return len(artifacts)
 
 
 def _platform_manifests(path: Path, config: ImageConfig, commit: tuple[str, str, int]) -> list[tuple[Platform, Digest]]:
@@ -320,19 +390,24 @@ class _Pusher:
         self.client.retrying(lambda: self._blob_once(blob), self.reporter.detail)
         self.blobs_at[(self.ref.domain, blob.digest)] = self.ref.path
 
-    def manifest(self, blob: Blob, where: str) -> None:
-        """PUT `blob` as the manifest `where` (a digest or a tag); the registry must file it under `blob`'s digest."""
+    def manifest(self, blob: Blob, where: str) -> Answer:
+        """PUT `blob` as the manifest `where` (a digest or a tag); the registry must file it under `blob`'s digest.
 
-        def put() -> None:
+        The answer is returned: its `OCI-Subject` header says whether the registry indexed a referrer itself.
+        """
+
+        def put() -> Answer:
             answer = self._call("PUT", f"/v2/{self.ref.path}/manifests/{where}", headers={"Content-Type": blob.media_type}, data=blob.data)
             if answer.status_code not in (200, 201):
                 raise self._fail(f"pushing manifest {where}", answer)
             said = answer.headers.get("Docker-Content-Digest")
             if said and _parse_digest(self.ref, said) != blob.digest:
                 raise GosmallError(f"{self.ref}: the registry stored manifest {where} as {said.strip()}, not {blob.digest}.")
+            return answer
 
-        self.client.retrying(put, self.reporter.detail)
+        answer = self.client.retrying(put, self.reporter.detail)
         self.reporter.detail(f"manifest {blob.digest}" + ("" if where.startswith("sha256:") else f" tagged {where}"))
+        return answer
 
     def _blob_once(self, blob: Blob) -> None:
         digest = blob.digest

@@ -674,3 +674,114 @@ def pull_blob(client: RegistryClient, ref: Reference, digest: Digest, size: int)
             "its manifest names. The registry's copy is damaged or the manifest is wrong; push the image again."
         )
     return bytes(data)
+
+
+# -- referrers (OCI 1.1): the API where a registry has it, the referrers tag schema elsewhere --------
+
+
+@dataclass(frozen=True)
+class Referrers:
+    """What a registry lists as referrers of one digest, and where the list came from.
+
+    `api`: the registry answered GET /v2/<name>/referrers/<digest>. Otherwise the list is the image index under
+    the referrers tag (`sha256-<hex>`), `index` its parsed document (None when there is no such tag), which a
+    client that adds a referrer must extend, keeping every entry another tool put there.
+    """
+
+    api: bool
+    manifests: tuple[Mapping[str, Any], ...]
+    index: Mapping[str, Any] | None = None
+
+
+def referrers_tag(digest: Digest) -> str:
+    """The referrers tag schema's tag for `digest`: `<alg>-<hex>` (distribution-spec, "Referrers Tag Schema")."""
+    return f"{digest.algorithm[:32]}-{digest.hex[:64]}"
+
+
+def referrer_descriptor(manifest: bytes, media_type: str) -> dict[str, Any]:
+    """How an index lists a referrer (distribution-spec, pushing a manifest with a subject): its descriptor, its
+    `artifactType` (else its config's media type) and every annotation of the manifest."""
+    document = json.loads(manifest)
+    out: dict[str, Any] = {"mediaType": media_type, "digest": str(Digest.of(manifest)), "size": len(manifest)}
+    artifact_type = document.get("artifactType") or (document.get("config") or {}).get("mediaType")
+    if artifact_type:
+        out["artifactType"] = artifact_type
+    if document.get("annotations"):
+        out["annotations"] = dict(document["annotations"])
+    return out
+
+
+def list_referrers(client: RegistryClient, ref: Reference, digest: Digest) -> Referrers:
+    """The referrers of `ref`'s repository's `digest`: from the referrers API, or, where that answers 404, from the
+    index under the referrers tag (none when the tag does not exist)."""
+    scope = f"repository:{ref.path}:pull"
+    url = f"/v2/{ref.path}/referrers/{digest}"
+    manifests: list[Mapping[str, Any]] = []
+    pages = 0
+    while url:
+        answer = raise_if_unavailable(
+            client.request("GET", ref.domain, url, scope, headers={"Accept": MEDIA_INDEX}), f"{ref}: GET referrers of {digest}"
+        )
+        if answer.status_code == 404 and pages == 0:
+            return _tag_referrers(client, ref, digest)
+        if answer.status_code != 200:
+            raise _fail(ref, f"listing the referrers of {digest}", answer)
+        manifests.extend(_index_manifests(ref, f"the referrers of {digest}", answer.content))
+        pages += 1
+        url = _next_page(answer.headers.get("Link", "")) if pages < 100 else ""
+    return Referrers(True, tuple(manifests))
+
+
+def _tag_referrers(client: RegistryClient, ref: Reference, digest: Digest) -> Referrers:
+    tag = referrers_tag(digest)
+    scope = f"repository:{ref.path}:pull"
+    answer = raise_if_unavailable(
+        client.request("GET", ref.domain, f"/v2/{ref.path}/manifests/{tag}", scope, headers={"Accept": MANIFEST_ACCEPT}),
+        f"{ref}: GET manifest {tag}",
+    )
+    if answer.status_code == 404:
+        return Referrers(False, (), None)
+    if answer.status_code != 200:
+        raise _fail(ref, f"getting the referrers tag {tag}", answer)
+    manifests = _index_manifests(ref, f"{ref.name}:{tag}", answer.content)
+    return Referrers(False, tuple(manifests), json.loads(answer.content))
+
+
+def _index_manifests(ref: Reference, what: str, content: bytes) -> list[Mapping[str, Any]]:
+    try:
+        document = json.loads(content)
+        manifests = document["manifests"] if document.get("mediaType", MEDIA_INDEX) == MEDIA_INDEX else None
+        if not isinstance(manifests, list) or not all(isinstance(m, dict) and isinstance(m.get("digest"), str) for m in manifests):
+            raise TypeError("manifests")
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        raise GosmallError(
+            f"{ref}: {what} is not an OCI image index of referrers ({redact(content.decode('utf-8', 'replace'))}). "
+            "gosmall does not overwrite it; move that tag away if it is not a referrers list."
+        ) from None
+    return manifests
+
+
+def _next_page(link: str) -> str:
+    found = re.search(r'<([^>]+)>\s*;\s*rel="?next"?', link)
+    if not found:
+        return ""
+    target = urlsplit(found.group(1))
+    return target.path + (f"?{target.query}" if target.query else "")
+
+
+def merge_referrers(existing: Mapping[str, Any] | None, added: Collection[Mapping[str, Any]]) -> bytes | None:
+    """The referrers tag's index with `added` appended to what it lists, or None when each is already there.
+
+    Entries of other tools (and earlier pushes) are kept as they were, in their order; a descriptor whose digest is
+    listed already is not added again, so pushing one build twice changes nothing.
+    """
+    document: dict[str, Any] = dict(existing) if existing is not None else {"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": []}
+    listed = list(document.get("manifests") or [])
+    known = {str(m.get("digest")) for m in listed}
+    new = [dict(d) for d in added if str(d["digest"]) not in known]
+    if not new:
+        return None
+    document["manifests"] = [*listed, *new]
+    document.setdefault("schemaVersion", 2)
+    document.setdefault("mediaType", MEDIA_INDEX)
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

@@ -6,6 +6,7 @@ from typing import Any
 
 from invoke import task
 
+from ..errors import GosmallError
 from ..interrupts import Interrupted
 from ..reporter import make_reporter
 from .wiring import (
@@ -18,6 +19,8 @@ from .wiring import (
     print_pushed,
     registry_publisher,
     selected_project,
+    sign_and_attest,
+    signing_key,
     speaks_to_user,
 )
 
@@ -28,7 +31,8 @@ from .wiring import (
             "package": PACKAGE_HELP, "platform": PLATFORM_HELP,
             "push": "Then push each image to its repository (as `gosmall push` does) and print repository@sha256:...; "
                     "with --platform, by digest and untagged, for `gosmall index` to join.",
-            "insecure_registry": INSECURE_HELP})  # fmt: skip
+            "insecure_registry": INSECURE_HELP,
+            "sign": "With --push: then sign each pushed digest and attest its provenance and SBOM with this cosign private key, as `gosmall sign` does."})  # fmt: skip
 @speaks_to_user
 def build_small(
     c: Any,
@@ -39,6 +43,7 @@ def build_small(
     platform: list[str] | None = None,
     push: bool = False,
     insecure_registry: list[str] | None = None,
+    sign: str = "",
 ) -> None:
     """Build each image into <output>/<image>/: an OCI layout, a docker-loadable image.tar and report.json.
 
@@ -50,6 +55,9 @@ def build_small(
     from ..pipeline import build_small as run_build_small
     from ..trust.lock import warn_if_unlike_lock
 
+    if sign and not push:
+        raise GosmallError("--sign signs what --push pushes: add --push, or run `gosmall sign --key KEY` after a push.")
+    key = signing_key(sign) if sign else None  # a wrong password stops the run before any build or upload
     reporter = make_reporter()
     project = selected_project(image, package, platform)
     if load or smoke:
@@ -61,6 +69,8 @@ def build_small(
     pusher = registry_publisher(selected_project(image, package, None) if platform else project, insecure_registry) if push else None
     builds = run_build_small(project, reporter, names=(image,) if image else (), publishers=(pusher,) if pusher else ())
     warn_if_unlike_lock(project, builds, reporter)
+    if pusher and key is not None:
+        sign_and_attest(pusher.client, builds, pusher.pushed, key, reporter)
     if pusher:
         print_pushed(pusher, "text")
     if load or smoke:

@@ -25,6 +25,7 @@ from .wiring import (
     registry_client,
     registry_publisher,
     selected_project,
+    sign_and_attest,
     signing_key,
     speaks_to_user,
 )
@@ -59,7 +60,9 @@ def push(c: Any, image: str | None = None, format: str = "text", insecure_regist
     No tag ever names a partial image, blobs the registry has are not sent again, and each tag is checked to serve
     report.json's digest; report.json records the push. Prints repository@sha256:... per image. A build of only some
     platforms (build-small --platform) is pushed by digest, untagged, for `gosmall index`. Credentials come from the
-    Docker config: credHelpers, credsStore, auths. Exit status: 0 pushed and checked; 2 it could not run (not built,
+    Docker config: credHelpers, credsStore, auths. Each image goes
+    with its referrers, the SPDX SBOM and a SLSA provenance statement (the referrers API where the registry has it,
+    else the sha256-<hex> tag); --sign also attests both as cosign does (sha256-<hex>.att, and as DSSE referrers). Exit status: 0 pushed and checked; 2 it could not run (not built,
     credentials refused, the registry failed or served another digest).
     """
     check_pushed_format(format)
@@ -71,11 +74,7 @@ def push(c: Any, image: str | None = None, format: str = "text", insecure_regist
     for build in builds:
         publisher.publish(build, reporter)
     if key is not None:
-        from ..reference import parse_normalized_named
-        from ..trust.sign import sign_image
-
-        for pushed in publisher.pushed:
-            sign_image(publisher.client, parse_normalized_named(pushed.repository), pushed.digest, key, reporter)
+        sign_and_attest(publisher.client, builds, publisher.pushed, key, reporter)
     print_pushed(publisher, format)
 
 
@@ -99,7 +98,7 @@ def index(
     the registry by digest. The index is byte for byte the one one machine building every platform makes, so its
     digest is too. Exit status: 0 done; 2 it could not run (a platform missing, another commit, the registry failed).
     """
-    from ..publish.push import index_from_reports, push_index
+    from ..publish.push import carry_referrers, index_from_reports, push_index
 
     check_pushed_format(format)
     project = load_project()
@@ -112,7 +111,9 @@ def index(
         tags = ", ".join(config.tags)
         make_reporter().step(f"{config.name}: the index is {config.repository}@{top.digest}; add --push to push it as {tags}")
         return
-    pushed = push_index(client, config, top, make_reporter())
+    reporter = make_reporter()
+    pushed = push_index(client, config, top, reporter)
+    carry_referrers(client, config, top, reporter)
     print(json.dumps([pushed.to_json()], indent=2) if format == "json" else pushed.reference)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -12,7 +13,18 @@ from invoke import Exit, task
 from ..config import load_project
 from ..errors import COULD_NOT_RUN, FOUND, GosmallError
 from ..reporter import make_reporter
-from .wiring import IMAGE_HELP, INSECURE_HELP, PATH_HELP, paths, pin_scope, read_builds, registry_client, signing_key, speaks_to_user
+from .wiring import (
+    IMAGE_HELP,
+    INSECURE_HELP,
+    PATH_HELP,
+    machine_facts,
+    paths,
+    pin_scope,
+    read_builds,
+    registry_client,
+    signing_key,
+    speaks_to_user,
+)
 
 
 @task
@@ -38,11 +50,13 @@ def sign(c: Any, key: str = "", image: str | None = None, insecure_registry: lis
     """Sign each image's pushed digest (report.json's) and store the signature beside it, the way cosign does.
 
     The signature is a simple-signing payload signed with ECDSA P-256, under the tag sha256-<hex>.sig of the image's
-    repository; cosign and skopeo (use-sigstore-attachments) read it there. Prints that reference per image. Exit
+    repository; cosign and skopeo (use-sigstore-attachments) read it there. The provenance and SBOM statements are
+    attested too, as DSSE envelopes under sha256-<hex>.att (cosign verify-attestation reads them) and as referrers.
+    Prints the .sig and .att references per image. Exit
     status: 0 signed; 2 it could not (no key or wrong password, not built, not pushed, the registry refused).
     """
     from ..publish.push import repository_reference
-    from ..trust.sign import sign_image
+    from ..trust.sign import attest_image, sign_image
 
     if not key:
         raise GosmallError("sign needs --key: the cosign private key to sign with (`gosmall keygen` writes cosign.key).")
@@ -52,7 +66,9 @@ def sign(c: Any, key: str = "", image: str | None = None, insecure_registry: lis
     client = registry_client(insecure_registry)
     reporter = make_reporter()
     for build in builds:
-        print(sign_image(client, repository_reference(build.config), build.digest, private, reporter))
+        repository = repository_reference(build.config)
+        print(sign_image(client, repository, build.digest, private, reporter))
+        print(attest_image(client, repository, build, private, machine_facts(build), reporter))
 
 
 @task(iterable=["insecure_registry"], help={"image": "The image: repo@sha256:... or repo:tag.", "key": "The cosign public key (cosign.pub).",
@@ -70,6 +86,48 @@ def verify_signature(c: Any, image: str, key: str = "", insecure_registry: list[
         raise GosmallError("verify-signature needs --key: the cosign public key to check with (cosign.pub).")
     verified = verify_image_signature(registry_client(insecure_registry), image, read_public_key(Path(key)))
     print(f"{verified.repository}@{verified.digest}: signed by {key} as {verified.docker_reference}")
+
+
+@task(iterable=["insecure_registry"], help={"image": "The image: repo@sha256:... or repo:tag.", "key": "The cosign public key (cosign.pub).",
+                                            "type": "slsaprovenance1 (default: the SLSA provenance v1 statement) or spdx (the SPDX SBOM statement).",
+                                            "format": "text, or json ({verified, image, digest, predicate_type, commit, builder, found_in} or {verified: false, image, problem}).",
+                                            "insecure_registry": INSECURE_HELP})  # fmt: skip
+@speaks_to_user
+def verify_attestation(
+    c: Any,
+    image: str,
+    key: str = "",
+    type: str = "slsaprovenance1",
+    format: str = "text",
+    insecure_registry: list[str] | None = None,  # noqa: A002
+) -> None:
+    """Check that IMAGE carries an in-toto attestation of TYPE signed by KEY (a DSSE envelope, as cosign attests) whose subject is IMAGE.
+
+    Looks in cosign's sha256-<hex>.att and in the image's referrers. Prints the subject digest, the source commit and
+    the builder. Exit status: 0 verified; 1 none by this key for this image (none at all, a bad signature, a subject
+    that is another image: the message says which); 2 it could not run (no key, bad reference, the registry failed).
+    """
+    from ..trust.sign import ATTESTATION_TYPES, read_public_key, verify_image_attestation
+
+    if format not in ("text", "json"):
+        raise GosmallError(f"--format {format!r} is not known; use text or json.")
+    if type not in ATTESTATION_TYPES:
+        raise GosmallError(f"--type {type!r} is not known; use {' or '.join(ATTESTATION_TYPES)}.")
+    if not key:
+        raise GosmallError("verify-attestation needs --key: the cosign public key to check with (cosign.pub).")
+    public = read_public_key(Path(key))
+    try:
+        attested = verify_image_attestation(registry_client(insecure_registry), image, public, ATTESTATION_TYPES[type])
+    except GosmallError as error:
+        if error.code == FOUND and format == "json":
+            print(json.dumps({"verified": False, "image": image, "problem": error.message}, indent=2))
+        raise
+    if format == "json":
+        print(json.dumps(attested.to_json(), indent=2))
+        return
+    print(f"{attested.repository}@{attested.digest}: {type} attestation signed by {key}")
+    print(f"  source commit: {attested.commit or '(not named)'}")
+    print(f"  builder: {attested.builder or '(not named)'}")
 
 
 @task(iterable=["path"], help={"path": PATH_HELP, "format": "text (path:line:col: message), json (a list of {path, line, column, reference, problem, message}) or sarif (SARIF 2.1.0, for code scanning)."})  # fmt: skip
@@ -190,15 +248,35 @@ def verify_lock(c: Any, image: str | None = None) -> None:
     reporter.step(f"gosmall.lock matches a clean rebuild of {built.revision[:12]}: {', '.join(n for n, _ in built.images)}")
 
 
-@task(help={"image": IMAGE_HELP})
+@task(iterable=["insecure_registry"],
+      help={"image": IMAGE_HELP, "reference": "An image in a registry (repo@sha256:... or repo:tag): download its SBOM referrer instead.",
+            "output": "With REFERENCE: write the SBOM to this file instead of stdout.", "insecure_registry": INSECURE_HELP})  # fmt: skip
 @speaks_to_user
-def sbom(c: Any, image: str | None = None) -> None:
-    """Write <output>/<image>/sbom.spdx.json (SPDX 2.3) and its referrer in the OCI layout again, from the built output.
+def sbom(c: Any, reference: str = "", image: str | None = None, output: str = "", insecure_registry: list[str] | None = None) -> None:
+    """Write <output>/<image>/sbom.spdx.json (SPDX 2.3) and its referrer in the OCI layout again, from the built output;
+    or, given REFERENCE, download the SBOM pushed beside that image.
 
     build-small writes both; this reads the build back (report.json and the layout, checked) and makes the same bytes,
-    e.g. for an output an older gosmall wrote without them. Exit status: 0 written; 2 it could not run (not built, a
-    damaged output).
+    e.g. for an output an older gosmall wrote without them. With REFERENCE the SBOM referrer is read from the
+    registry, its manifest and layer checked by digest and its subject against the image, and written to stdout or
+    -o FILE. Exit status: 0 written; 2 it could not run (not built, a damaged output; no SBOM referrer, registry failed).
     """
+    if reference:
+        if image:
+            raise GosmallError(f"sbom: give REFERENCE ({reference}) or --image {image}, not both.")
+        from ..atomic import write_beside
+        from ..trust.proofs import fetch_sbom
+
+        ref, digest, document = fetch_sbom(registry_client(insecure_registry), reference)
+        if output:
+            write_beside(Path(output), document)
+            make_reporter(out=sys.stderr).step(f"{ref.name}@{digest}: its SBOM written to {output}")
+        else:
+            sys.stdout.buffer.write(document)
+            sys.stdout.flush()
+        return
+    if output:
+        raise GosmallError("sbom: -o/--output goes with a REFERENCE; --image writes <output>/<image>/sbom.spdx.json.")
     from ..trust.sbom import write_sbom
 
     reporter = make_reporter()

@@ -26,8 +26,9 @@ from ..reporter import Reporter
 # up-to-date check, and `gosmall --help` nothing but invoke.
 if TYPE_CHECKING:
     from ..build.built import Build
-    from ..publish.push import RegistryPublisher
+    from ..publish.push import Pushed, RegistryPublisher
     from ..registry.client import RegistryClient
+    from ..trust.provenance import MachineFacts
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -61,12 +62,16 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "keygen": ("GOSMALL_SIGNING_PASSWORD=... gosmall keygen",),
     "sign": ("gosmall sign --key cosign.key --image hello",),
     "verify-signature": ("gosmall verify-signature --key cosign.pub registry.lan:5000/hello:v1",),
+    "verify-attestation": (
+        "gosmall verify-attestation --key cosign.pub registry.lan:5000/hello:v1",
+        "gosmall verify-attestation --key cosign.pub --type spdx --format json registry.lan:5000/hello@sha256:...",
+    ),
     "verify-pins": ("gosmall verify-pins", "gosmall verify-pins k8s/ Dockerfile --format json"),
     "pin": ("gosmall pin --check", "gosmall pin Dockerfile"),
     "resolve": ("GOSMALL_REPO=ghcr.io/you gosmall resolve -f k8s/ | kubectl apply -f -", "gosmall resolve -f compose.yaml --write"),
     "lock": ("gosmall lock && git add gosmall.lock",),
     "verify-lock": ("gosmall verify-lock",),
-    "sbom": ("gosmall sbom --image hello",),
+    "sbom": ("gosmall sbom --image hello", "gosmall sbom registry.lan:5000/hello:v1 -o hello.spdx.json"),
     "audit": (
         "gosmall audit dist/hello",
         "gosmall audit docker://127.0.0.1:5000/app@sha256:... --format json",
@@ -160,9 +165,42 @@ def registry_client(insecure: list[str] | None) -> RegistryClient:
 
 
 def registry_publisher(project: ProjectConfig, insecure: list[str] | None) -> RegistryPublisher:
+    """A publisher that pushes each image with its referrers: the SBOM and the provenance, made here on the trust floor."""
     from ..publish.push import RegistryPublisher
+    from ..trust.provenance import proof_artifacts
 
-    return RegistryPublisher(project, registry_client(insecure))
+    return RegistryPublisher(project, registry_client(insecure), proofs=lambda build: proof_artifacts(build, machine_facts(build)))
+
+
+def machine_facts(build: Build) -> MachineFacts:
+    """What this machine adds to a build's provenance: the git remote, CI's variables, and the digest of the `go`
+    binary, only when this machine's Go is the very release report.json says built it."""
+    from ..build.toolchain import find_module, find_toolchain
+    from ..trust.provenance import gather_facts
+
+    go: Path | None = None
+    built_by = str(build.report.get("builder", {}).get("go", ""))
+    try:
+        wanted = tuple(int(part) for part in built_by.removeprefix("go").split("."))
+        toolchain = find_toolchain(find_module(build.config.package), go_version=wanted)
+        go = toolchain.executable if "go" + ".".join(map(str, toolchain.version)) == built_by else None
+    except (GosmallError, ValueError, OSError):
+        go = None  # another Go here, or none: the provenance names the version without a digest
+    return gather_facts(build, os.environ, go_binary=go)
+
+
+def sign_and_attest(client: RegistryClient, builds: tuple[Build, ...], pushed: list[Pushed], key: Any, reporter: Reporter) -> None:
+    """Sign each pushed digest (`.sig`), and attest its provenance and SBOM (`.att` and referrers), as cosign does."""
+    from ..reference import parse_normalized_named
+    from ..trust.sign import attest_image, sign_image
+
+    by_name = {build.config.name: build for build in builds}
+    for done in pushed:
+        repository = parse_normalized_named(done.repository)
+        sign_image(client, repository, done.digest, key, reporter)
+        build = by_name.get(done.image)
+        if build is not None and build.digest == done.digest:
+            attest_image(client, repository, build, key, machine_facts(build), reporter)
 
 
 def check_pushed_format(format: str) -> None:  # noqa: A002 - the flag is --format

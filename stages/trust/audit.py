@@ -603,7 +603,29 @@ def audit_target(target: str, *, max_layer_size: int = DEFAULT_MAX_LAYER_SIZE) -
     image = read_target(target, max_layer_size=max_layer_size)
     configured = configured_image(target)
     project, config = configured if configured is not None else (None, None)
-    return Audit(target, audit_image(image, config=config, max_layer_size=max_layer_size), project, config)
+    findings = audit_image(image, config=config, max_layer_size=max_layer_size)
+    if target.startswith("docker://"):
+        findings += proof_findings(target, image.digest)
+    return Audit(target, findings, project, config)
+
+
+def proof_findings(target: str, digest: Any) -> tuple[Finding, ...]:
+    """Info findings for what an image in a registry carries beside it: SBOM, provenance, signature, attestations."""
+    from ..registry.client import RegistryClient
+    from .proofs import carried_proofs, parse_image
+
+    ref = parse_image(target)
+    carried = carried_proofs(RegistryClient.from_environment(), ref, digest)
+    findings = [Finding("image", "proofs", proof.where, f"carries {_article(proof.kind)}{proof.kind}") for proof in carried]
+    kinds = {proof.kind for proof in carried}
+    for kind in ("SBOM", "provenance", "signature"):
+        if kind not in kinds:
+            findings.append(Finding("image", "proofs", str(digest), f"carries no {kind}"))
+    return tuple(findings)
+
+
+def _article(kind: str) -> str:
+    return "an " if kind[0] in "AEIOS" else "a "
 
 
 def max_layer_size(flag: str, environ: Mapping[str, str]) -> int:

@@ -35,13 +35,25 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ..build.built import Build
 from ..digest import Digest
 from ..errors import COULD_NOT_RUN, FOUND, GosmallError
 from ..images.model import MEDIA_CONFIG, MEDIA_MANIFEST, Blob, canonical_json
 from ..redact import redact
 from ..reference import Reference, ReferenceError, parse_normalized_named
-from ..registry.client import MANIFEST_ACCEPT, RegistryClient, RegistryResolver, _fail, pull_blob
+from ..registry.client import MANIFEST_ACCEPT, RegistryClient, RegistryResolver, _fail, list_referrers, pull_blob, pull_manifest
 from ..reporter import Reporter
+from .provenance import (
+    MEDIA_IN_TOTO,
+    PREDICATE_ANNOTATION,
+    SLSA_PROVENANCE,
+    SPDX_DOCUMENT,
+    MachineFacts,
+    provenance_statement,
+    referrer_artifact,
+    sbom_statement,
+)
+from .sbom import sbom_document
 
 PRIVATE_KEY_FILE = "cosign.key"
 PUBLIC_KEY_FILE = "cosign.pub"
@@ -59,6 +71,10 @@ SCRYPT_N, SCRYPT_R, SCRYPT_P = 65536, 8, 1
 SCRYPT_ACCEPTED = frozenset({(32768, 8, 1), (65536, 8, 1), (131072, 8, 1)})
 SALT_SIZE = 32
 SIGNATURE_ALGORITHM = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
+MEDIA_DSSE = "application/vnd.dsse.envelope.v1+json"  # cosign's attestation layers (types.DssePayloadType)
+COSIGN_PREDICATE_ANNOTATION = "predicateType"  # the layer annotation `cosign attest` adds
+# `verify-attestation --type`: cosign's names for the predicate types gosmall attests.
+ATTESTATION_TYPES = {"slsaprovenance1": SLSA_PROVENANCE, "spdx": SPDX_DOCUMENT, "spdxjson": SPDX_DOCUMENT}
 
 
 @dataclass(frozen=True)
@@ -274,9 +290,10 @@ class SignatureLayer:
     digest: Digest
     size: int
     annotations: tuple[tuple[str, str], ...]
+    media_type: str = SIMPLE_SIGNING  # a `.att` manifest's layers are DSSE envelopes
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"mediaType": SIMPLE_SIGNING, "digest": str(self.digest), "size": self.size}
+        out: dict[str, Any] = {"mediaType": self.media_type, "digest": str(self.digest), "size": self.size}
         if self.annotations:
             out["annotations"] = dict(self.annotations)
         return out
@@ -401,8 +418,11 @@ def _payload_claims(payload: bytes) -> tuple[str, Digest] | str:
         return "its payload's docker-manifest-digest is not a sha256 digest"
 
 
-def read_signature_layers(client: RegistryClient, ref: Reference, tag: str) -> tuple[SignatureLayer, ...]:
-    """The simple-signing layers of the `.sig` manifest under `tag`; none when there is no such tag."""
+def read_signature_layers(
+    client: RegistryClient, ref: Reference, tag: str, *, media_types: tuple[str, ...] | None = (SIMPLE_SIGNING,)
+) -> tuple[SignatureLayer, ...]:
+    """The layers of `media_types` (None: every layer) of the `.sig` or `.att` manifest under `tag`; none when there
+    is no such tag."""
     scope = f"repository:{ref.path}:pull"
     answer = client.request("GET", ref.domain, f"/v2/{ref.path}/manifests/{tag}", scope, headers={"Accept": MANIFEST_ACCEPT})
     if answer.status_code == 404:
@@ -411,7 +431,9 @@ def read_signature_layers(client: RegistryClient, ref: Reference, tag: str) -> t
         raise GosmallError(_fail(ref, f"getting signature manifest {tag}", answer).message, code=COULD_NOT_RUN)
     try:
         document = json.loads(answer.content)
-        layers = tuple(_signature_layer(layer) for layer in document["layers"] if layer.get("mediaType") == SIMPLE_SIGNING)
+        layers = tuple(
+            _signature_layer(layer) for layer in document["layers"] if media_types is None or layer.get("mediaType") in media_types
+        )
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise GosmallError(f"{ref.name}:{tag} is not a signature manifest (no layers of {SIMPLE_SIGNING}).") from None
     return layers
@@ -424,7 +446,10 @@ def _signature_layer(layer: Mapping[str, Any]) -> SignatureLayer:
     size = layer["size"]
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise TypeError("size")
-    return SignatureLayer(Digest.parse(layer["digest"]), size, tuple(sorted(annotations.items())))
+    media_type = layer.get("mediaType", SIMPLE_SIGNING)
+    if not isinstance(media_type, str):
+        raise TypeError("mediaType")
+    return SignatureLayer(Digest.parse(layer["digest"]), size, tuple(sorted(annotations.items())), media_type)
 
 
 def _require_manifest(client: RegistryClient, ref: Reference, digest: Digest) -> None:
@@ -451,3 +476,197 @@ def _image_reference(image: str) -> Reference:
     if ref.digest is None and ref.tag is None:
         raise GosmallError(f"{image!r} names no image: give repo@sha256:… or repo:tag.")
     return ref
+
+
+# -- attestations: in-toto statements in DSSE envelopes, as cosign attests ------------------------------
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE's pre-authentication encoding, the bytes a DSSE signature covers:
+    "DSSEv1" SP LEN(type) SP type SP LEN(body) SP body, lengths in ASCII decimal bytes."""
+    kind = payload_type.encode()
+    return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
+
+
+def dsse_envelope(key: ec.EllipticCurvePrivateKey, payload_type: str, payload: bytes) -> bytes:
+    """A DSSE envelope of `payload`, signed over its PAE with ECDSA P-256 (SHA-256, deterministic), in the field
+    order sigstore's envelope has (payloadType, payload, signatures[keyid, sig])."""
+    signature = key.sign(pae(payload_type, payload), SIGNATURE_ALGORITHM)
+    envelope = {"payloadType": payload_type, "payload": _b64(payload), "signatures": [{"keyid": "", "sig": _b64(signature)}]}
+    return json.dumps(envelope, separators=(",", ":")).encode()
+
+
+def attestation_tag(digest: Digest) -> str:
+    """Where cosign keeps an image's attestations: `sha256:<hex>` becomes the tag `sha256-<hex>.att`."""
+    return f"{digest.algorithm}-{digest.hex}.att"
+
+
+@dataclass(frozen=True)
+class Attested:
+    """An attestation that checked out: the image, what it attests, and what it says of the source and builder."""
+
+    repository: str
+    digest: Digest
+    predicate_type: str
+    commit: str
+    builder: str
+    found_in: str  # the `.att` tag or the referrer it was read from
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verified": True,
+            "image": f"{self.repository}@{self.digest}",
+            "digest": str(self.digest),
+            "predicate_type": self.predicate_type,
+            "commit": self.commit,
+            "builder": self.builder,
+            "found_in": self.found_in,
+        }
+
+
+def attest_image(
+    client: RegistryClient, repository: Reference, build: Build, key: ec.EllipticCurvePrivateKey, facts: MachineFacts, reporter: Reporter
+) -> str:
+    """Sign the build's provenance and SBOM statements as DSSE envelopes and put them where cosign looks (`.att`,
+    one layer each, other layers kept) and as OCI referrers of the image; the `.att` reference.
+
+    Signing is deterministic and the statements hold no clock, so attesting one build again adds nothing.
+    """
+    from ..publish.push import push_artifacts, push_manifest  # push.py builds on the registry module, as this one does
+
+    ref = Reference(repository.domain, repository.path)
+    digest = build.digest
+    _require_manifest(client, ref, digest)
+    statements = (
+        (SLSA_PROVENANCE, provenance_statement(build, facts)),
+        (SPDX_DOCUMENT, sbom_statement(build, sbom_document(build))),
+    )
+    envelopes = tuple((kind, Blob(MEDIA_DSSE, dsse_envelope(key, MEDIA_IN_TOTO, statement))) for kind, statement in statements)
+    tag = attestation_tag(digest)
+    reporter.step(f"{ref.name}@{digest}: attesting its provenance and SBOM, as {ref.name}:{tag} and as referrers")
+    existing = read_signature_layers(client, ref, tag, media_types=None)
+    ours = tuple(
+        SignatureLayer(
+            blob.digest, blob.size, tuple(sorted({SIGNATURE_ANNOTATION: "", COSIGN_PREDICATE_ANNOTATION: kind}.items())), MEDIA_DSSE
+        )
+        for kind, blob in envelopes
+    )
+    added = tuple(layer for layer in ours if layer not in existing)
+    if added:
+        manifest, config = signature_manifest((*existing, *added))
+        blobs = tuple(blob for _, blob in envelopes if any(layer.digest == blob.digest for layer in added))
+        push_manifest(client, ref, manifest, (*blobs, config), (tag,), reporter=reporter, retry_command="`gosmall sign`")
+    else:
+        reporter.detail(f"{ref.name}:{tag} already holds these attestations")
+    artifacts = tuple(referrer_artifact(build, blob, MEDIA_DSSE, kind) for kind, blob in envelopes)
+    push_artifacts(client, ref, digest, artifacts, reporter, retry_command="`gosmall sign`")
+    return f"{ref.name}:{tag}"
+
+
+def verify_image_attestation(client: RegistryClient, image: str, key: ec.EllipticCurvePublicKey, predicate_type: str) -> Attested:
+    """The first attestation of `predicate_type` for `image` that `key` signed and whose subject is the image, read
+    from cosign's `.att` tag and from the image's referrers; GosmallError with code FOUND when there is none (each
+    candidate's problem named), COULD_NOT_RUN when it cannot tell."""
+    ref = _image_reference(image)
+    digest = Digest.parse(ref.digest) if ref.digest else _resolve(client, ref)
+    candidates = _attestation_candidates(client, ref, digest, predicate_type)
+    if not candidates:
+        raise GosmallError(
+            f"{ref.name}@{digest} has no {predicate_type} attestation (neither {ref.name}:{attestation_tag(digest)} nor a "
+            "referrer holds one). Attest it with `gosmall sign` or `gosmall push --sign`.",
+            code=FOUND,
+        )
+    problems: list[str] = []
+    for where, envelope in candidates:
+        checked = _check_envelope(envelope, key, digest, predicate_type)
+        if isinstance(checked, str):
+            problems.append(f"{where}: {checked}")
+            continue
+        commit, builder = checked
+        return Attested(ref.name, digest, predicate_type, commit, builder, where)
+    raise GosmallError(f"{ref.name}@{digest}: no {predicate_type} attestation checks out with this key: {'; '.join(problems)}.", code=FOUND)
+
+
+def _attestation_candidates(client: RegistryClient, ref: Reference, digest: Digest, predicate_type: str) -> list[tuple[str, bytes]]:
+    """(where, envelope bytes) of every DSSE envelope that may attest `predicate_type`, `.att` layers first."""
+    found: list[tuple[str, bytes]] = []
+    seen: set[Digest] = set()
+    tag = attestation_tag(digest)
+    for layer in read_signature_layers(client, ref, tag, media_types=(MEDIA_DSSE,)):
+        said = dict(layer.annotations).get(COSIGN_PREDICATE_ANNOTATION, predicate_type)
+        if said == predicate_type and layer.digest not in seen:
+            seen.add(layer.digest)
+            found.append((f"{ref.name}:{tag} layer {layer.digest}", pull_blob(client, ref, layer.digest, layer.size)))
+    try:
+        listed = list_referrers(client, ref, digest)
+    except GosmallError as exc:
+        raise GosmallError(exc.message, code=COULD_NOT_RUN) from None
+    for entry in listed.manifests:
+        annotations = entry.get("annotations") or {}
+        said = annotations.get(PREDICATE_ANNOTATION, predicate_type) if isinstance(annotations, dict) else predicate_type
+        if entry.get("artifactType") != MEDIA_DSSE or said != predicate_type:
+            continue
+        manifest, _ = pull_manifest(client, ref, str(entry["digest"]))
+        try:
+            layers = [_signature_layer(layer) for layer in json.loads(manifest)["layers"] if layer.get("mediaType") == MEDIA_DSSE]
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            continue
+        for layer in layers:
+            if layer.digest not in seen:
+                seen.add(layer.digest)
+                found.append((f"referrer {entry['digest']}", pull_blob(client, ref, layer.digest, layer.size)))
+    return found
+
+
+def _check_envelope(data: bytes, key: ec.EllipticCurvePublicKey, digest: Digest, predicate_type: str) -> tuple[str, str] | str:
+    """(commit, builder) the statement names, or what is wrong: not DSSE, a bad signature, another type or subject."""
+    try:
+        envelope = json.loads(data)
+        payload_type, payload = envelope["payloadType"], base64.b64decode(envelope["payload"], validate=True)
+        signatures = [base64.b64decode(s["sig"], validate=True) for s in envelope["signatures"]]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return "not a DSSE envelope"
+    if payload_type != MEDIA_IN_TOTO:
+        return f"its payloadType is {redact(str(payload_type), limit=100)!r}, not {MEDIA_IN_TOTO}"
+    signed = pae(payload_type, payload)
+    if not any(_verifies(key, signature, signed) for signature in signatures):
+        return "bad signature: signed with another key, or altered"
+    try:
+        statement = json.loads(payload)
+        kind, subjects = statement["predicateType"], statement["subject"]
+        hexes = [str(s["digest"].get(digest.algorithm, "")) for s in subjects]
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return "its payload is not an in-toto statement"
+    if kind != predicate_type:
+        return f"it attests {redact(str(kind), limit=100)!r}, not {predicate_type}"
+    if digest.hex not in hexes:
+        named = ", ".join(f"{digest.algorithm}:{h}" for h in hexes if h) or "no sha256 digest"
+        return f"its subject is {redact(named, limit=200)}, not this image"
+    return _statement_origin(statement)
+
+
+def _verifies(key: ec.EllipticCurvePublicKey, signature: bytes, signed: bytes) -> bool:
+    try:
+        key.verify(signature, signed, SIGNATURE_ALGORITHM)
+    except InvalidSignature:
+        return False
+    return True
+
+
+def _statement_origin(statement: Mapping[str, Any]) -> tuple[str, str]:
+    """The source commit and the builder a provenance (or an SPDX document) names; "" where it names none."""
+    predicate = statement.get("predicate") or {}
+    commit = builder = ""
+    if isinstance(predicate, dict) and "buildDefinition" in predicate:
+        for dependency in predicate.get("buildDefinition", {}).get("resolvedDependencies") or []:
+            if isinstance(dependency, dict) and isinstance(dependency.get("digest"), dict) and dependency["digest"].get("gitCommit"):
+                commit = str(dependency["digest"]["gitCommit"])
+                break
+        builder = str(((predicate.get("runDetails") or {}).get("builder") or {}).get("id", ""))
+    elif isinstance(predicate, dict):
+        creators = (predicate.get("creationInfo") or {}).get("creators") or []
+        builder = ", ".join(str(c) for c in creators)
+        source = next((p.get("sourceInfo", "") for p in predicate.get("packages") or [] if p.get("SPDXID") == "SPDXRef-Image"), "")
+        words = str(source).split()
+        commit = words[words.index("revision") + 1] if "revision" in words[:-1] else ""
+    return redact(commit, limit=100), redact(builder, limit=200)
