@@ -126,13 +126,22 @@ class RootFS:
         self._make_parents(parent)
         self.files[parent] = ImageFile(parent, "dir", _IMPLIED_DIR, implied=True)
 
-    def write_tree(self, directory: Path, wanted: Callable[[ImageFile], bool]) -> None:
+    def write_tree(self, directory: Path, wanted: Callable[[ImageFile], bool], *, max_bytes: int | None = None, why: str = "") -> None:
         """The directories, symlinks and `wanted` regular files under `directory`, for tools that read a tree.
 
         Modes are ours (0o755, 0o644), so nothing written is setuid or writable
         by others; symlinks come last, so nothing is ever written through one.
+        When the wanted files come to more than `max_bytes`, nothing is written.
         """
         entries = list(self)
+        chosen = [e for e in entries if e.kind == "file" and wanted(e)]
+        total = sum(len(e.data) for e in chosen)
+        if max_bytes is not None and total > max_bytes:
+            raise GosmallError(
+                f"{why or 'the image'}: the {len(chosen)} files to write to disk come to {total} bytes, more than "
+                f"{size_text(max_bytes)}, the most gosmall writes for an image it reads, so it wrote none. If you trust "
+                "the image, raise the cap with --max-layer-size or GOSMALL_MAX_LAYER_SIZE."
+            )
         for entry in entries:
             target = directory / entry.path.lstrip("/")
             try:

@@ -186,22 +186,27 @@ class _LayoutStore:
 
     def blob(self, digest: Digest, size: int) -> bytes:
         path = self.root / "blobs" / digest.algorithm / digest.hex
-        try:
-            on_disk = os.lstat(path).st_size
-        except OSError:
-            on_disk = 0  # read_regular_file says what is wrong with it
-        if on_disk > self.limit:
-            raise _over_cap(f"{path} ({on_disk} bytes)", self.limit)
-        data, _ = read_regular_file(path, f"OCI layout {self.root}")
+        data = _read_capped(path, f"OCI layout {self.root}", self.limit)
         if Digest.of(data) != digest:
             raise GosmallError(f"{path}: its content does not hash to {digest}; the OCI layout is damaged.")
         return data
 
 
+def _read_capped(path: Path, what: str, limit: int) -> bytes:
+    """A regular file of a layout, refused before it is read when it is larger than the cap."""
+    try:
+        on_disk = os.lstat(path).st_size
+    except OSError:
+        on_disk = 0  # read_regular_file says what is wrong with it
+    if on_disk > limit:
+        raise _over_cap(f"{path} ({on_disk} bytes)", limit)
+    return read_regular_file(path, what)[0]
+
+
 def read_oci_layout(root: Path, *, max_layer_size: int = DEFAULT_MAX_LAYER_SIZE) -> Image:
     store = _LayoutStore(root, max_layer_size)
     index_path = root / "index.json"
-    index = _json(read_regular_file(index_path, "OCI layout")[0], str(index_path))
+    index = _json(_read_capped(index_path, "OCI layout", max_layer_size), str(index_path))
     try:
         # An artifact beside the image (an SBOM or a signature whose subject it is) is not an image to audit.
         tops = {Digest.parse(d["digest"]): d for d in index["manifests"] if not d.get("artifactType")}

@@ -103,9 +103,7 @@ class Finding:
         return {"platform": self.platform, "rule": self.rule, "level": self.level, place: self.where, "message": self.message}
 
 
-def audit_image(
-    image: Image, *, config: ImageConfig | None = None, max_layer_size: int = DEFAULT_MAX_LAYER_SIZE
-) -> tuple[Finding, ...]:
+def audit_image(image: Image, *, config: ImageConfig | None = None, max_layer_size: int = DEFAULT_MAX_LAYER_SIZE) -> tuple[Finding, ...]:
     """Every finding for every platform of `image`; `config` adds the rules only a configured image has (max_size)."""
     index_annotations = _annotations(_document(image.index.data)) if image.index is not None else {}
     findings: list[Finding] = []
@@ -138,7 +136,7 @@ def audit_platform(
     for entry in root:
         findings += (found(rule, entry.path, message) for rule, message in _file_findings(entry, root, user))
     findings += (found(rule, where, message) for rule, where, message in _account_findings(root))
-    findings += (found("entrypoint", where, message) for where, message in _entrypoint(runtime, root, image.platform))
+    findings += (found("entrypoint", where, message) for where, message in _entrypoint(runtime, root, image.platform, max_layer_size))
     healthcheck = _healthcheck(runtime)
     if healthcheck:
         findings.append(found("no-healthcheck", "Healthcheck", healthcheck))
@@ -381,7 +379,7 @@ def _name(name: str) -> str:
 # -- the entrypoint ------------------------------------------------------------------------
 
 
-def _entrypoint(runtime: Mapping[str, Any], root: RootFS, platform: Platform) -> list[tuple[str, str]]:
+def _entrypoint(runtime: Mapping[str, Any], root: RootFS, platform: Platform, max_bytes: int) -> list[tuple[str, str]]:
     entrypoint, cmd = _strings(runtime.get("Entrypoint")), _strings(runtime.get("Cmd"))
     key, argv = ("Entrypoint", entrypoint) if entrypoint else ("Cmd", cmd)
     if not argv:
@@ -399,7 +397,7 @@ def _entrypoint(runtime: Mapping[str, Any], root: RootFS, platform: Platform) ->
         return [(shown, f"{key}[0] is a {entry.kind}, not a program")]
     if not entry.executable:
         return [(shown, f"{key}[0] is not executable (mode {entry.mode:04o})")]
-    return [(shown, message) for message in _program(entry, root, platform, key, runtime)]
+    return [(shown, message) for message in _program(entry, root, platform, key, runtime, max_bytes)]
 
 
 def _strings(value: object) -> tuple[str, ...]:
@@ -418,7 +416,7 @@ def _env_dirs(runtime: Mapping[str, Any], name: str) -> tuple[str, ...]:
     return tuple(d for d in value.split(":") if d.startswith("/"))
 
 
-def _program(entry: ImageFile, root: RootFS, platform: Platform, key: str, runtime: Mapping[str, Any]) -> list[str]:
+def _program(entry: ImageFile, root: RootFS, platform: Platform, key: str, runtime: Mapping[str, Any], max_bytes: int) -> list[str]:
     if entry.data[:2] == b"#!":
         interpreter = entry.data[2:].split(b"\n", 1)[0].strip().split(b" ", 1)[0].decode("utf-8", "replace")
         found = root.resolve(interpreter) if interpreter.startswith("/") else None
@@ -436,19 +434,25 @@ def _program(entry: ImageFile, root: RootFS, platform: Platform, key: str, runti
         return [f"{key}[0] is a {facts.ident.describe()} program, but the image is for {platform}"]
     if facts.static:
         return []
-    return _missing_libraries(entry, root, _env_dirs(runtime, "LD_LIBRARY_PATH"))
+    return _missing_libraries(entry, root, _env_dirs(runtime, "LD_LIBRARY_PATH"), max_bytes)
 
 
-def _missing_libraries(entry: ImageFile, root: RootFS, library_path: tuple[str, ...]) -> list[str]:
+def _missing_libraries(entry: ImageFile, root: RootFS, library_path: tuple[str, ...], max_bytes: int) -> list[str]:
     """What ld.so would not find for a dynamic entrypoint, looked for by gosmall's own resolver inside the image.
 
     The resolver reads a tree, so the image's directories, symlinks, ELF files
     and ld.so.conf are written to a temporary one (no other file, no owner, no
     special bit); gosmall's additions (NSS modules for glibc) are not required.
-    The image's LD_LIBRARY_PATH is searched where ld.so searches it.
+    The image's LD_LIBRARY_PATH is searched where ld.so searches it. No more
+    than one layer's cap is written, whatever the image holds.
     """
     with owned_temporary_directory("gosmall-audit-") as tree:
-        root.write_tree(tree, lambda f: f.data[:4] == MAGIC or f.path.startswith("/etc/ld.so.conf"))
+        root.write_tree(
+            tree,
+            lambda f: f.data[:4] == MAGIC or f.path.startswith("/etc/ld.so.conf"),
+            max_bytes=max_bytes,
+            why=f"{printable(entry.path)}: checking the libraries it needs",
+        )
         try:
             collect_libraries(
                 tree / entry.path.lstrip("/"), binary_image_path=entry.path, root=tree, search_paths=tuple(map(Path, library_path))

@@ -62,8 +62,8 @@ def zstd(data: bytes) -> bytes:
     return zstandard.ZstdCompressor(level=19).compress(data)
 
 
-def layout(directory: Path, blob: bytes, media_type: str, diff_id: Digest) -> Path:
-    """An OCI layout holding one image of one layer, written by hand as another tool would."""
+def layout(directory: Path, *layers: tuple[bytes, str, Digest]) -> Path:
+    """An OCI layout holding one image of these layers (blob, media type, diff_id), written by hand as another tool would."""
     blobs = directory / "blobs" / "sha256"
     blobs.mkdir(parents=True)
     config = canonical_json(
@@ -71,7 +71,7 @@ def layout(directory: Path, blob: bytes, media_type: str, diff_id: Digest) -> Pa
             "architecture": "amd64",
             "os": "linux",
             "config": {"User": "65532", "Entrypoint": ["/zeros"]},
-            "rootfs": {"type": "layers", "diff_ids": [str(diff_id)]},
+            "rootfs": {"type": "layers", "diff_ids": [str(diff_id) for _, _, diff_id in layers]},
         }
     )
     manifest = canonical_json(
@@ -79,10 +79,10 @@ def layout(directory: Path, blob: bytes, media_type: str, diff_id: Digest) -> Pa
             "schemaVersion": 2,
             "mediaType": MEDIA_MANIFEST,
             "config": {"mediaType": MEDIA_CONFIG, "digest": str(Digest.of(config)), "size": len(config)},
-            "layers": [{"mediaType": media_type, "digest": str(Digest.of(blob)), "size": len(blob)}],
+            "layers": [{"mediaType": media_type, "digest": str(Digest.of(blob)), "size": len(blob)} for blob, media_type, _ in layers],
         }
     )
-    for data in (blob, config, manifest):
+    for data in (*(blob for blob, _, _ in layers), config, manifest):
         (blobs / Digest.of(data).hex).write_bytes(data)
     (directory / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
     top = {"mediaType": MEDIA_MANIFEST, "digest": str(Digest.of(manifest)), "size": len(manifest)}
@@ -120,7 +120,7 @@ def test_a_few_kib_that_expand_past_the_cap_are_refused_naming_layer_and_cap(
 ) -> None:
     blob = bomb(8 * MiB, compress)
     assert len(blob) < 16 * 1024  # a few KiB
-    target = layout(tmp_path / "layout", blob, media_type, Digest.of(b"never reached"))
+    target = layout(tmp_path / "layout", (blob, media_type, Digest.of(b"never reached")))
     expected = f"layer 1 ({Digest.of(blob)}), once decompressed, is larger than 1MiB (1048576 bytes)"
     for args, env in (((), {"GOSMALL_MAX_LAYER_SIZE": "1MiB"}), (("--max-layer-size", "1 MiB"), {"GOSMALL_MAX_LAYER_SIZE": "9GiB"})):
         status, stderr, _ = measured(["audit", str(target), *args], tmp_path / f"tmp{len(args)}", env, max_file=MiB)
@@ -133,7 +133,7 @@ def test_a_few_kib_that_expand_past_the_cap_are_refused_naming_layer_and_cap(
 def test_the_default_cap_holds_in_bounded_memory(tmp_path: Path) -> None:
     # 4 GiB and 64 MiB of zeros in a 4 MiB blob: past the default cap, and fifty times the memory bound below.
     blob = bomb(DEFAULT_MAX_LAYER_SIZE + 64 * MiB, gzip_fast)
-    target = layout(tmp_path / "layout", blob, MEDIA_LAYER_GZIP, Digest.of(b"never reached"))
+    target = layout(tmp_path / "layout", (blob, MEDIA_LAYER_GZIP, Digest.of(b"never reached")))
     status, stderr, peak = measured(["audit", str(target)], tmp_path / "tmp", {"GOSMALL_MAX_LAYER_SIZE": ""}, max_file=MiB)
     assert status == 2, stderr
     assert f"layer 1 ({Digest.of(blob)}), once decompressed, is larger than 4GiB (4294967296 bytes)" in stderr
@@ -142,7 +142,7 @@ def test_the_default_cap_holds_in_bounded_memory(tmp_path: Path) -> None:
 
 
 def test_a_bad_cap_is_refused_naming_where_it_came_from(tmp_path: Path) -> None:
-    target = layout(tmp_path / "layout", gzip_fast(header(0) + bytes(1024)), MEDIA_LAYER_GZIP, Digest.of(header(0) + bytes(1024)))
+    target = layout(tmp_path / "layout", (gzip_fast(header(0) + bytes(1024)), MEDIA_LAYER_GZIP, Digest.of(header(0) + bytes(1024))))
     done = gosmall("audit", str(target), "--max-layer-size", "lots", cwd=tmp_path)
     assert done.returncode == 2 and "--max-layer-size 'lots' is not a size" in done.stderr, done.stderr
     done = gosmall("audit", str(target), cwd=tmp_path, env={"GOSMALL_MAX_LAYER_SIZE": "0"})
@@ -162,7 +162,7 @@ def test_a_sparse_file_larger_than_the_cap_is_refused_before_it_is_read(tmp_path
     tar = (tmp_path / "layer.tar").read_bytes()
     assert len(tar) < 64 * 1024
     blob = gzip_fast(tar)
-    target = layout(tmp_path / "layout", blob, MEDIA_LAYER_GZIP, Digest.of(tar))
+    target = layout(tmp_path / "layout", (blob, MEDIA_LAYER_GZIP, Digest.of(tar)))
     status, stderr, peak = measured(["audit", str(target)], tmp_path / "tmp", {"GOSMALL_MAX_LAYER_SIZE": "1GiB"}, max_file=MiB)
     assert status == 2, stderr
     assert "linux/amd64: layer 1: holes is a sparse file of 8589934592 bytes, more than the 1GiB (1073741824 bytes)" in stderr
@@ -281,3 +281,31 @@ def test_an_engine_image_is_read_as_it_streams_and_refused_at_the_cap(tmp_path: 
         assert list((tmp_path / "tmp").iterdir()) == list((tmp_path / "tmp2").iterdir()) == []
     finally:
         docker_client.images.remove(tag)
+
+
+def test_what_the_library_check_writes_to_disk_is_capped_too(tmp_path: Path) -> None:
+    # A dynamic entrypoint's libraries are looked for in a tree on disk that holds the image's ELF files: two
+    # layers under a 4 MiB cap each hold 3 MiB of ELF, so the tree would be 6 MiB.
+    program = Path("/bin/true").read_bytes()
+    assert b"ld-linux" in program  # dynamic
+
+    def elf_layer(*files: tuple[str, bytes]) -> tuple[bytes, str, Digest]:
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            for name, data in files:
+                info = tarfile.TarInfo(name)
+                info.size, info.mode = len(data), 0o755
+                tar.addfile(info, io.BytesIO(data))
+        return gzip_fast(out.getvalue()), MEDIA_LAYER_GZIP, Digest.of(out.getvalue())
+
+    big = b"\x7fELF" + bytes(3 * MiB)
+    target = layout(tmp_path / "layout", elf_layer(("zeros", program), ("lib/one.so", big)), elf_layer(("lib/two.so", big)))
+    status, stderr, _ = measured(["audit", str(target)], tmp_path / "tmp", {"GOSMALL_MAX_LAYER_SIZE": "4MiB"}, max_file=4 * MiB)
+    assert status == 2, stderr
+    assert "/zeros: checking the libraries it needs: the 3 files to write to disk come to" in stderr, stderr
+    assert "more than 4MiB (4194304 bytes)" in stderr and list((tmp_path / "tmp").iterdir()) == []
+    done = gosmall("audit", str(target), cwd=tmp_path, env={"GOSMALL_MAX_LAYER_SIZE": "8MiB"})
+    # Under a cap that holds them, the check runs and finds what is missing.
+    assert done.returncode == 1 and "/zeros: entrypoint: its loader /lib64/ld-linux-x86-64.so.2 (PT_INTERP) is not in" in done.stdout, (
+        done.stderr
+    )
