@@ -31,10 +31,11 @@ import http.client
 import json
 import os
 import socket
+import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from .errors import GosmallError
@@ -259,20 +260,36 @@ def connect(reporter: Reporter | None = None, environ: Mapping[str, str] | None 
 
 def _client(engine: Engine, environ: Mapping[str, str] | None) -> docker.DockerClient:
     import docker
+    from docker.constants import MINIMUM_DOCKER_API_VERSION
     from docker.tls import TLSConfig
+    from docker.utils import kwargs_from_env
 
+    tls: TLSConfig | bool = False
     if engine.chosen_by in ("DOCKER_HOST", "default"):
         # DOCKER_TLS_VERIFY and DOCKER_CERT_PATH belong to this path; the SDK reads them as the CLI does.
-        return docker.from_env(timeout=CONNECT_TIMEOUT, environment=dict(os.environ if environ is None else environ))
-    tls: TLSConfig | bool = False
-    if engine.tls is not None and engine.socket is None:
+        tls = kwargs_from_env(environment=dict(os.environ if environ is None else environ)).get("tls") or False
+    elif engine.tls is not None and engine.socket is None:
         # As the CLI's context loader does: the CA pins the server unless SkipTLSVerify; cert and key go as a pair.
         pair = (str(engine.tls.cert), str(engine.tls.key)) if engine.tls.cert and engine.tls.key else None
         ca = str(engine.tls.ca) if engine.tls.ca else None
         tls = TLSConfig(client_cert=pair, ca_cert=ca, verify=not engine.tls.skip_verify)
-    base_url = engine.host.replace("tcp://", "https://", 1) if tls else engine.host
-    # ssh:// endpoints go through the ssh binary, as the CLI's connection helper does.
-    return docker.DockerClient(base_url=base_url, tls=tls, timeout=CONNECT_TIMEOUT, use_ssh_client=engine.host.startswith("ssh://"))
+    # ssh:// endpoints go through the ssh binary, as the CLI's connection helper does (the SDK's other way needs paramiko).
+    options: dict[str, Any] = dict(base_url=engine.host, tls=tls, timeout=CONNECT_TIMEOUT, use_ssh_client=engine.host.startswith("ssh://"))
+    if not tls:
+        return docker.DockerClient(**options)
+    # requests lets REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE replace a session's own CA (psf/requests#3829), so the
+    # engine would be checked against the system's CAs, not its own, and refused. With TLS the client does not
+    # consult the environment, like the CLI's client for a context (no proxy either). The SDK's automatic
+    # version would ask before that could be said: ask at the oldest API version first.
+    probe = docker.DockerClient(version=MINIMUM_DOCKER_API_VERSION, **options)
+    probe.api.trust_env = False
+    try:
+        version = str(probe.api.version(api_version=False)["ApiVersion"])
+    finally:
+        probe.close()
+    client = docker.DockerClient(version=version, **options)
+    client.api.trust_env = False
+    return client
 
 
 def _connect_error(exc: BaseException, engine: Engine) -> GosmallError:
@@ -312,7 +329,8 @@ def _os_error(exc: BaseException) -> OSError | None:
         if not isinstance(current, BaseException) or id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, OSError) and current.errno is not None:
+        # An SSLError is an OSError whose errno is OpenSSL's error code (1 for most), not the system's EPERM.
+        if isinstance(current, OSError) and current.errno is not None and not isinstance(current, ssl.SSLError):
             return current
         todo.extend([current.__cause__, current.__context__, *current.args])
     return None

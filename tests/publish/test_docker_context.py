@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import re
+import select
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -21,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import certifi
 import pytest
 
 from gosmall.docker_host import Engine, choose_engine, connect, context_dir_name, engine_socket
@@ -203,17 +206,38 @@ def one_image(repository: str) -> str:
 
 
 class Forwarder:
-    """A unix socket at a non-default path that passes every byte to the real engine, and records the requests."""
+    """A socket that passes every byte to the real engine and records the requests: a unix socket at a
+    non-default path, or a loopback TCP port behind TLS that requires a client certificate."""
 
-    def __init__(self, path: Path, engine: str) -> None:
-        self.path, self.engine = path, engine
+    def __init__(self, server: socket.socket, engine: str, tls: ssl.SSLContext | None = None) -> None:
+        self.engine, self.tls = engine, tls
         self.requests: list[str] = []
+        self.refused: list[str] = []  # TLS handshakes that failed, and why
         self._lock = threading.Lock()
-        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._server.bind(str(path))
+        self._server = server
         self._server.listen(16)
         self._closed = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
+
+    @classmethod
+    def unix(cls, path: Path, engine: str) -> Forwarder:
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(str(path))
+        return cls(server, engine)
+
+    @classmethod
+    def tcp_tls(cls, engine: str, tls: ssl.SSLContext) -> Forwarder:
+        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        server.bind(("127.0.0.1", 0))
+        return cls(server, engine, tls)
+
+    @property
+    def path(self) -> Path:
+        return Path(self._server.getsockname())
+
+    @property
+    def port(self) -> int:
+        return int(self._server.getsockname()[1])
 
     def seen(self) -> list[str]:
         with self._lock:
@@ -229,17 +253,28 @@ class Forwarder:
                 client, _ = self._server.accept()
             except OSError:
                 return
-            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            upstream.connect(self.engine)
+            if self.tls is not None:
+                threading.Thread(target=self._serve_tls, args=(client,), daemon=True).start()
+                continue
+            upstream = self._upstream()
             threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
             threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _upstream(self) -> socket.socket:
+        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        upstream.connect(self.engine)
+        return upstream
+
+    def _record(self, chunk: bytes) -> None:
+        if line := REQUEST_LINE.match(chunk):
+            with self._lock:
+                self.requests.append(f"{line[1].decode()} {line[2].decode()}")
 
     def _pipe(self, source: socket.socket, target: socket.socket, record: bool) -> None:
         try:
             while chunk := source.recv(1 << 16):
-                if record and (line := REQUEST_LINE.match(chunk)):
-                    with self._lock:
-                        self.requests.append(f"{line[1].decode()} {line[2].decode()}")
+                if record:
+                    self._record(chunk)
                 target.sendall(chunk)
         except OSError:
             pass
@@ -250,6 +285,36 @@ class Forwarder:
                 except OSError:
                     pass
 
+    def _serve_tls(self, client: socket.socket) -> None:
+        # One thread per connection: an SSL socket must not be read and written from two threads at once.
+        assert self.tls is not None
+        try:
+            secure = self.tls.wrap_socket(client, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            with self._lock:
+                self.refused.append(str(exc))
+            client.close()
+            return
+        with secure, self._upstream() as upstream:
+            try:
+                while True:
+                    readable = [secure] if secure.pending() else select.select([secure, upstream], [], [], 60)[0]
+                    if not readable:
+                        return
+                    if secure in readable:
+                        chunk = secure.recv(1 << 16)
+                        if not chunk:
+                            return
+                        self._record(chunk)
+                        upstream.sendall(chunk)
+                    if upstream in readable:
+                        chunk = upstream.recv(1 << 16)
+                        if not chunk:
+                            return
+                        secure.sendall(chunk)
+            except (ssl.SSLError, OSError):
+                return
+
 
 @pytest.fixture
 def forwarder(docker_client: Any) -> Iterator[Forwarder]:
@@ -259,7 +324,7 @@ def forwarder(docker_client: Any) -> Iterator[Forwarder]:
     # A short directory of its own: unix socket paths are limited to 107 bytes.
     directory = Path(tempfile.mkdtemp(prefix="gosmall-ctx-"))
     (directory / "elsewhere").mkdir()
-    forwarder = Forwarder(directory / "elsewhere" / "engine.sock", engine)
+    forwarder = Forwarder.unix(directory / "elsewhere" / "engine.sock", engine)
     try:
         yield forwarder
     finally:
@@ -324,3 +389,137 @@ def test_build_small_load_through_a_dead_context_fails_naming_it(
     assert done.returncode == 2, done.stderr
     assert f"gosmall: error: No Docker engine answers at {host} (Docker context 'gone', chosen by DOCKER_CONTEXT)" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# -- a context with TLS material ------------------------------------------------------
+
+
+def openssl(*args: str | Path, cwd: Path) -> None:
+    subprocess.run(["openssl", *map(str, args)], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def certificates(directory: Path) -> Path:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, both signed by the CA."""
+    directory.mkdir()
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=gosmall test CA",
+        cwd=directory,
+    )
+    for name, extension in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
+        (directory / f"{name}.ext").write_text(extension + "\n")
+        openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}-key.pem",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN=gosmall test {name}",
+            cwd=directory,
+        )
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-out",
+            f"{name}-cert.pem",
+            "-extfile",
+            f"{name}.ext",
+            cwd=directory,
+        )
+    return directory
+
+
+@pytest.fixture
+def tls_forwarder(docker_client: Any, tmp_path: Path) -> Iterator[tuple[Forwarder, Path]]:
+    engine = choose_engine().socket
+    if engine is None:
+        pytest.skip("the test engine is not on a unix socket, so there is nothing to forward to")
+    keys = certificates(tmp_path / "keys")
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(keys / "server-cert.pem", keys / "server-key.pem")
+    tls.verify_mode = ssl.CERT_REQUIRED  # as dockerd --tlsverify: no client certificate, no engine
+    tls.load_verify_locations(keys / "ca.pem")
+    forwarder = Forwarder.tcp_tls(engine, tls)
+    try:
+        yield forwarder, keys
+    finally:
+        forwarder.close()
+
+
+@pytest.mark.docker
+def test_a_contexts_tls_material_is_what_connects(
+    tls_forwarder: tuple[Forwarder, Path], docker_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forwarder, keys = tls_forwarder
+    # Set on many machines (this one too): requests would let it replace the engine's own CA.
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())
+    host = f"tcp://127.0.0.1:{forwarder.port}"
+    docker_cli(
+        docker_config,
+        "context",
+        "create",
+        "tls",
+        "--docker",
+        f"host={host},ca={keys / 'ca.pem'},cert={keys / 'client-cert.pem'},key={keys / 'client-key.pem'}",
+    )
+    client = connect(environ={"DOCKER_CONFIG": str(docker_config), "DOCKER_CONTEXT": "tls"})
+    try:
+        assert client.version()["ApiVersion"]
+    finally:
+        client.close()
+    assert any(request.endswith("/_ping") for request in forwarder.seen()), (forwarder.seen(), forwarder.refused)
+
+    # Without the client certificate the engine refuses the handshake: one message, naming the context.
+    docker_cli(docker_config, "context", "create", "no-cert", "--docker", f"host={host},ca={keys / 'ca.pem'}")
+    with pytest.raises(GosmallError) as caught:
+        connect(environ={"DOCKER_CONFIG": str(docker_config), "DOCKER_CONTEXT": "no-cert"})
+    assert f"No Docker engine answers at {host} (Docker context 'no-cert', chosen by DOCKER_CONTEXT)" in caught.value.message
+    assert caught.value.code == 2 and forwarder.refused
+
+
+@pytest.mark.docker
+def test_docker_host_with_docker_tls_verify_uses_docker_cert_path(
+    tls_forwarder: tuple[Forwarder, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forwarder, keys = tls_forwarder
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())
+    cert_path = tmp_path / "cert-path"
+    cert_path.mkdir()
+    for name, stored in (("ca.pem", "ca.pem"), ("cert.pem", "client-cert.pem"), ("key.pem", "client-key.pem")):
+        shutil.copy(keys / stored, cert_path / name)
+    environ = {
+        "DOCKER_HOST": f"tcp://127.0.0.1:{forwarder.port}",
+        "DOCKER_TLS_VERIFY": "1",
+        "DOCKER_CERT_PATH": str(cert_path),
+        "DOCKER_CONFIG": str(tmp_path),
+    }
+    client = connect(environ=environ)
+    try:
+        assert client.version()["ApiVersion"]
+    finally:
+        client.close()
+    assert any(request.endswith("/_ping") for request in forwarder.seen()), (forwarder.seen(), forwarder.refused)
