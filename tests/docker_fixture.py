@@ -3,8 +3,8 @@
 Registered from conftest.py with `pytest_plugins = ["tests.docker_fixture"]`.
 
 - `@pytest.mark.docker` marks a test that needs an engine. Without one it is
-  skipped with the reason gosmall itself would give (no engine at DOCKER_HOST,
-  permission denied); with GOSMALL_REQUIRE_DOCKER=1, as CI sets, it fails, so
+  skipped with the reason gosmall itself would give (no engine where DOCKER_HOST
+  or the Docker context points, permission denied); with GOSMALL_REQUIRE_DOCKER=1, as CI sets, it fails, so
   a broken engine in CI cannot pass as a green run of skips.
 - `docker_client` (session): a connected `docker.DockerClient`; using it
   implies the marker's skip/fail rule.
@@ -84,7 +84,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def docker_client(pytestconfig: pytest.Config) -> Iterator[docker.DockerClient]:
-    """The engine DOCKER_HOST names (or the default socket), connected and answering."""
+    """The engine gosmall chooses (DOCKER_HOST, else a Docker context, else the default socket), connected and answering."""
     yield _require_engine(pytestconfig)
 
 
