@@ -315,8 +315,8 @@ def _connect_error(exc: BaseException, engine: Engine) -> GosmallError:
             "DOCKER_HOST, which wins over any context."
         )
     return GosmallError(
-        f"No Docker engine answers at {where} ({reason}). {fix} Only --load, --smoke, load, smoke and run need an "
-        "engine; build-small alone does not.",
+        f"No Docker engine answers at {where} ({reason}). {fix} Only --load, --smoke, load, smoke, run and audit of an "
+        "image by name need an engine; build-small alone does not.",
     )
 
 
