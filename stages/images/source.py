@@ -79,6 +79,7 @@ _STORE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
 # 4 GiB: well above the largest layers real images ship, well below what a CI machine's memory holds.
 DEFAULT_MAX_LAYER_SIZE = 4 * 2**30
 _CHUNK = 2**20  # what one read of a decompressing stream asks for
+_KEPT_WHILE_COUNTING = 32 * 2**20  # a layer this small is decompressed once; a bomb costs at most this much memory
 
 
 def size_text(size: int) -> str:
@@ -350,13 +351,21 @@ def _uncompressed(data: bytes, where: str, limit: int) -> bytes:
         return data
     kind, open_stream = compression
     try:
-        # Counted first, kept second: a layer that expands past the cap costs CPU only, never memory.
+        # Counted first, kept second: a layer that expands past the cap costs CPU only, never memory. One that
+        # ends within _KEPT_WHILE_COUNTING (most do) is kept from the first pass and not decompressed again.
         size = 0
+        kept: list[bytes] = []
         with contextlib.closing(open_stream()) as stream:
             while chunk := stream.read(_CHUNK):
                 size += len(chunk)
                 if size > limit:
                     raise _over_cap(f"{where}, once decompressed,", limit)
+                if size <= _KEPT_WHILE_COUNTING:
+                    kept.append(chunk)
+                else:
+                    kept.clear()
+        if size <= _KEPT_WHILE_COUNTING:
+            return b"".join(kept)
         with contextlib.closing(open_stream()) as stream:
             return stream.read()
     except (OSError, EOFError, ValueError, zlib.error, zstandard.ZstdError) as exc:
