@@ -12,7 +12,9 @@ the rest, from what it made the image of:
 - per platform, the binary's Go build ID and the runtime files' bytes (read again each time:
   a changed `files` entry or CA bundle is a change);
 - every file of the output directory as it was written (inode, size, mtime, ctime), so an
-  output someone edited, removed or replaced is rebuilt, never trusted.
+  output someone edited, removed or replaced is rebuilt, never trusted. gosmall's own rewrites of
+  a built output (a push recorded in report.json, `gosmall sbom`) go through `rewriting`, which
+  records the new identities, so they do not turn the next no-op into a full build.
 
 All of it, with what the build said (its warnings and its size table, replayed on an
 up-to-date run), is remembered in gosmall's cache (cache.py), keyed by the output directory, not
@@ -29,7 +31,8 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -146,7 +149,34 @@ def output_files(output_dir: Path) -> dict[str, Any]:
 
 def write_record(output_dir: Path, made_from: MadeFrom, said: Said, files: dict[str, Any]) -> None:
     """`files`: output_files() of the staging directory, read before it was renamed to `output_dir`."""
-    remember("outputs", [FORMAT, str(output_dir)], {"made_from": made_from.to_json(), "said": [list(s) for s in said], "files": files})
+    _remember(output_dir, made_from.to_json(), said, files)
+
+
+def _remember(output_dir: Path, made_from: dict[str, Any], said: Said, files: dict[str, Any]) -> None:
+    remember("outputs", [FORMAT, str(output_dir)], {"made_from": made_from, "said": [list(s) for s in said], "files": files})
+
+
+@contextmanager
+def rewriting(output_dir: Path, *paths: Path) -> Iterator[None]:
+    """Around a rewrite of `paths` in a built output (push recording report.json, `gosmall sbom`): when the record
+    matched the output before, it is made to match it after, so the next unchanged build stays a no-op.
+
+    Only these paths may differ afterwards; any other file of the output that changed meanwhile (a concurrent build
+    swapped its own in, someone edited one) leaves the record as it was, which means a rebuild, never a wrong answer.
+    What is rewritten must be what the build wrote again, or a record of the push: nothing the inputs decide.
+    """
+    record = read_record(output_dir)
+    current = record is not None and (output_dir / MARKER).is_file() and record.files == output_files(output_dir)
+    yield
+    if record is None or not current:
+        return
+    named = {path.relative_to(output_dir).as_posix() for path in paths}
+    now = output_files(output_dir)
+    if {k: v for k, v in now.items() if k not in named} != {k: v for k, v in record.files.items() if k not in named}:
+        return
+    if read_record(output_dir) != record:
+        return  # another build recorded its own output meanwhile
+    _remember(output_dir, record.made_from, record.said, now)
 
 
 def replay(said: Said, reporter: Reporter) -> None:

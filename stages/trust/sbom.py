@@ -364,16 +364,20 @@ def write_sbom(build: Build) -> Path:
     Each file is written beside its target and renamed over it, and a path that is not a regular file (a link) is
     refused, never followed.
     """
+    from ..build.fresh import rewriting
+
     document = sbom_document(build)
     artifact = sbom_artifact(build, document)
     layout = build.output_dir / "oci"
-    for blob in (*artifact.blobs, artifact.manifest):
-        target = layout / "blobs" / blob.digest.algorithm / blob.digest.hex
-        if not target.is_file() or target.is_symlink():
-            _replace(target, blob.data)
-    _replace(layout / "index.json", layout_index(build.image, build.config.repository, build.config.tags, (artifact,)))
+    blobs = [(layout / "blobs" / blob.digest.algorithm / blob.digest.hex, blob.data) for blob in (*artifact.blobs, artifact.manifest)]
     path = build.output_dir / SBOM_FILE
-    _replace(path, document)
+    # Through fresh.py: the same bytes again under new inodes must not turn the next unchanged build into a full one.
+    with rewriting(build.output_dir, *(target for target, _ in blobs), layout / "index.json", path):
+        for target, data in blobs:
+            if not target.is_file() or target.is_symlink():
+                _replace(target, data)
+        _replace(layout / "index.json", layout_index(build.image, build.config.repository, build.config.tags, (artifact,)))
+        _replace(path, document)
     return path
 
 

@@ -10,10 +10,14 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.conftest import gosmall, make_project
+
+if TYPE_CHECKING:
+    from tests.registry_fixture import LocalRegistry
 
 pytestmark = pytest.mark.slow
 
@@ -197,3 +201,52 @@ def test_a_damaged_record_is_a_build_not_a_traceback(project: Path, tmp_path: Pa
     done = build(project, cache)
     assert not up_to_date(done) and "Traceback" not in done.stderr
     assert up_to_date(build(project, cache))  # and the record it wrote is sound again
+
+
+# -- gosmall's own rewrites of a built output do not undo the no-op (issue 28) ------------------------------
+
+
+@pytest.mark.registry
+def test_a_push_recorded_in_report_json_leaves_the_next_build_a_no_op(tmp_path: Path, registry: LocalRegistry) -> None:
+    root = make_project(
+        tmp_path / "p", TABLE.replace('package = "./go_app"\n', f'package = "./go_app"\nrepository = "{registry.host}/fresh/hello"\n')
+    )
+    (root / "config").mkdir()
+    (root / "config" / "hello.conf").write_text("greeting = hi\n")
+    cache = tmp_path / "cache"
+    pushed = build(root, cache, "--push")
+    assert not up_to_date(pushed) and "pushing" in pushed.stderr
+    report = json.loads((root / "dist" / "hello" / "report.json").read_text())
+    assert report["pushed"]["reference"].startswith(f"{registry.host}/fresh/hello@sha256:")  # still recorded for its readers
+    before, written = identities(root), contents(root)
+    again = build(root, cache)
+    assert up_to_date(again), again.stderr
+    assert identities(root) == before and contents(root) == written
+    # Pushed again, with nothing changed: still a no-op, and still recorded.
+    assert up_to_date(build(root, cache, "--push"))
+    assert up_to_date(build(root, cache))
+    assert json.loads((root / "dist" / "hello" / "report.json").read_text())["pushed"] == report["pushed"]
+
+
+def test_gosmall_sbom_leaves_the_next_build_a_no_op(project: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    build(project, cache)
+    written = contents(project)
+    done = gosmall("sbom", "--image", "hello", cwd=project, env={"GOSMALL_CACHE": str(cache), "SOURCE_DATE_EPOCH": "", "CI": "1"})
+    assert done.returncode == 0, done.stderr
+    after_sbom = identities(project)
+    assert contents(project) == written  # the same bytes, under new inodes
+    again = build(project, cache)
+    assert up_to_date(again), again.stderr
+    assert identities(project) == after_sbom
+
+
+def test_a_file_edited_beside_a_rewrite_still_means_a_rebuild(project: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    build(project, cache)
+    (project / "dist" / "hello" / "image.tar").write_bytes(b"edited")
+    done = gosmall("sbom", "--image", "hello", cwd=project, env={"GOSMALL_CACHE": str(cache), "SOURCE_DATE_EPOCH": "", "CI": "1"})
+    assert done.returncode == 0, done.stderr
+    again = build(project, cache)
+    assert not up_to_date(again)
+    assert (project / "dist" / "hello" / "image.tar").read_bytes() != b"edited"
