@@ -6,7 +6,7 @@ Four places an image can be, one reader each, one result:
   gosmall output directory holding one in `oci/`;
 - a docker-archive tar, as `docker save` and gosmall's image.tar write it;
 - the local Docker engine, by name: the engine saves the image as a docker
-  archive (the docker SDK's `images.get(name).save()`), read like a file;
+  archive (the docker SDK's `images.get(name).save()`), read as it streams;
 - `docker://host/repo@sha256:…` (or `:tag`) in a registry, pulled over the
   distribution API with registry.py's client (credentials, deadlines).
 
@@ -18,10 +18,11 @@ so it has no annotations, which is the truth about such an archive.
 An image that is not ours is read as untrusted input. No blob, and no layer
 once decompressed (gzip, or zstd as buildx and podman write it), may be larger
 than `max_layer_size` (`DEFAULT_MAX_LAYER_SIZE` unless the caller says
-otherwise): a layer is decompressed twice, once only to count its bytes, and
-kept only when the count stays under the cap, so a small layer that expands
-to gigabytes of zeros costs one pass of CPU and neither memory nor disk. The
-engine's `docker save` stream is read as it comes, never spooled to disk.
+otherwise): a layer is decompressed once only to count its bytes, and kept
+only when the count stays under the cap (decompressed again, unless it was
+small enough to keep from the first pass), so a small layer that expands to
+gigabytes of zeros costs CPU and neither memory nor disk. The engine's
+`docker save` stream is read as it comes, never spooled to disk.
 """
 
 from __future__ import annotations
