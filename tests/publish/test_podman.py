@@ -31,7 +31,9 @@ from tests.net import free_loopback_port
 from tests.test_first_five_minutes import EXIT3, RUN, SLEEPER, config_digest, go_module, read_line
 
 START_SECONDS = 60
-CONTAINERS_CONF = '[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n'
+# Cgroups and events without systemd or journald, which a CI container may have in part or not at all.
+ENGINE_CONF = '[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
+CONTAINERS_CONF = '[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n' + ENGINE_CONF
 
 
 @dataclass(frozen=True)
@@ -223,7 +225,7 @@ def lacks_cap_sys_resource() -> bool:
 @pytest.mark.skipif(not lacks_cap_sys_resource(), reason="root here has CAP_SYS_RESOURCE, so podman's default ulimits apply")
 def test_podmans_default_ulimits_without_cap_sys_resource_is_one_message_with_the_fix(tmp_path: Path) -> None:
     root = go_module(tmp_path / "three", {"cmd/exit3/main.go": EXIT3})
-    with podman_service("") as bare:
+    with podman_service(ENGINE_CONF) as bare:
         done = gosmall("run", "./cmd/exit3", cwd=root, env=bare.env(GOSMALL_CACHE=str(tmp_path / "cache")))
         assert done.returncode == 2, done.stderr
         assert "could not apply the container's default ulimits" in done.stderr
