@@ -402,8 +402,19 @@ def read_go_functions(stream: BinaryIO) -> GoFunctions:
     names = table.linked_names()
     gofunc = _find_gofunc(stream, sections, pclntab_section, table, order)
     if gofunc is None:
-        return GoFunctions(names, table.all_names() - names, inline_trees=False)
-    return GoFunctions(names, table.inlined_names(lambda address, size: _read_mapped(stream, sections, address, size), gofunc), True)
+        return GoFunctions(names, table.inlined_names_fallback(names), inline_trees=False)
+    # The inline trees lie where gofunc points (Go 1.27 puts them inside .gopclntab): that section is read once.
+    home = next((s for s in sections if not s.nobits and s.address and s.address <= gofunc < s.address + s.size), None)
+    blob = b"" if home is None else pclntab if home is pclntab_section else _read_at(stream, home.offset, home.size)
+    base = home.address if home is not None else 0
+
+    def read(address: int, size: int) -> bytes | None:
+        at = address - base
+        if 0 <= at and at + size <= len(blob):
+            return blob[at : at + size]
+        return _read_mapped(stream, sections, address, size)
+
+    return GoFunctions(names, table.inlined_names(read, gofunc), True)
 
 
 @dataclass(frozen=True)
@@ -450,6 +461,11 @@ class _Pclntab:
     def linked_names(self) -> frozenset[str]:
         return frozenset(self.name(struct.unpack_from(self.order + "i", self.data, at + 4)[0]) for at in self._funcs())
 
+    def inlined_names_fallback(self, linked: frozenset[str]) -> frozenset[str]:
+        """Without the inline trees: every name of the name table that is not a linked function's (the table holds
+        only the names functions and inline trees point at)."""
+        return self.all_names() - linked
+
     def all_names(self) -> frozenset[str]:
         """Every name in the name table: linked functions and the inlined ones their trees point at."""
         # The cutab follows the name table (cuOffset is the header's next word).
@@ -460,6 +476,7 @@ class _Pclntab:
     def inlined_names(self, read: Callable[[int, int], bytes | None], gofunc: int) -> frozenset[str]:
         out: set[int] = set()
         u32 = self.order + "I"
+        entry_format = self.order + "4xi8x"  # an inlinedCall's nameOff
         for at in self._funcs():
             npcdata, nfuncdata = struct.unpack_from(u32, self.data, at + 28)[0], self.data[at + 43]
             if nfuncdata <= _FUNCDATA_INL_TREE or npcdata <= _PCDATA_INL_TREE_INDEX:
@@ -475,22 +492,32 @@ class _Pclntab:
             raw = read(gofunc + tree, count * _INLINED_CALL_SIZE)
             if raw is None:
                 raise ElfError(f"an inline tree at {gofunc + tree:#x} lies outside the binary's sections")
-            for entry in range(count):
-                out.add(struct.unpack_from(self.order + "i", raw, entry * _INLINED_CALL_SIZE + 4)[0])
+            out.update(name for (name,) in struct.iter_unpack(entry_format, raw))
         return frozenset(self.name(offset) for offset in out)
 
     def _max_value(self, at: int) -> int:
-        """The largest value of a pc-value table (runtime.step): zig-zag value deltas, then pc deltas, until a 0 delta."""
+        """The largest value of a pc-value table (runtime.step): zig-zag value deltas, then pc deltas, until a 0 delta.
+
+        The common one-byte varints are read inline: a binary's tables are tens of thousands of them."""
         data, value, best, first = self.data, -1, -1, True
-        while at < len(data):
-            delta, at = _uvarint(data, at)
-            if delta == 0 and not first:
-                return best
-            first = False
-            value += -((delta >> 1) + 1) if delta & 1 else delta >> 1
-            best = max(best, value)
-            _, at = _uvarint(data, at)
-        raise ElfError("a pc-value table runs past .gopclntab")
+        try:
+            while True:
+                delta = data[at]
+                if delta < 0x80:
+                    at += 1
+                else:
+                    delta, at = _uvarint(data, at)
+                if delta == 0 and not first:
+                    return best
+                first = False
+                value += -((delta >> 1) + 1) if delta & 1 else delta >> 1
+                if value > best:
+                    best = value
+                while data[at] >= 0x80:  # the pc delta: only its length matters
+                    at += 1
+                at += 1
+        except IndexError:
+            raise ElfError("a pc-value table runs past .gopclntab") from None
 
 
 def _uvarint(data: bytes, at: int) -> tuple[int, int]:

@@ -19,11 +19,12 @@ is listed as "version unknown", never guessed at.
 
 from __future__ import annotations
 
+import bisect
 import gzip
 import io
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -299,22 +300,61 @@ def _known(version: str) -> str | None:
     return version if SemVer.parse(version) is not None else None
 
 
-@dataclass(frozen=True)
 class Symbols:
-    """The binary's functions as govulncheck names them: package path -> symbols (`Func`, `Type.Method`)."""
+    """The binary's functions, asked as govulncheck's binary mode names them: `pkg` and `Func` or `Type.Method`.
 
-    by_package: Mapping[str, frozenset[str]]
+    The pclntab is read the first time a record that affects the binary's version asks, so a binary no record
+    affects costs no more than its build info. A question costs a few set lookups, not a pass over the names:
+    `Type.Method` is looked up as the linker writes it, `pkg.Type.Method` or `pkg.(*Type).Method` (or a method
+    value's `-fm` wrapper), with generic instantiations (`[...]`) taken out of the names once."""
 
-    @classmethod
-    def of(cls, functions: GoFunctions, main_path: str) -> Symbols:
-        packages: dict[str, set[str]] = {}
-        for name in functions.all:
-            parsed = split_function_name(name)
-            if parsed is None:
-                continue
-            package, symbol = parsed
-            packages.setdefault(main_path if package == "main" and main_path else package, set()).add(symbol)
-        return cls({p: frozenset(s) for p, s in packages.items()})
+    def __init__(self, load: Callable[[], GoFunctions], main_path: str) -> None:
+        self._load = load
+        self._main_path = main_path
+        self._plain: frozenset[str] | None = None
+        self._sorted: list[str] = []
+        self.inline_trees = True
+
+    def _names(self) -> frozenset[str]:
+        if self._plain is None:
+            functions = self._load()
+            self.inline_trees = functions.inline_trees
+            self._plain = frozenset(_without_instantiation(name) for name in functions.all)
+            self._sorted = sorted(self._plain)
+        return self._plain
+
+    def _prefixes(self, package: str) -> tuple[str, ...]:
+        return (symbol_prefix(package), "main.") if package == self._main_path else (symbol_prefix(package),)
+
+    def has(self, package: str, symbol: str) -> bool:
+        """Whether the binary has the function OSV calls `symbol` in `package`, linked or inlined."""
+        names = self._names()
+        kind, dot, method = symbol.partition(".")
+        forms = (symbol, f"(*{kind}).{method}") if dot else (symbol,)
+        return any(f"{prefix}{form}{wrapper}" in names for prefix in self._prefixes(package) for form in forms for wrapper in ("", "-fm"))
+
+    def any_in(self, package: str) -> bool:
+        """Whether any function of `package` is in the binary."""
+        self._names()
+        for prefix in self._prefixes(package):
+            at = bisect.bisect_left(self._sorted, prefix)
+            if at < len(self._sorted) and self._sorted[at].startswith(prefix):
+                return True
+        return False
+
+
+def symbol_prefix(package: str) -> str:
+    """How the linker writes a package path before its symbols (cmd/internal/objabi.PathToPrefix): control
+    characters, space, '%', '"' and non-ASCII escaped everywhere, and '.' in the last element, then the dot."""
+    encoded = package.encode()
+    slash = encoded.rfind(b"/")
+    out = []
+    for i, byte in enumerate(encoded):
+        if byte <= 0x20 or byte in (0x25, 0x22) or byte >= 0x7F or (byte == 0x2E and i > slash):
+            out.append(f"%{byte:02x}")
+        else:
+            out.append(chr(byte))
+    return "".join(out) + "."
 
 
 def split_function_name(name: str) -> tuple[str, str] | None:
@@ -337,6 +377,8 @@ def split_function_name(name: str) -> tuple[str, str] | None:
 
 def _without_instantiation(name: str) -> str:
     """The name with each `[...]` (a generic instantiation) removed, as OSV names the generic function."""
+    if "[" not in name:
+        return name
     out, depth = [], 0
     for char in name:
         if char == "[":
@@ -408,25 +450,23 @@ def check_binary(data: bytes, info: BuildInfo, db: VulnDatabase, *, platform: st
     goos, goarch = info.setting("GOOS"), info.setting("GOARCH")
     index = db.modules()
     modules = [m for m in binary_modules(info) if m.path in index]
-    functions: Symbols | None = None
-    inline_trees = True
+
+    def load() -> GoFunctions:
+        try:
+            return read_go_functions(io.BytesIO(data))
+        except ElfError as exc:
+            raise GosmallError(f"{path} ({platform}): its function table cannot be read ({exc}).") from None
+
+    symbols = Symbols(load, info.path)
     findings: list[Finding] = []
     for module in modules:
         for vuln_id in dict.fromkeys(index[module.path]):
-            entry = db.entry(vuln_id)
-            if functions is None:  # the pclntab is read only when some module has records
-                try:
-                    go_functions = read_go_functions(io.BytesIO(data))
-                except ElfError as exc:
-                    raise GosmallError(f"{path} ({platform}): its function table cannot be read ({exc}).") from None
-                inline_trees = go_functions.inline_trees
-                functions = Symbols.of(go_functions, info.path)
-            finding = _judge(entry, module, functions, goos, goarch, db.where(f"ID/{vuln_id}.json"))
+            finding = _judge(db.entry(vuln_id), module, symbols, goos, goarch, db.where(f"ID/{vuln_id}.json"))
             if finding is not None:
                 findings.append(finding)
     order = {"called": 0, "imported": 1, "unknown": 2}
     findings.sort(key=lambda f: (order[f.status], f.id))
-    return BinaryVulns(platform, path, info.go_version, tuple(findings), inline_trees)
+    return BinaryVulns(platform, path, info.go_version, tuple(findings), symbols.inline_trees)
 
 
 def _judge(
@@ -457,12 +497,12 @@ def _judge(
                 continue
             if not _for_platform(imported, goos, goarch):
                 continue
-            linked = symbols.by_package.get(imported["path"], frozenset())
+            package_path = imported["path"]
             wanted = [str(s) for s in imported.get("symbols") or ()]
             if wanted:
-                found += (f"{imported['path']}.{s}" for s in wanted if s in linked)
-            elif linked:
-                found.append(f"{imported['path']}.*")
+                found += (f"{package_path}.{s}" for s in wanted if symbols.has(package_path, s))
+            elif symbols.any_in(package_path):
+                found.append(f"{package_path}.*")
     if not affected_any:
         return None
     aliases = tuple(str(a) for a in entry.get("aliases") or () if isinstance(a, str))
