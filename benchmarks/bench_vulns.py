@@ -67,11 +67,16 @@ def linked_functions(output: Path) -> tuple[str, list[str]]:
 
 
 def write_database(root: Path, count: int, go_version: str, functions: list[str]) -> None:
-    from gosmall.trust.vulns import go_semver, split_function_name
+    from gosmall.trust.vulns import go_semver
 
     rng = random.Random(27)
     major, minor, patch = (go_semver(go_version) or "v1.0.0").lstrip("v").split("-")[0].split(".")
-    named = [p for p in (split_function_name(f) for f in functions) if p is not None and "." not in p[0].split("/")[0]]
+    # (package, function) of the plain functions of standard packages, as OSV names them.
+    named = [
+        (f.rsplit(".", 1)[0], f.rsplit(".", 1)[1])
+        for f in functions
+        if "." not in f.split("/")[0] and not set("()[]*-:%").intersection(f) and f.count(".") == 1
+    ]
     modules: dict[str, list[dict[str, str]]] = {}
     (root / "ID").mkdir(parents=True)
     (root / "index").mkdir()

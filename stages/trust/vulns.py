@@ -357,24 +357,6 @@ def symbol_prefix(package: str) -> str:
     return "".join(out) + "."
 
 
-def split_function_name(name: str) -> tuple[str, str] | None:
-    """(package path, symbol) of a pclntab name, as debug/gosym's PackageName, ReceiverName and BaseName read it
-    and govulncheck joins them: `example.com/m/p.(*T).M` -> ("example.com/m/p", "T.M")."""
-    plain = _without_instantiation(name)
-    if plain.startswith(("go:", "type:")):
-        return None
-    slash = max(plain.rfind("/"), 0)
-    first = plain.find(".", slash)
-    if first < 0:
-        return None
-    last = plain.rfind(".")
-    package = unquote(name[:first])
-    base = plain[last + 1 :].removesuffix("-fm")  # a method value's wrapper stands for the method
-    receiver = plain[first + 1 : last] if last != first else ""
-    receiver = receiver.removeprefix("(*").removesuffix(")").strip("(*)")
-    return package, f"{receiver}.{base}" if receiver else base
-
-
 def _without_instantiation(name: str) -> str:
     """The name with each `[...]` (a generic instantiation) removed, as OSV names the generic function."""
     if "[" not in name:

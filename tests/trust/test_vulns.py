@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from gosmall.build.toolchain import find_module, find_toolchain
+from gosmall.elf import GoFunctions
 from gosmall.registry.client import RegistryClient
-from gosmall.trust.vulns import SemVer, affected_version, go_semver, split_function_name
+from gosmall.trust.vulns import SemVer, Symbols, affected_version, go_semver
 from tests.buildah_fixture import Buildah, put
 from tests.conftest import git_commit, gosmall
 from tests.registry_fixture import LocalRegistry, push_layout
@@ -399,11 +400,22 @@ def test_go_versions_as_the_stdlib_module() -> None:
 
 
 def test_function_names_as_govulncheck_names_them() -> None:
-    assert split_function_name("example.com/lib.(*Parser).Parse") == ("example.com/lib", "Parser.Parse")
-    assert split_function_name("example.com/lib.Parser.String") == ("example.com/lib", "Parser.String")
-    assert split_function_name("net/http.(*Server).Serve") == ("net/http", "Server.Serve")
-    assert split_function_name("fmt.Sprintf") == ("fmt", "Sprintf")
-    assert split_function_name("gopkg.in/yaml%2ev3.Unmarshal") == ("gopkg.in/yaml.v3", "Unmarshal")
-    assert split_function_name("example.com/g.Map[go.shape.int,go.shape.string]") == ("example.com/g", "Map")
-    assert split_function_name("example.com/g.(*List[go.shape.int]).Push") == ("example.com/g", "List.Push")
-    assert split_function_name("go:buildid") is None and split_function_name("type:.eq.[2]string") is None
+    linked = {
+        "example.com/lib.(*Parser).Parse", "example.com/lib.Parser.String", "net/http.(*Server).Serve", "fmt.Sprintf",
+        "gopkg.in/yaml%2ev3.Unmarshal", "example.com/g.Map[go.shape.int,go.shape.string]", "example.com/g.(*List[go.shape.int]).Push",
+        "example.com/h.(*T).Close-fm", "main.run", "go:buildid", "type:.eq.[2]string",
+    }  # fmt: skip
+    symbols = Symbols(lambda: GoFunctions(frozenset(linked), frozenset({"example.com/lib.Tiny"}), True), "example.com/app")
+    for package, symbol in [
+        ("example.com/lib", "Parser.Parse"), ("example.com/lib", "Parser.String"), ("example.com/lib", "Tiny"),
+        ("net/http", "Server.Serve"), ("fmt", "Sprintf"), ("gopkg.in/yaml.v3", "Unmarshal"), ("example.com/g", "Map"),
+        ("example.com/g", "List.Push"), ("example.com/h", "T.Close"), ("example.com/app", "run"),
+    ]:  # fmt: skip
+        assert symbols.has(package, symbol), (package, symbol)
+    assert (
+        not symbols.has("example.com/lib", "Parse")
+        and not symbols.has("fmt", "Printf")
+        and not symbols.has("gopkg.in/yaml", "v3.Unmarshal")
+    )
+    assert symbols.any_in("gopkg.in/yaml.v3") and symbols.any_in("example.com/app") and not symbols.any_in("example.com/li")
+    assert not symbols.any_in("net") and not symbols.any_in("go:buildid")
