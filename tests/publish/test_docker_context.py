@@ -368,6 +368,14 @@ def test_build_small_load_goes_through_the_context(
         assert third.returncode == 0, third.stderr
         assert "nothing to load" in third.stderr and "Connecting to the Docker engine" not in third.stderr
         assert f"GET /images/{repository}:latest/json" in forwarder.seen()[before:]
+
+        # Audit of an image by name reads it out of the context's engine.
+        before = len(forwarder.seen())
+        audited = gosmall("audit", f"{repository}:latest", cwd=root, env=env)
+        assert audited.returncode in (0, 1), audited.stderr
+        assert any(request.startswith("GET ") and request.endswith(f"/images/{image_id}/get") for request in forwarder.seen()[before:]), (
+            forwarder.seen()[before:]
+        )
     finally:
         remove_image(docker_client, f"{repository}:latest")
 
