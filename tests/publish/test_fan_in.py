@@ -106,6 +106,33 @@ def test_the_fan_in_index_is_the_one_machine_build(fanned_out: FannedOut, regist
         assert _tag_answer(registry, tag).headers["Docker-Content-Digest"] == digest
 
 
+def test_the_fan_in_index_carries_the_platform_jobs_referrers(fanned_out: FannedOut, registry: LocalRegistry, tmp_path: Path) -> None:
+    """Each platform job pushed its SBOM and provenance beside its manifest; the joined index carries them too."""
+    fan_in = _clone(fanned_out.origin, tmp_path / "fan-in")
+    args = [arg for platform in PLATFORMS for arg in ("--from", str(fanned_out.reports[platform]))]
+    done = gosmall("index", "--image", "hello", *args, "--push", cwd=fan_in, env=ENV)
+    assert done.returncode == 0, done.stderr
+    digest = done.stdout.strip().split("@", 1)[1]
+    accept = {"Accept": "application/vnd.oci.image.index.v1+json"}
+    listed = requests.get(f"{registry.url}/v2/fan/hello/manifests/{digest.replace(':', '-')}", headers=accept, timeout=10).json()[
+        "manifests"
+    ]
+    kinds = sorted(entry["artifactType"] for entry in listed)
+    assert kinds == ["application/spdx+json"] * 2 + ["application/vnd.in-toto+json"] * 2  # one of each per platform
+    for entry in listed:
+        manifest = requests.get(f"{registry.url}/v2/fan/hello/manifests/{entry['digest']}", headers={"Accept": MANIFEST_ACCEPT}, timeout=10)
+        assert manifest.json()["subject"]["digest"] == digest
+    again = gosmall("index", "--image", "hello", *args, "--push", cwd=fan_in, env=ENV)  # no duplicate the second time
+    assert again.returncode == 0, again.stderr
+    assert (
+        requests.get(f"{registry.url}/v2/fan/hello/manifests/{digest.replace(':', '-')}", headers=accept, timeout=10).json()["manifests"]
+        == listed
+    )
+    sbom = gosmall("sbom", f"{fanned_out.repository}:1.0", cwd=tmp_path)
+    assert sbom.returncode == 0, sbom.stderr
+    assert json.loads(sbom.stdout)["spdxVersion"] == "SPDX-2.3"
+
+
 def test_without_push_the_index_is_only_checked(fanned_out: FannedOut, registry: LocalRegistry, tmp_path: Path) -> None:
     fan_in = _clone(fanned_out.origin, tmp_path / "fan-in")
     puts = registry.requests("PUT", "/v2/fan/hello/manifests/")
