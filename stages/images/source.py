@@ -299,18 +299,15 @@ def _platform_image(store: _Store, data: bytes, media_type: str, digest: Digest,
     try:
         config_descriptor = document["config"]
         config = Blob(str(config_descriptor["mediaType"]), _capped_blob(store, config_descriptor, f"{where}, config"))
-        layers = tuple(
-            _layer(
-                _capped_blob(store, d, f"{where}, layer {number} ({d['digest']})"),
-                str(d["mediaType"]),
-                f"{where}, layer {number} ({d['digest']})",
-                store.limit,
-            )
-            for number, d in enumerate(document["layers"], start=1)
-        )
+        layers = tuple(_read_layer(store, d, f"{where}, layer {number}") for number, d in enumerate(document["layers"], start=1))
     except _STORE_ERRORS as exc:
         raise GosmallError(f"{where} is not an image manifest ({exc}).") from None
     return _checked(PlatformImage(platform or _config_platform(config.data, where), layers, config, Blob(media_type, data)), where)
+
+
+def _read_layer(store: _Store, descriptor: Any, where: str) -> Layer:
+    where = f"{where} ({Digest.parse(descriptor['digest'])})"
+    return _layer(_capped_blob(store, descriptor, where), str(descriptor["mediaType"]), where, store.limit)
 
 
 def _capped_blob(store: _Store, descriptor: Any, where: str) -> bytes:
