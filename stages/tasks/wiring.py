@@ -77,6 +77,11 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "gosmall audit docker://127.0.0.1:5000/app@sha256:... --format json",
         "gosmall audit dist/hello --format sarif > audit.sarif",
     ),
+    "vulns": (
+        "GOVULNDB=~/vulndb gosmall vulns",
+        "gosmall vulns docker://127.0.0.1:5000/app@sha256:... --db https://vuln.go.dev --format json",
+        "gosmall vulns dist/hello --format sarif > vulns.sarif",
+    ),
 }
 
 

@@ -7,9 +7,12 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+import ssl
 import subprocess
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +222,47 @@ def test_text_lists_called_first_then_imported_and_all_counts_imported(built: Bu
 def test_gzip_copies_and_file_urls_are_read_alike(built: Built, tmp_path: Path) -> None:
     db = write_db(tmp_path / "gz", records(built.go), gz=True)
     assert findings(vulns(str(built.output), "--format", "json", "--db", db.as_uri(), cwd=built.root).stdout) == EXPECTED
+
+
+def test_an_https_database_is_read_from_the_server_gz_when_json_is_not_there(built: Built, tmp_path: Path) -> None:
+    """A real TLS server on loopback serving only the .json.gz copies; the client trusts its certificate via SSL_CERT_FILE."""
+    db = write_db(tmp_path / "served", records(built.go), gz=True)
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    asked: list[str] = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(db), **kwargs)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+            asked.append(f"{self.command} {self.path} {args[1] if len(args) > 1 else ''}")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"https://127.0.0.1:{server.server_address[1]}"
+        done = gosmall(
+            "vulns", str(built.output), "--format", "json", "--db", url, cwd=built.root, env={"SSL_CERT_FILE": str(cert), "GOVULNDB": ""}
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 1, done.stderr
+    assert findings(done.stdout) == EXPECTED
+    # Only the records of modules the binary has were asked for: never example.com/other's.
+    records_asked = {line.split()[1] for line in asked if line.startswith("GET /ID/") and line.endswith("200")}
+    assert records_asked == {
+        f"/ID/{i}.json.gz" for i in ("GO-2026-0001", "GO-2026-0002", "GO-2026-0003", "GO-2026-0004", "GO-2026-0005", "GO-2026-0006")
+    }
 
 
 def test_warn_puts_a_size_table_line_and_report_json_ids(built: Built) -> None:
