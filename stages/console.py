@@ -7,6 +7,8 @@ imports. Nothing here may import invoke or a stage that does.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 
 from .build import speculate
@@ -17,7 +19,13 @@ def main() -> None:
     speculate.start(arguments)
     from .cli import main as run
 
-    run()  # exits on a failure (invoke's Program.run)
+    try:
+        run()  # exits on a failure (invoke's Program.run)
+    except BrokenPipeError:
+        # The reader stopped early (`gosmall --help | head`): end as a pipeline's writer ends, without a traceback,
+        # and with stdout pointed away so the interpreter's last flush cannot raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(128 + signal.SIGPIPE)
     speculate.remember_run(arguments)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,19 @@ def test_image_and_package_together_is_one_error(tmp_path: Path) -> None:
     done = gosmall("build-small", "--image", "hello", "./go_app", cwd=REPO)
     assert done.returncode == 2
     assert done.stderr.strip() == "gosmall: error: --image hello and the package ./go_app both say what to build; give one of them."
+
+
+def test_a_reader_that_stops_early_gets_no_traceback() -> None:
+    """`gosmall --help | head -1`: the pipe's reader may be gone before gosmall writes."""
+    import os
+
+    from tests.conftest import gosmall_command
+
+    read, write = os.pipe()
+    os.close(read)  # the reader has already stopped
+    try:
+        done = subprocess.run([*gosmall_command(), "--help"], stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+    assert done.returncode == 141
