@@ -100,10 +100,10 @@ def go_semver(go_version: str) -> str | None:
 def affected_version(version: SemVer, ranges: Iterable[Mapping[str, Any]]) -> tuple[bool, str | None]:
     """Whether any SEMVER range holds `version`, and the fix after it in that range (None when there is none)."""
     for rng in ranges:
-        if rng.get("type") != "SEMVER":
+        if not isinstance(rng, dict) or rng.get("type") != "SEMVER":
             continue
         events: list[tuple[SemVer, str, str]] = []
-        for event in rng.get("events") or ():
+        for event in _list(rng.get("events")):
             if not isinstance(event, dict) or len(event) != 1:
                 continue
             ((kind, text),) = event.items()
@@ -467,7 +467,7 @@ def _judge(
             version = SemVer.parse(module.version or "")
             if version is None:
                 continue
-            hit, fix = affected_version(version, affected.get("ranges") or ())
+            hit, fix = affected_version(version, _list(affected.get("ranges")))
             if not hit:
                 continue
             fixed = fixed or fix
@@ -480,14 +480,14 @@ def _judge(
             if not _for_platform(imported, goos, goarch):
                 continue
             package_path = imported["path"]
-            wanted = [str(s) for s in imported.get("symbols") or ()]
+            wanted = [s for s in _list(imported.get("symbols")) if isinstance(s, str)]
             if wanted:
                 found += (f"{package_path}.{s}" for s in wanted if symbols.has(package_path, s))
             elif symbols.any_in(package_path):
                 found.append(f"{package_path}.*")
     if not affected_any:
         return None
-    aliases = tuple(str(a) for a in entry.get("aliases") or () if isinstance(a, str))
+    aliases = tuple(str(a) for a in _list(entry.get("aliases")) if isinstance(a, str))
     status: Status = "unknown" if unknown else "called" if found else "imported"
     return Finding(
         str(entry["id"]),
@@ -503,7 +503,7 @@ def _judge(
 
 
 def _for_platform(imported: Mapping[str, Any], goos: str | None, goarch: str | None) -> bool:
-    oses, arches = imported.get("goos") or (), imported.get("goarch") or ()
+    oses, arches = _list(imported.get("goos")), _list(imported.get("goarch"))
     return (not oses or goos is None or goos in oses) and (not arches or goarch is None or goarch in arches)
 
 
@@ -693,3 +693,8 @@ def check_targets(targets: Sequence[str], db: VulnDatabase) -> tuple[TargetVulns
     from ..images.source import read_target
 
     return tuple(TargetVulns(target, check_image(read_target(target), db)) for target in targets)
+
+
+def _list(value: object) -> list[Any]:
+    """A record's array, or nothing: a record is data, and a string or an object where OSV has an array is no array."""
+    return value if isinstance(value, list) else []

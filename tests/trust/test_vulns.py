@@ -334,6 +334,18 @@ def test_a_damaged_database_is_exit_2_naming_the_file(built: Built, tmp_path: Pa
     assert str(broken) in done.stderr and "Traceback" not in done.stderr and done.stdout == ""
 
 
+def test_a_record_of_odd_shapes_is_data_not_a_crash(built: Built, tmp_path: Path) -> None:
+    odd = record("GO-2026-0001", LIB, [{"introduced": "0"}], LIB, ["Called"])
+    odd["aliases"] = "CVE-2026-0001"
+    odd["affected"][0]["ranges"] = {"type": "SEMVER"}
+    odd["affected"].append({"package": {"name": LIB}, "ranges": [{"type": "SEMVER", "events": [{"introduced": "0"}, "x", {}]}],
+                            "ecosystem_specific": {"imports": [{"path": LIB, "symbols": "Called", "goos": "linux"}]}})  # fmt: skip
+    done = vulns(str(built.output), "--format", "json", cwd=built.root, db=write_db(tmp_path / "db", [odd]))
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    # The second entry affects every version; its symbols are no list, so the package's functions count.
+    assert findings(done.stdout) == {"GO-2026-0001": ("called", [f"{LIB}.*"])}
+
+
 def test_sarif_passes_the_schema_with_the_id_as_rule_and_the_binary_as_location(built: Built) -> None:
     done = vulns(str(built.output), "--format", "sarif", cwd=built.root, db=built.db)
     assert done.returncode == 1, done.stderr
