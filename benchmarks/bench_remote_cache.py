@@ -104,6 +104,7 @@ def start_registry(base: Path) -> tuple[subprocess.Popen[bytes], str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    base.mkdir(parents=True, exist_ok=True)
     config = base / "registry.yml"
     config.write_text(
         f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {base / 'data'}\n"

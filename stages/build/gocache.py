@@ -739,7 +739,10 @@ def main() -> int:
         return 1
     finally:
         sys.stdout.flush()
-    return 0
+    # Go waits for this process's stdout to close. Prefetches no get asked for may still be running: they
+    # are not waited for (interpreter exit would join their threads), since the stats are written.
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _client(setting: RemoteCache) -> RegistryClient:

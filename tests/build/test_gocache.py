@@ -263,3 +263,35 @@ def test_read_only_writes_nothing(shared: Shared, tmp_path: Path) -> None:
 
 def _git_identity() -> dict[str, str]:
     return {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+
+
+def test_the_switch_environment_wins_off_disables_and_bad_values_say_where() -> None:
+    from gosmall.build.gocache import remote_cache_setting
+    from gosmall.config import parse_project
+    from gosmall.errors import GosmallError
+
+    assert remote_cache_setting("cache.example.com/team/go", True, {}) == RemoteCache("cache.example.com/team/go", True)
+    assert remote_cache_setting("cache.example.com/team/go", True, {"GOSMALL_REMOTE_CACHE": "off"}) is None
+    assert remote_cache_setting("cache.example.com/a", True, {"GOSMALL_REMOTE_CACHE": "127.0.0.1:5000/b"}) == RemoteCache(
+        "127.0.0.1:5000/b"
+    )
+    assert remote_cache_setting(None, True, {"GOSMALL_REMOTE_CACHE": "localhost/b", "GOSMALL_REMOTE_CACHE_WRITE": "0"}) == RemoteCache(
+        "localhost/b", write=False
+    )
+    assert remote_cache_setting("cache.example.com/a", False, {"GOSMALL_REMOTE_CACHE_WRITE": "1"}) == RemoteCache("cache.example.com/a")
+    assert remote_cache_setting(None, True, {}) is None
+    with pytest.raises(GosmallError, match="GOSMALL_REMOTE_CACHE: 'gocache' is not a registry repository; write HOST/REPO"):
+        remote_cache_setting(None, True, {"GOSMALL_REMOTE_CACHE": "gocache"})
+    with pytest.raises(GosmallError, match="GOSMALL_REMOTE_CACHE_WRITE='maybe'"):
+        remote_cache_setting("cache.example.com/a", True, {"GOSMALL_REMOTE_CACHE_WRITE": "maybe"})
+    table = {"remote_cache": "cache.example.com/Go:latest"}
+    with pytest.raises(GosmallError, match=r"\[tool.gosmall\] remote_cache: 'cache.example.com/Go:latest' is not a registry repository"):
+        parse_project(table, Path("/nonexistent/pyproject.toml"), images_required=False)
+    with pytest.raises(GosmallError, match=r"remote_cache_write: must be true or false"):
+        parse_project(
+            {"remote_cache": "cache.example.com/go", "remote_cache_write": "no"}, Path("/x/pyproject.toml"), images_required=False
+        )
+    parsed = parse_project(
+        {"remote_cache": "cache.example.com/go", "remote_cache_write": False}, Path("/x/pyproject.toml"), images_required=False
+    )
+    assert (parsed.remote_cache, parsed.remote_cache_write) == ("cache.example.com/go", False)
