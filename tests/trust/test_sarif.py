@@ -129,10 +129,17 @@ def test_audit_sarif_of_a_buildah_image_carries_the_text_findings(buildah: Build
         assert multitool_errors(tmp_path / "audit.sarif") == []
 
 
-def test_audit_sarif_of_a_project_output_points_at_its_table(built_hello: BuiltProject) -> None:
-    lines, log = audit_lines(built_hello.output, built_hello.root)
-    assert lines and as_lines(log) == lines  # information only: the sample project has no origin remote
-    header = (built_hello.root / "pyproject.toml").read_text().splitlines().index("[tool.gosmall.images.hello]") + 1
+def test_audit_sarif_of_a_project_output_points_at_its_table(built_hello: BuiltProject, tmp_path: Path) -> None:
+    # The sample declares its source; without that label, and with no origin remote, the audit has a finding to place.
+    root = tmp_path / "project"
+    shutil.copytree(built_hello.root, root, ignore=shutil.ignore_patterns("dist"))
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text("".join(line for line in pyproject.read_text().splitlines(keepends=True) if not line.startswith("labels = ")))
+    built = gosmall("build-small", cwd=root, env={"SOURCE_DATE_EPOCH": ""})
+    assert built.returncode == 0, built.stderr
+    lines, log = audit_lines(root / "dist" / "hello", root)
+    assert lines and as_lines(log) == lines  # information only: missing-source-label
+    header = pyproject.read_text().splitlines().index("[tool.gosmall.images.hello]") + 1
     for result in log["runs"][0]["results"]:
         assert result["level"] == "note"
         assert result["locations"][0]["physicalLocation"] == {
