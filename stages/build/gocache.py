@@ -38,6 +38,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -218,7 +219,7 @@ def report_entry(stats: GoCacheStats) -> dict[str, Any]:
 
 
 def tell(reporter: Reporter, name: str, remote: RemoteCache, stats: GoCacheStats) -> None:
-    """One line for what the shared cache did; one warning when it failed; the misses under -d."""
+    """One line for what the shared cache did; one warning when it failed; the misses under -d (`gosmall -d build-small`)."""
     reporter.step(f"{name}: Go actions: {summary(stats)} ({remote.repository}{'' if remote.write else ', read only'})")
     if stats.trouble:
         reporter.warn(
@@ -230,7 +231,8 @@ def tell(reporter: Reporter, name: str, remote: RemoteCache, stats: GoCacheStats
             f"The shared Go cache {remote.repository} served {stats.damaged} output(s) whose bytes do not match their sha256 "
             "(damaged or missing in the registry); Go compiled those locally. Writing the cache again repairs the index."
         )
-    if stats.missed:
+    # Under -d only: invoke's --debug is what turns the root logger to DEBUG.
+    if stats.missed and logging.getLogger().isEnabledFor(logging.DEBUG):
         reporter.detail(
             f"{name}: Go cache misses (action IDs): {', '.join(stats.missed)}" + (" …" if stats.misses > len(stats.missed) else "")
         )
