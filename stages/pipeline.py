@@ -104,6 +104,11 @@ def build_image(
     toolchain = find_toolchain(module, go_version=project.go_version)
     reporter.detail(f"toolchain {toolchain.version_text} ({toolchain.source}: {toolchain.go})")
     verify_module(toolchain, module, config.package, reporter)
+    if shared.remote is not None and toolchain.version < (1, 24):
+        reporter.warn(
+            f"The shared Go cache {shared.remote.repository} needs Go 1.24 or later (GOCACHEPROG); {toolchain.version_text} builds without it."
+        )
+        shared.remote = None
 
     with owned_temporary_directory(WORKDIR_PREFIX, reporter) as workdir:
         # Every platform planned, and the runtime files read, before anything is compiled:
