@@ -339,7 +339,11 @@ def vulns(c: Any, target: list[str] | None = None, db: str = "", format: str = "
         project = load_project(images_required=not target)
     except NoProjectError:
         if not target:
-            raise
+            raise GosmallError(
+                "vulns checks the images TARGET names (an output directory, an OCI layout, an image.tar, an engine image or "
+                "docker://host/repo@sha256:...), or, with none named, the outputs of the project here; there is no "
+                "pyproject.toml with [tool.gosmall] in this directory or above it. Name a TARGET."
+            ) from None
         project = None
     configured = (project.vulndb, project.root) if project is not None else (None, Path.cwd())
     where = database_location(db, os.environ, configured[0], root=configured[1], cwd=Path.cwd())

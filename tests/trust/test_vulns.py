@@ -314,6 +314,11 @@ def test_no_database_configured_says_nothing_in_build_small_and_vulns_says_how(t
     assert "GOVULNDB" in missing.stderr and "--db" in missing.stderr and "index/modules.json" in missing.stderr
 
 
+def test_no_target_outside_a_project_is_exit_2_asking_for_one(tmp_path: Path, built: Built) -> None:
+    done = vulns(cwd=tmp_path, db=built.db)
+    assert done.returncode == 2 and "Name a TARGET" in done.stderr and done.stdout == "", done.stderr
+
+
 @pytest.mark.parametrize("damage", ["bad-json", "missing-id", "mismatched-id", "bad-index"])
 def test_a_damaged_database_is_exit_2_naming_the_file(built: Built, tmp_path: Path, damage: str) -> None:
     db = write_db(tmp_path / "db", records(built.go))
