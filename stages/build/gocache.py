@@ -43,8 +43,10 @@ import os
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import wait as wait_for
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -71,6 +73,7 @@ EMPTY = b"{}"
 LOOKUPS = 8  # blobs fetched at once: enough to hide loopback and LAN latency, few enough not to flood a registry
 UPLOADS = 4
 REQUEST_TIMEOUT = 15.0  # seconds one registry request may take in all, connect to last byte
+READ_WAIT = 300.0  # seconds Go's gets may wait for the registry in all, from the program's start
 CLOSE_WAIT = 60.0  # seconds `close` waits for uploads still going before it gives up on them
 MAX_ENTRIES = 20000  # outputs one index names at most (a manifest of ~5 MB)
 MISSES_SHOWN = 20
@@ -320,20 +323,32 @@ class _Remote:
         self.lock = threading.Lock()
         self.downloads = ThreadPoolExecutor(LOOKUPS, thread_name_prefix="gocache-get")
         self.senders = ThreadPoolExecutor(UPLOADS, thread_name_prefix="gocache-put")
+        self.started = time.monotonic()
         self.index: Future[dict[str, tuple[str, int]]] = self.downloads.submit(self._read_index)
 
     # reading
 
     def lookup(self, action: str) -> tuple[str, int] | None:
-        """The output `action` made, fetched and checked, or None: the registry does not have it (or could not say)."""
-        entry = self.index.result().get(action)
-        if entry is None:
-            return None
-        with self.lock:
-            fetch = self.fetches.get(entry[0])
-        if fetch is None or not fetch.result():
+        """The output `action` made, fetched and checked, or None: the registry does not have it (or could not say).
+
+        Go waits for the registry at most READ_WAIT seconds in all: a registry that answers every request just
+        inside its deadline, one after another, would otherwise hold the build for as long as it likes.
+        """
+        try:
+            entry = self.index.result(timeout=self._left()).get(action)
+            if entry is None:
+                return None
+            with self.lock:
+                fetch = self.fetches.get(entry[0])
+            if fetch is None or not fetch.result(timeout=self._left()):
+                return None
+        except FutureTimeout:
+            self._fail(f"{self.remote.repository} was too slow: Go waited {READ_WAIT:g} s for it in all.")
             return None
         return entry
+
+    def _left(self) -> float:
+        return max(0.0, self.started + READ_WAIT - time.monotonic())
 
     def _read_index(self) -> dict[str, tuple[str, int]]:
         try:

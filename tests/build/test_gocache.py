@@ -28,7 +28,7 @@ import requests
 from gosmall.build.gocache import RemoteCache, program_env
 from tests.conftest import REPO, gosmall, make_project
 from tests.net import free_loopback_port
-from tests.registry_fixture import AuthRegistry, http_server
+from tests.registry_fixture import AuthRegistry, drip_headers, http_server, raw_server
 
 CACHE_REPO = "gocache"
 # The sample project's own table, one platform: every build here is an amd64 build.
@@ -202,13 +202,14 @@ class _Failing(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.mark.parametrize("trouble", ["dead", "500", "401"])
+@pytest.mark.parametrize("trouble", ["dead", "500", "401", "trickle"])
 def test_a_registry_that_fails_costs_one_warning_and_changes_nothing(shared: Shared, half_warm: Any, trouble: str) -> None:
-    with http_server(_Failing) as failing:
+    with http_server(_Failing) as failing, raw_server(drip_headers(1.0)) as trickling:
         cache = {
             "dead": f"127.0.0.1:{free_loopback_port()}/{CACHE_REPO}",
             "500": f"{failing}/{CACHE_REPO}",
             "401": shared.cache,
+            "trickle": f"{trickling.host}/{CACHE_REPO}",  # a header a second, for ever: the 15 s deadline ends it
         }[trouble]
         runner = half_warm(trouble, cache, password="wrong" if trouble == "401" else None)
         before = catalog_and_tags(shared.registry)
