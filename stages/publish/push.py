@@ -121,6 +121,12 @@ class RegistryPublisher:
                 push_referrers(pusher, self.client, ref, digest, artifacts, reporter)
             except RegistryUnavailable as exc:
                 raise pusher.stopped(exc, f"`gosmall push --image {config.name}`") from None
+            except GosmallError as exc:
+                raise GosmallError(
+                    f"{config.repository}@{digest} is pushed{' and tagged' if tags else ''}, but its SBOM and provenance "
+                    f"referrers were not: {exc.message}",
+                    code=exc.code,
+                ) from None
         pushed = Pushed(config.name, config.repository, digest, tags)
         self.pushed.append(pushed)
         record_push(build, pushed, reporter)

@@ -11,7 +11,8 @@ digest, as an image's do. Then the registry must list it:
   something was added, so pushing one build twice leaves the tag as it was.
 
 The documents are made above this floor (trust/ knows SBOM and provenance; publish/ never imports it) and
-handed in as `Artifact` values; this module only moves bytes.
+handed in as `Artifact` values; this module only moves bytes. What the registry already lists is not pushed
+again: a second push of one build asks one listing and sends nothing.
 """
 
 from __future__ import annotations
@@ -43,6 +44,14 @@ def push_referrers(
     """Push `artifacts` (each with `subject` in its manifest) and see that the registry lists them; the route taken."""
     if not artifacts:
         return "api"
+    listed = client.retrying(lambda: list_referrers(client, ref, subject), reporter.detail)
+    known = {str(m.get("digest")) for m in listed.manifests}
+    missing = [a for a in artifacts if str(a.manifest.digest) not in known]
+    if not missing:
+        # Pushed before (the same build, pushed again): its manifests and blobs are there, and listed.
+        reporter.detail(f"{len(artifacts)} referrer(s) of {subject}: already listed")
+        return "api" if listed.api else "tag"
+    artifacts = missing
     subjects: list[str] = []
     for artifact in artifacts:
         for blob in artifact.blobs:
@@ -52,13 +61,13 @@ def push_referrers(
     if all(said == str(subject) for said in subjects):
         reporter.detail(f"{len(artifacts)} referrer(s) of {subject}: indexed by the registry (OCI-Subject)")
         return "api"
-    listed = client.retrying(lambda: list_referrers(client, ref, subject), reporter.detail)
+    listed = client.retrying(lambda: list_referrers(client, ref, subject), reporter.detail)  # again: as it is now
     ours = [referrer_descriptor(a.manifest.data, a.manifest.media_type) for a in artifacts]
     if listed.api:
-        missing = {str(d["digest"]) for d in ours} - {str(m.get("digest")) for m in listed.manifests}
-        if missing:
+        unlisted = {str(d["digest"]) for d in ours} - {str(m.get("digest")) for m in listed.manifests}
+        if unlisted:
             raise GosmallError(
-                f"{ref.name}: the registry has the referrers API but does not list {', '.join(sorted(missing))} as a "
+                f"{ref.name}: the registry has the referrers API but does not list {', '.join(sorted(unlisted))} as a "
                 f"referrer of {subject} after the push. Check the registry's referrers support, then push again."
             )
         reporter.detail(f"{len(artifacts)} referrer(s) of {subject}: listed by the referrers API")

@@ -52,7 +52,7 @@ def sign(c: Any, key: str = "", image: str | None = None, insecure_registry: lis
     The signature is a simple-signing payload signed with ECDSA P-256, under the tag sha256-<hex>.sig of the image's
     repository; cosign and skopeo (use-sigstore-attachments) read it there. The provenance and SBOM statements are
     attested too, as DSSE envelopes under sha256-<hex>.att (cosign verify-attestation reads them) and as referrers.
-    Prints the .sig and .att references per image. Exit
+    Prints the .sig reference per image. Exit
     status: 0 signed; 2 it could not (no key or wrong password, not built, not pushed, the registry refused).
     """
     from ..publish.push import repository_reference
@@ -68,7 +68,7 @@ def sign(c: Any, key: str = "", image: str | None = None, insecure_registry: lis
     for build in builds:
         repository = repository_reference(build.config)
         print(sign_image(client, repository, build.digest, private, reporter))
-        print(attest_image(client, repository, build, private, machine_facts(build), reporter))
+        attest_image(client, repository, build, private, machine_facts(build), reporter)  # named on stderr: stdout stays the .sig
 
 
 @task(iterable=["insecure_registry"], help={"image": "The image: repo@sha256:... or repo:tag.", "key": "The cosign public key (cosign.pub).",
