@@ -8,6 +8,8 @@ interleaved in the same run:
 - the console command as a user types it, `gosmall vulns dist/hello --db DIR --format json` (Python's start,
   invoke, reading the OCI layout, the build info, the pclntab and inline trees, the records, the matching);
 - the same check in one process (`check_targets`), without Python's start;
+- one binary alone (the linux/amd64 go_app: build info, pclntab and inline trees, its records, the matching);
+- Python's start with gosmall's task collection, the console command's floor;
 - reading every one of the 5,000 records, what a checker that does not go by index/modules.json would do at
   the least, as the ratio's baseline.
 
@@ -56,11 +58,7 @@ def linked_functions(output: Path) -> tuple[str, list[str]]:
     from gosmall.build.buildinfo import read_build_info
     from gosmall.elf import read_go_functions
 
-    with tarfile.open(output / "image.tar") as archive:
-        manifest = json.loads(archive.extractfile("manifest.json").read())  # type: ignore[union-attr]
-        layer = archive.extractfile(manifest[0]["Layers"][0]).read()  # type: ignore[union-attr]
-    with tarfile.open(fileobj=io.BytesIO(layer)) as inner:
-        data = inner.extractfile("go_app").read()  # type: ignore[union-attr]
+    data = _amd64_binary(output)
     info = read_build_info(data)
     assert info is not None
     return info.go_version, sorted(read_go_functions(io.BytesIO(data)).all)
@@ -132,6 +130,34 @@ def in_process(output: Path, db: Path) -> tuple[float, int]:
     return seconds, sum(len(b.findings) for r in results for b in r.binaries)
 
 
+def one_binary(output: Path, db: Path) -> float:
+    """check_binary on the linux/amd64 go_app alone: build info, pclntab, inline trees, its records, the matching."""
+    from gosmall.build.buildinfo import read_build_info
+    from gosmall.trust.vulns import check_binary, open_database
+
+    data = _amd64_binary(output)
+    start = time.perf_counter()
+    info = read_build_info(data)
+    assert info is not None
+    check_binary(data, info, open_database(str(db), Path.cwd()), platform="linux/amd64", path="/go_app")
+    return time.perf_counter() - start
+
+
+def python_start() -> float:
+    """What the console command costs before it does anything: Python and gosmall's task collection."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import gosmall.cli"], check=True)
+    return time.perf_counter() - start
+
+
+def _amd64_binary(output: Path) -> bytes:
+    with tarfile.open(output / "image.tar") as archive:
+        manifest = json.loads(archive.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        layer = archive.extractfile(manifest[0]["Layers"][0]).read()  # type: ignore[union-attr]
+    with tarfile.open(fileobj=io.BytesIO(layer)) as inner:
+        return inner.extractfile("go_app").read()  # type: ignore[union-attr]
+
+
 def every_record(db: Path) -> float:
     start = time.perf_counter()
     for path in (db / "ID").iterdir():
@@ -144,6 +170,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--records", type=int, default=5000)
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-vulns-") as temporary:
         work = Path(temporary)
         output = go_app_layout(work)
@@ -151,23 +178,28 @@ def main() -> None:
         db = work / "vulndb"
         write_database(db, args.records, go_version, functions)
         in_process(output, db)  # imports, once
-        rows: dict[str, list[float]] = {"command": [], "in process": [], "every record": []}
+        rows: dict[str, list[float]] = {"command": [], "python start": [], "in process": [], "one binary": [], "every record": []}
         found = 0
         for _ in range(args.runs):
             rows["command"].append(command(output, db))
             seconds, found = in_process(output, db)
             rows["in process"].append(seconds)
+            rows["python start"].append(python_start())
+            rows["one binary"].append(one_binary(output, db))
             rows["every record"].append(every_record(db))
         medians = {name: statistics.median(times) for name, times in rows.items()}
         print(
-            f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+            f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} CPUs, Python "
+            f"{platform.python_version()}, load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
         )
         print(f"go_app ({go_version}, {len(functions)} functions linked or inlined) against {args.records} records; {found} findings")
         print(f"{'measured':<48} {'median s':>9} {'× every record':>15}")
         base = medians["every record"]
         labels = {
             "command": "gosmall vulns dist/hello --db DIR (console)",
-            "in process": "check_targets (no Python start)",
+            "python start": "python -c 'import gosmall.cli' (its floor)",
+            "in process": "check_targets, both platforms (no start)",
+            "one binary": "check_binary, linux/amd64 go_app alone",
             "every record": "json.loads of all records (baseline)",
         }
         for name, label in labels.items():

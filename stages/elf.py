@@ -17,8 +17,11 @@ checked.
 
 from __future__ import annotations
 
+import array
+import bisect
 import io
 import struct
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -374,7 +377,14 @@ class _Section:
 
 
 def read_go_functions(stream: BinaryIO) -> GoFunctions:
-    """Every function the Go binary in `stream` links or inlines; ElfError when it has no pclntab gosmall reads.
+    """Every function the Go binary in `stream` links or inlines; ElfError when it has no pclntab gosmall reads."""
+    table = read_go_function_table(stream)
+    return GoFunctions(table.linked, table.inlined(), table.inline_trees)
+
+
+def read_go_function_table(stream: BinaryIO) -> GoFunctionTable:
+    """The Go binary's function table, to ask about single functions without walking every inline tree; ElfError
+    when it has no pclntab gosmall reads. Inline trees are read from `stream`: keep it open while asking.
 
     The inline trees hang off `runtime.firstmoduledata`, which a stripped binary does not name: it is found
     the way GoReSym finds it, as the one pointer-aligned word in the binary's data that holds the pclntab's
@@ -399,22 +409,115 @@ def read_go_functions(stream: BinaryIO) -> GoFunctions:
     pclntab = _read_at(stream, pclntab_section.offset, pclntab_section.size)
     order = "<" if ident.little_endian else ">"
     table = _Pclntab.parse(pclntab, order)
-    names = table.linked_names()
     gofunc = _find_gofunc(stream, sections, pclntab_section, table, order)
     if gofunc is None:
-        return GoFunctions(names, table.inlined_names_fallback(names), inline_trees=False)
+        return GoFunctionTable(table, None, b"", 0, lambda address, size: None)
     # The inline trees lie where gofunc points (Go 1.27 puts them inside .gopclntab): that section is read once.
     home = next((s for s in sections if not s.nobits and s.address and s.address <= gofunc < s.address + s.size), None)
     blob = b"" if home is None else pclntab if home is pclntab_section else _read_at(stream, home.offset, home.size)
-    base = home.address if home is not None else 0
+    return GoFunctionTable(
+        table, gofunc, blob, home.address if home is not None else 0, lambda address, size: _read_mapped(stream, sections, address, size)
+    )
 
-    def read(address: int, size: int) -> bytes | None:
-        at = address - base
-        if 0 <= at and at + size <= len(blob):
-            return blob[at : at + size]
-        return _read_mapped(stream, sections, address, size)
 
-    return GoFunctions(names, table.inlined_names(read, gofunc), True)
+class GoFunctionTable:
+    """One Go binary's pclntab: the linked functions, every name the name table holds, and, asked per name,
+    whether a function was inlined somewhere (`is_inlined`), which reads only the inline trees that can hold it.
+
+    `inlined()` walks every inline tree, as govulncheck does for an unstripped binary. `is_inlined` gives the
+    same answers for one name at a fraction of the cost: it looks for the name's offset in the trees' region,
+    and reads the length (the largest index of the function's PCDATA_InlTreeIndex table) only of the trees a
+    match falls in. Without module data (`inline_trees` False) the name table stands in: a name in it that no
+    function has is one only inline trees point at.
+    """
+
+    def __init__(
+        self, table: _Pclntab, gofunc: int | None, blob: bytes, base: int, read_mapped: Callable[[int, int], bytes | None]
+    ) -> None:
+        self._table = table
+        self._gofunc = gofunc
+        self._blob = blob  # the section holding the trees, at address `base`
+        self._base = base
+        self._read_mapped = read_mapped
+        self.linked = table.linked_names()
+        self.names = table.all_names()
+        self.inline_trees = gofunc is not None
+        self._all_inlined: frozenset[str] | None = None
+        self._offsets: dict[str, list[int]] | None = None
+        self._trees: tuple[list[int], dict[int, list[int]]] | None = None  # sorted starts in blob; start -> functions
+        self._counts: dict[int, int] = {}
+        self._region_words: frozenset[int] | None = None
+
+    def _read(self, address: int, size: int) -> bytes | None:
+        at = address - self._base
+        if 0 <= at and at + size <= len(self._blob):
+            return self._blob[at : at + size]
+        return self._read_mapped(address, size)
+
+    def inlined(self) -> frozenset[str]:
+        """Every function named in an inline tree."""
+        if self._all_inlined is None:
+            if self._gofunc is None:
+                self._all_inlined = self.names - self.linked
+            else:
+                self._all_inlined = self._table.inlined_names(self._read, self._gofunc)
+        return self._all_inlined
+
+    def is_inlined(self, name: str) -> bool:
+        """Whether some inline tree names `name`."""
+        if name not in self.names:
+            return False
+        if self._gofunc is None or self._all_inlined is not None:
+            return name in self.inlined()
+        starts, functions = self._tree_starts()
+        if any(not 0 <= start < len(self._blob) for start in starts[:1] + starts[-1:]):
+            return name in self.inlined()  # a tree outside the section read: walk them all, from the file
+        if not starts:
+            return False
+        if self._offsets is None:
+            self._offsets = self._table.name_offsets()
+        end = starts[-1] + self._count(starts[-1], functions) * _INLINED_CALL_SIZE  # the trees' region ends with the last
+        words = self._words(starts, end)
+        for offset in self._offsets[name]:
+            if words is not None and offset not in words:
+                continue  # no aligned word of the trees' region holds it: no tree names it
+            pattern = struct.pack(self._table.order + "i", offset)
+            at = self._blob.find(pattern, starts[0] + 4, end)
+            while at >= 0:
+                entry = at - 4  # nameOff is an inlinedCall's second field
+                tree = bisect.bisect_right(starts, entry) - 1
+                start = starts[tree]
+                if (entry - start) % _INLINED_CALL_SIZE == 0 and entry < start + self._count(start, functions) * _INLINED_CALL_SIZE:
+                    return True
+                at = self._blob.find(pattern, at + 1, end)
+        return False
+
+    def _words(self, starts: list[int], end: int) -> frozenset[int] | None:
+        """Every 4-byte word of the trees' region, to rule a name out without a search; None when a tree is not
+        4-byte aligned (then every name is searched for)."""
+        if self._region_words is None:
+            if any(start % 4 for start in starts):
+                return None
+            words = array.array("i", self._blob[starts[0] : end - (end - starts[0]) % 4])
+            if (self._table.order == "<") != (sys.byteorder == "little"):
+                words.byteswap()
+            self._region_words = frozenset(words)
+        return self._region_words
+
+    def _count(self, start: int, functions: dict[int, list[int]]) -> int:
+        """The length of the tree at `start` (a tree several functions share is as long as the longest says)."""
+        if start not in self._counts:
+            self._counts[start] = max(self._table.inline_tree_count(f) for f in functions[start])
+        return self._counts[start]
+
+    def _tree_starts(self) -> tuple[list[int], dict[int, list[int]]]:
+        if self._trees is None:
+            assert self._gofunc is not None
+            functions: dict[int, list[int]] = {}
+            for at, tree in self._table.inline_trees():
+                functions.setdefault(self._gofunc + tree - self._base, []).append(at)
+            self._trees = (sorted(functions), functions)
+        return self._trees
 
 
 @dataclass(frozen=True)
@@ -461,11 +564,6 @@ class _Pclntab:
     def linked_names(self) -> frozenset[str]:
         return frozenset(self.name(struct.unpack_from(self.order + "i", self.data, at + 4)[0]) for at in self._funcs())
 
-    def inlined_names_fallback(self, linked: frozenset[str]) -> frozenset[str]:
-        """Without the inline trees: every name of the name table that is not a linked function's (the table holds
-        only the names functions and inline trees point at)."""
-        return self.all_names() - linked
-
     def all_names(self) -> frozenset[str]:
         """Every name in the name table: linked functions and the inlined ones their trees point at."""
         # The cutab follows the name table (cuOffset is the header's next word).
@@ -473,20 +571,39 @@ class _Pclntab:
         table = self.data[self.funcnametab : min(end, len(self.data))]
         return frozenset(n.decode("utf-8", "replace") for n in table.split(b"\0") if n)
 
-    def inlined_names(self, read: Callable[[int, int], bytes | None], gofunc: int) -> frozenset[str]:
-        out: set[int] = set()
+    def name_offsets(self) -> dict[str, list[int]]:
+        """Each name of the name table, and its offsets there (what nameOff fields hold; a name can be there twice)."""
+        end = struct.unpack_from(self.order + ("Q" if self.pointer == 8 else "I"), self.data, 8 + 4 * self.pointer)[0]
+        offsets: dict[str, list[int]] = {}
+        at = 0
+        for raw in self.data[self.funcnametab : min(end, len(self.data))].split(b"\0"):
+            if raw:
+                offsets.setdefault(raw.decode("utf-8", "replace"), []).append(at)
+            at += len(raw) + 1
+        return offsets
+
+    def inline_trees(self) -> Iterator[tuple[int, int]]:
+        """(function, its inline tree's offset from gofunc) for each function that has an inline tree."""
         u32 = self.order + "I"
-        entry_format = self.order + "4xi8x"  # an inlinedCall's nameOff
         for at in self._funcs():
             npcdata, nfuncdata = struct.unpack_from(u32, self.data, at + 28)[0], self.data[at + 43]
             if nfuncdata <= _FUNCDATA_INL_TREE or npcdata <= _PCDATA_INL_TREE_INDEX:
                 continue
             tree = struct.unpack_from(u32, self.data, at + _FUNC_SIZE + 4 * npcdata + 4 * _FUNCDATA_INL_TREE)[0]
-            index_table = struct.unpack_from(u32, self.data, at + _FUNC_SIZE + 4 * _PCDATA_INL_TREE_INDEX)[0]
-            if tree == _NO_FUNCDATA or index_table == 0:
-                continue
-            # The tree is not delimited: its length is one more than the largest index its pc-value table holds.
-            count = self._max_value(self.pctab + index_table) + 1
+            if tree != _NO_FUNCDATA and struct.unpack_from(u32, self.data, at + _FUNC_SIZE + 4 * _PCDATA_INL_TREE_INDEX)[0]:
+                yield at, tree
+
+    def inline_tree_count(self, at: int) -> int:
+        """How many entries the inline tree of the function at `at` has: the tree is not delimited, so one more than
+        the largest index its PCDATA_InlTreeIndex pc-value table holds."""
+        index_table = struct.unpack_from(self.order + "I", self.data, at + _FUNC_SIZE + 4 * _PCDATA_INL_TREE_INDEX)[0]
+        return self._max_value(self.pctab + index_table) + 1
+
+    def inlined_names(self, read: Callable[[int, int], bytes | None], gofunc: int) -> frozenset[str]:
+        out: set[int] = set()
+        entry_format = self.order + "4xi8x"  # an inlinedCall's nameOff
+        for at, tree in self.inline_trees():
+            count = self.inline_tree_count(at)
             if count <= 0:
                 continue
             raw = read(gofunc + tree, count * _INLINED_CALL_SIZE)

@@ -24,6 +24,7 @@ from gosmall.elf import (
     read_elf_bytes,
     read_elf_file,
     read_elf_ident,
+    read_go_function_table,
     read_go_functions,
 )
 from gosmall.images.model import Platform
@@ -169,6 +170,11 @@ def test_a_function_inlined_at_its_only_call_site_is_read_from_the_inline_trees_
     # -s -w drop the symbol table, not the pclntab: the unstripped binary has the same functions and inline trees.
     with full.open("rb") as stream:
         assert read_go_functions(stream) == functions
+    # Asked one name at a time (reading only the trees a name can be in), the same answers as walking them all.
+    with stripped.open("rb") as stream:
+        table = read_go_function_table(stream)
+        assert table.linked == functions.linked and table.names == functions.all
+        assert {name for name in table.names if table.is_inlined(name)} == functions.inlined
 
 
 def test_a_damaged_or_missing_pclntab_is_an_elf_error(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from ..build.buildinfo import BuildInfo, BuildInfoError, Module, read_build_info
-from ..elf import MAGIC, ElfError, GoFunctions, read_go_functions
+from ..elf import MAGIC, ElfError, GoFunctionTable, read_go_function_table
 from ..errors import FOUND, GosmallError
 from ..images.model import Image
 from ..images.rootfs import flatten
@@ -304,43 +304,55 @@ class Symbols:
     """The binary's functions, asked as govulncheck's binary mode names them: `pkg` and `Func` or `Type.Method`.
 
     The pclntab is read the first time a record that affects the binary's version asks, so a binary no record
-    affects costs no more than its build info. A question costs a few set lookups, not a pass over the names:
+    affects costs no more than its build info. A question costs a few lookups, not a pass over the names:
     `Type.Method` is looked up as the linker writes it, `pkg.Type.Method` or `pkg.(*Type).Method` (or a method
-    value's `-fm` wrapper), with generic instantiations (`[...]`) taken out of the names once."""
+    value's `-fm` wrapper), with generic instantiations (`[...]`) taken out. A name no function has is looked
+    for in the inline trees (`GoFunctionTable.is_inlined`), only when the name table has it at all."""
 
-    def __init__(self, load: Callable[[], GoFunctions], main_path: str) -> None:
+    def __init__(self, load: Callable[[], GoFunctionTable], main_path: str) -> None:
         self._load = load
         self._main_path = main_path
-        self._plain: frozenset[str] | None = None
+        self._table: GoFunctionTable | None = None
+        self._raw: dict[str, list[str]] = {}  # a name without instantiations -> the names the table has for it
         self._sorted: list[str] = []
-        self.inline_trees = True
 
-    def _names(self) -> frozenset[str]:
-        if self._plain is None:
-            functions = self._load()
-            self.inline_trees = functions.inline_trees
-            self._plain = frozenset(_without_instantiation(name) for name in functions.all)
-            self._sorted = sorted(self._plain)
-        return self._plain
+    @property
+    def inline_trees(self) -> bool:
+        return self._table is None or self._table.inline_trees
+
+    def _functions(self) -> GoFunctionTable:
+        if self._table is None:
+            self._table = self._load()
+            for name in self._table.names:
+                self._raw.setdefault(_without_instantiation(name), []).append(name)
+            self._sorted = sorted(self._raw)
+        return self._table
 
     def _prefixes(self, package: str) -> tuple[str, ...]:
         return (symbol_prefix(package), "main.") if package == self._main_path else (symbol_prefix(package),)
 
+    def _present(self, plain_names: Iterable[str]) -> bool:
+        """Whether any of these names (instantiations taken out) is a linked function, else an inlined one."""
+        table = self._functions()
+        raws = [raw for plain in plain_names for raw in self._raw.get(plain, ())]
+        return any(raw in table.linked for raw in raws) or any(table.is_inlined(raw) for raw in raws)
+
     def has(self, package: str, symbol: str) -> bool:
         """Whether the binary has the function OSV calls `symbol` in `package`, linked or inlined."""
-        names = self._names()
         kind, dot, method = symbol.partition(".")
         forms = (symbol, f"(*{kind}).{method}") if dot else (symbol,)
-        return any(f"{prefix}{form}{wrapper}" in names for prefix in self._prefixes(package) for form in forms for wrapper in ("", "-fm"))
+        return self._present(f"{prefix}{form}{wrapper}" for prefix in self._prefixes(package) for form in forms for wrapper in ("", "-fm"))
 
     def any_in(self, package: str) -> bool:
-        """Whether any function of `package` is in the binary."""
-        self._names()
+        """Whether any function of `package` is in the binary, linked or inlined."""
+        self._functions()
+        found: list[str] = []
         for prefix in self._prefixes(package):
             at = bisect.bisect_left(self._sorted, prefix)
-            if at < len(self._sorted) and self._sorted[at].startswith(prefix):
-                return True
-        return False
+            while at < len(self._sorted) and self._sorted[at].startswith(prefix):
+                found.append(self._sorted[at])
+                at += 1
+        return self._present(found)
 
 
 def symbol_prefix(package: str) -> str:
@@ -433,9 +445,9 @@ def check_binary(data: bytes, info: BuildInfo, db: VulnDatabase, *, platform: st
     index = db.modules()
     modules = [m for m in binary_modules(info) if m.path in index]
 
-    def load() -> GoFunctions:
+    def load() -> GoFunctionTable:
         try:
-            return read_go_functions(io.BytesIO(data))
+            return read_go_function_table(io.BytesIO(data))
         except ElfError as exc:
             raise GosmallError(f"{path} ({platform}): its function table cannot be read ({exc}).") from None
 
