@@ -435,3 +435,40 @@ def test_a_registry_with_the_referrers_api_gets_them_through_the_api(api_proxy: 
     done = gosmall("sbom", f"{host}/api/app@{digest}", "-o", str(tmp_path / "sbom.json"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "sbom.json").read_bytes() == (root / "dist" / "a" / "sbom.spdx.json").read_bytes()
+
+
+# -- the referrers list itself ---------------------------------------------------------------
+
+
+def test_a_referrers_tag_holding_something_else_is_not_overwritten(project: Project) -> None:
+    """A tag `sha256-<hex>` that is not an index of referrers stops the push of the referrers (exit 2), untouched."""
+    tag = project.digest("b").replace(":", "-")
+    before = project.manifest(tag)
+    image = project.manifest("b")
+    put = requests.put(project.url(f"manifests/{tag}"), data=image.content, headers={"Content-Type": MEDIA_MANIFEST}, timeout=30)
+    assert put.status_code == 201, put.text
+    try:
+        done = gosmall("push", "--image", "b", cwd=project.root, env=ENV)
+        assert done.returncode == 2
+        assert "is pushed and tagged, but its SBOM and provenance referrers were not" in done.stderr
+        assert "is not an OCI image index of referrers" in done.stderr
+        assert project.manifest(tag).content == image.content
+    finally:
+        restored = requests.put(project.url(f"manifests/{tag}"), data=before.content, headers={"Content-Type": MEDIA_INDEX}, timeout=30)
+        assert restored.status_code == 201, restored.text
+
+
+def test_merge_keeps_every_entry_in_order_and_adds_none_twice() -> None:
+    from gosmall.digest import Digest
+    from gosmall.registry.client import merge_referrers, referrers_tag
+
+    theirs = {"mediaType": MEDIA_MANIFEST, "digest": "sha256:" + "a" * 64, "size": 1, "artifactType": "x/other"}
+    ours = {"mediaType": MEDIA_MANIFEST, "digest": "sha256:" + "b" * 64, "size": 2, "artifactType": SPDX}
+    existing = {"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": [theirs], "annotations": {"kept": "yes"}}
+    merged = merge_referrers(existing, [ours])
+    assert merged is not None
+    assert json.loads(merged) == {**existing, "manifests": [theirs, ours]}
+    assert merge_referrers(json.loads(merged), [ours]) is None  # already listed: nothing to push
+    assert json.loads(merge_referrers(None, [ours]) or b"") == {"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": [ours]}
+    # distribution-spec's referrers tag schema: <alg>-<hex>
+    assert referrers_tag(Digest.parse("sha256:" + "c" * 64)) == "sha256-" + "c" * 64
