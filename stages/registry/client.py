@@ -693,6 +693,11 @@ class Referrers:
     index: Mapping[str, Any] | None = None
 
 
+# What a registry without the referrers API answers GET /v2/<name>/referrers/<digest> with: the spec says 404;
+# some answer 400 (an unknown path segment), 405 or 501. The client then falls back to the referrers tag.
+NO_REFERRERS_API = frozenset({400, 404, 405, 501})
+
+
 def referrers_tag(digest: Digest) -> str:
     """The referrers tag schema's tag for `digest`: `<alg>-<hex>` (distribution-spec, "Referrers Tag Schema")."""
     return f"{digest.algorithm[:32]}-{digest.hex[:64]}"
@@ -722,7 +727,7 @@ def list_referrers(client: RegistryClient, ref: Reference, digest: Digest) -> Re
         answer = raise_if_unavailable(
             client.request("GET", ref.domain, url, scope, headers={"Accept": MEDIA_INDEX}), f"{ref}: GET referrers of {digest}"
         )
-        if answer.status_code == 404 and pages == 0:
+        if answer.status_code in NO_REFERRERS_API and pages == 0:
             return _tag_referrers(client, ref, digest)
         if answer.status_code != 200:
             raise _fail(ref, f"listing the referrers of {digest}", answer)

@@ -619,7 +619,11 @@ def proof_findings(target: str, digest: Any) -> tuple[Finding, ...]:
     from .proofs import carried_proofs, parse_image
 
     ref = parse_image(target)
-    carried = carried_proofs(RegistryClient.from_environment(), ref, digest)
+    try:
+        carried = carried_proofs(RegistryClient.from_environment(), ref, digest)
+    except GosmallError as exc:
+        # The image itself was read: what could not be listed beside it is said, and does not stop the audit.
+        return (Finding("image", "proofs", str(digest), f"its referrers could not be listed: {exc.message}"),)
     # Only what it carries: an image without proofs audits as it did before they existed.
     return tuple(Finding("image", "proofs", proof.where, f"carries {_article(proof.kind)}{proof.kind}") for proof in carried)
 
