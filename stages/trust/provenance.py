@@ -138,7 +138,9 @@ def sbom_statement(build: Build, document: bytes) -> bytes:
 
 
 def _root(build: Build) -> Path | None:
-    return build.config.project_root
+    """What config paths are written relative to: the project, else (no config) the directory holding the output
+    (`<root>/dist/<image>`), so no home directory or checkout path of the build machine reaches a registry."""
+    return build.config.project_root or build.output_dir.parent.parent
 
 
 def _plain(value: Any, root: Path | None) -> Any:
