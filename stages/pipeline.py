@@ -13,7 +13,7 @@ import os
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .build import fresh, speculate
 from .build.built import Build, PlatformFacts, Publisher
@@ -35,6 +35,18 @@ from .reporter import Reporter
 # a no-op build is meant to cost little more than Go's own check, and these imports alone cost more.
 if TYPE_CHECKING:
     from .build.libraries import CollectedFile
+    from .images.model import Blob
+
+
+class LoadsAhead(Protocol):
+    """The engine, given each image as soon as its config and uncompressed layer exist (publish/engine.py's LoadAhead):
+    --load, --smoke and `run` do not wait for compression, the SBOM and the output directory."""
+
+    def start(self, image: ImageConfig, config: Blob, layer_tars: tuple[bytes, ...], epoch: int) -> None: ...
+
+    def wait(self) -> None: ...
+
+    def abandon(self, *, wait: bool = True) -> None: ...
 
 
 class OutputDirectory:
@@ -57,8 +69,12 @@ def build_small(
     names: tuple[str, ...] = (),
     environ: Mapping[str, str] | None = None,
     publishers: Sequence[Publisher] = (),
+    ahead: LoadsAhead | None = None,
 ) -> tuple[Build, ...]:
-    """Build each image, write its output directory, then hand it to each further publisher."""
+    """Build each image, write its output directory, then hand it to each further publisher.
+
+    With `ahead`, each image is loaded into the engine while the rest of its build runs; every load has ended before
+    this returns, and when the build fails what was loaded ahead is removed (no tag ever named it)."""
     images = project.images if not names else tuple(i for n in names for i in project.image(n))
     for image in images:
         check_replaceable(project.output_dir(image))  # before any work, not after minutes of it
@@ -68,16 +84,24 @@ def build_small(
     builds: list[Build] = []
     try:
         for image in images:
-            build = build_image(project, image, source, reporter, shared=shared)
+            build = build_image(project, image, source, reporter, shared=shared, ahead=ahead)
             OutputDirectory().publish(build, reporter)
             written.append(build.output_dir)
             builds.append(build)
+        if ahead is not None:
+            ahead.wait()
         for build in builds:
             for publisher in publishers:
                 publisher.publish(build, reporter)
     except KeyboardInterrupt as stop:
+        if ahead is not None:
+            ahead.abandon(wait=False)  # stop now; what a load still running leaves is untagged
         # Say what is true: outputs already replaced stay replaced.
         raise Interrupted.of(stop, tuple(written)) from None
+    except BaseException:
+        if ahead is not None:
+            ahead.abandon()
+        raise
     return tuple(builds)
 
 
@@ -93,7 +117,13 @@ class SharedGoCache:
 
 
 def build_image(
-    project: ProjectConfig, config: ImageConfig, source: SourceInfo, reporter: Reporter, *, shared: SharedGoCache | None = None
+    project: ProjectConfig,
+    config: ImageConfig,
+    source: SourceInfo,
+    reporter: Reporter,
+    *,
+    shared: SharedGoCache | None = None,
+    ahead: LoadsAhead | None = None,
 ) -> Build:
     """One image, in memory: nothing is written. When the output directory already holds what this build would
     write (fresh.py), that is the Build, and nothing after `go build` runs."""
@@ -126,15 +156,15 @@ def build_image(
             if done.trouble:
                 shared.remote = None
         compiled = Compiled(project, config, source, toolchain, plans, binaries, common)
-        return fresh.build_unless_current(compiled, reporter, _build_from)
+        return fresh.build_unless_current(compiled, reporter, lambda c, r: _build_from(c, r, ahead))
 
 
-def _build_from(compiled: Compiled, reporter: Reporter) -> Build:
+def _build_from(compiled: Compiled, reporter: Reporter, ahead: LoadsAhead | None = None) -> Build:
     with reporter.status(f"{compiled.config.name}: proving, collecting and assembling"):
-        return _assembled(compiled, reporter)
+        return _assembled(compiled, reporter, ahead)
 
 
-def _assembled(compiled: Compiled, reporter: Reporter) -> Build:
+def _assembled(compiled: Compiled, reporter: Reporter, ahead: LoadsAhead | None = None) -> Build:
     from .build.assemble import PlatformParts, assemble
     from .build.libraries import collect_libraries
     from .build.needs import advise, read_needs
@@ -185,7 +215,13 @@ def _assembled(compiled: Compiled, reporter: Reporter) -> Build:
         platform_facts.setdefault(platform, {}).update(known[-1][1].to_json())
     for (kind, message), where in advice.items():
         (reporter.warn if kind == "warn" else reporter.detail)(f"{', '.join(map(str, where))}: {message}")
-    image = assemble(config, tuple(parts), source)
+    docker_platform = host_platform() if host_platform() in config.platforms else config.platforms[0]
+
+    def ready(platform: Platform, config_blob: Blob, tar: bytes) -> None:
+        if ahead is not None and platform == docker_platform:  # the platform image.tar holds, and the engine gets
+            ahead.start(config, config_blob, (tar,), source.epoch)
+
+    image = assemble(config, tuple(parts), source, ready=ready)
 
     sizes = platform_sizes(
         image,
@@ -204,7 +240,6 @@ def _assembled(compiled: Compiled, reporter: Reporter) -> Build:
             'from Docker-format images and drop it from OCI ones; set format = "docker" if it will run under podman, '
             'or format = "oci" to say it will not.'
         )
-    docker_platform = host_platform() if host_platform() in config.platforms else config.platforms[0]
     report = build_report(config, image, sizes, source, docker_platform, platform_facts, go=toolchain.version_text)
     go_cache = [b.go_cache for b in binaries if b.go_cache is not None]
     if go_cache:  # only when a shared cache was set: a build without one writes the report it always did

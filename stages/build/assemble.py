@@ -11,12 +11,13 @@ from __future__ import annotations
 import io
 import posixpath
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..config import ImageConfig
 from ..digest import Digest
 from ..errors import GosmallError
-from ..images.model import MEDIA_LAYER_GZIP, Blob, Image, Layer, MediaTypes, PlatformImage, canonical_json
+from ..images.model import MEDIA_LAYER_GZIP, Blob, Image, Layer, MediaTypes, Platform, PlatformImage, canonical_json
 from ..layer_files import EXECUTABLE, FileEntry, merge_entries
 from .cache import compressed_layer
 from .compile import Binary
@@ -34,8 +35,13 @@ class PlatformParts:
     runtime: RuntimeFiles
 
 
-def assemble(image: ImageConfig, parts: tuple[PlatformParts, ...], source: SourceInfo) -> Image:
-    manifests = tuple(_platform_image(image, p, source) for p in parts)
+# Called with a platform's config and uncompressed layer as soon as they exist, before the layer is compressed:
+# all `docker load` needs (pipeline.py loads the image into the engine meanwhile).
+Ready = Callable[[Platform, Blob, bytes], None]
+
+
+def assemble(image: ImageConfig, parts: tuple[PlatformParts, ...], source: SourceInfo, *, ready: Ready | None = None) -> Image:
+    manifests = tuple(_platform_image(image, p, source, ready) for p in parts)
     if len(manifests) == 1:
         return Image(manifests, None)
     return Image(manifests, index_blob(manifests, source, MediaTypes.of(image.format)))
@@ -107,22 +113,26 @@ def compress_layer(tar: bytes, media_type: str = MEDIA_LAYER_GZIP) -> Blob:
     return Blob(media_type, compressed_layer(tar, Digest.of(tar), compressor_id(), gzip, gunzip))
 
 
-def _platform_image(image: ImageConfig, part: PlatformParts, source: SourceInfo) -> PlatformImage:
+def _platform_image(image: ImageConfig, part: PlatformParts, source: SourceInfo, ready: Ready | None = None) -> PlatformImage:
     media = MediaTypes.of(image.format)
     tar = build_layer_tar(layer_entries(image, part), source.epoch)
-    layer = Layer(compress_layer(tar, media.layer_gzip), tar)
+    diff_id = Digest.of(tar)
     created = rfc3339(source.epoch)
     config = {
         "created": created,
         "architecture": part.binary.platform.architecture,
         "os": part.binary.platform.os,
         "config": _runtime_config(image, part, source),
-        "rootfs": {"type": "layers", "diff_ids": [str(layer.diff_id)]},
+        "rootfs": {"type": "layers", "diff_ids": [str(diff_id)]},
         "history": [{"created": created, "created_by": _created_by(part)}],
     }
     if part.binary.platform.variant:
         config["variant"] = part.binary.platform.variant
     config_blob = Blob(media.config, canonical_json(config))
+    if ready is not None:
+        ready(part.binary.platform, config_blob, tar)
+    # The config names the layer by its diff_id: compressing it after cannot change the config (nor the image ID).
+    layer = Layer(compress_layer(tar, media.layer_gzip), tar)
     manifest: dict[str, object] = {
         "schemaVersion": 2,
         "mediaType": media.manifest,

@@ -14,6 +14,7 @@ what assembling an image needs.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 COMPRESSOR = "deflate"  # the PyPI distribution, as pinned; report.json and gosmall.lock name its version
 GZIP_LEVEL = 6
@@ -21,9 +22,51 @@ GZIP_LEVEL = 6
 
 def gzip(data: bytes) -> bytes:
     """One gzip member with libdeflate's fixed header: mtime 0, no name, OS byte 255 ("unknown"), on every host."""
+    unlocked = _unlocked_gzip()
+    if unlocked is not None:
+        return unlocked(data)
     import deflate
 
     return bytes(deflate.gzip_compress(data, GZIP_LEVEL))
+
+
+@functools.lru_cache(maxsize=1)
+def _unlocked_gzip() -> Callable[[bytes], bytes] | None:
+    """The same libdeflate, the one the `deflate` package carries, called through ctypes, which lets go of the GIL
+    for the call (the package's binding holds it): an image is loaded into the engine on another thread while its
+    layer compresses (pipeline.py). Same function, same level, same bytes (tests/build/test_compression_unlocked.py);
+    None, and the package's binding, when the library does not export libdeflate's API."""
+    import ctypes
+
+    from deflate import _deflate
+
+    try:
+        library = ctypes.CDLL(_deflate.__file__)
+        alloc, bound = library.libdeflate_alloc_compressor, library.libdeflate_gzip_compress_bound
+        compress, free = library.libdeflate_gzip_compress, library.libdeflate_free_compressor
+    except (OSError, AttributeError):
+        return None
+    alloc.restype, alloc.argtypes = ctypes.c_void_p, [ctypes.c_int]
+    bound.restype, bound.argtypes = ctypes.c_size_t, [ctypes.c_void_p, ctypes.c_size_t]
+    compress.restype = ctypes.c_size_t
+    compress.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t]
+    free.restype, free.argtypes = None, [ctypes.c_void_p]
+
+    def unlocked(data: bytes) -> bytes:
+        compressor = alloc(GZIP_LEVEL)
+        if not compressor:
+            raise MemoryError("libdeflate could not allocate a compressor")
+        try:
+            size = bound(compressor, len(data))
+            out = ctypes.create_string_buffer(size)
+            written = compress(compressor, data, len(data), out, size)
+            if not written:  # cannot happen with the bound's room; never a truncated layer
+                raise MemoryError("libdeflate's gzip output did not fit its own bound")
+            return out.raw[:written]
+        finally:
+            free(compressor)
+
+    return unlocked
 
 
 def gunzip(data: bytes) -> bytes:

@@ -11,17 +11,26 @@ import tarfile
 from pathlib import Path
 from typing import BinaryIO
 
-from .model import PlatformImage, canonical_json
+from ..digest import Digest
+from .model import Blob, PlatformImage, canonical_json
 
 
 def write_docker_archive(image: PlatformImage, stream: BinaryIO, repository: str, tags: tuple[str, ...], epoch: int) -> None:
+    write_docker_archive_of(image.config, tuple(layer.tar for layer in image.layers), stream, repository, tags, epoch)
+
+
+def write_docker_archive_of(
+    config: Blob, layer_tars: tuple[bytes, ...], stream: BinaryIO, repository: str, tags: tuple[str, ...], epoch: int
+) -> None:
+    """The same archive from a config and its uncompressed layers alone: what `docker load` needs exists before the
+    layers are compressed (the manifest is not in it), so an image can be loaded while the build finishes."""
     # Names carry no "sha256:": tar treats a colon as a remote tape drive (go-containerregistry's reason too).
-    config_name = f"blobs/sha256/{image.config.digest.hex}"
-    layer_names = [f"blobs/sha256/{layer.diff_id.hex}" for layer in image.layers]
+    config_name = f"blobs/sha256/{config.digest.hex}"
+    layer_names = [f"blobs/sha256/{Digest.of(tar).hex}" for tar in layer_tars]
     manifest = [{"Config": config_name, "RepoTags": [f"{repository}:{tag}" for tag in tags], "Layers": layer_names}]
     members = {
-        config_name: image.config.data,
-        **{name: layer.tar for name, layer in zip(layer_names, image.layers)},
+        config_name: config.data,
+        **dict(zip(layer_names, layer_tars)),
         "manifest.json": canonical_json(manifest),
     }
     with tarfile.open(fileobj=stream, mode="w", format=tarfile.USTAR_FORMAT) as tar:

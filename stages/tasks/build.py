@@ -67,7 +67,13 @@ def build_small(
     check_pins(project, reporter)
     # The publisher knows the configured platforms: a build of fewer is pushed untagged, for `gosmall index`.
     pusher = registry_publisher(selected_project(image, package, None) if platform else project, insecure_registry) if push else None
-    builds = run_build_small(project, reporter, names=(image,) if image else (), publishers=(pusher,) if pusher else ())
+    ahead = None
+    if load or smoke:  # the engine gets each image while its build finishes (pipeline.py, engine.py's LoadAhead)
+        from ..docker_host import connect
+        from ..publish.engine import LoadAhead
+
+        ahead = LoadAhead(reporter, connect)
+    builds = run_build_small(project, reporter, names=(image,) if image else (), publishers=(pusher,) if pusher else (), ahead=ahead)
     warn_if_unlike_lock(project, builds, reporter)
     if pusher and key is not None:
         sign_and_attest(pusher.client, builds, pusher.pushed, key, reporter)

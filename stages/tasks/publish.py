@@ -142,13 +142,14 @@ def run(c: Any, package: list[str] | None = None, image: str | None = None, netw
             "name one with --image NAME, or a package: gosmall run ./cmd/app."
         )
     check_pins(project, reporter)
-    from ..pipeline import build_small as run_build_small
-
-    (build,) = run_build_small(project, reporter, names=(image,) if image else ())
     from ..docker_host import connect
-    from ..publish.engine import load_image, run_container
+    from ..pipeline import build_small as run_build_small
+    from ..publish.engine import LoadAhead, load_image, run_container
 
-    client = connect(reporter)
+    # The engine gets the image while its build finishes; the container starts once the output is written.
+    ahead = LoadAhead(reporter, lambda: connect(reporter))
+    (build,) = run_build_small(project, reporter, names=(image,) if image else (), ahead=ahead)
+    client = ahead.client
     load_image(client, build.config, build, reporter)
     try:
         status = run_container(
