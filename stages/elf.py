@@ -443,7 +443,6 @@ class GoFunctionTable:
         self.names = table.all_names()
         self.inline_trees = gofunc is not None
         self._all_inlined: frozenset[str] | None = None
-        self._offsets: dict[str, list[int]] | None = None
         self._trees: tuple[list[int], dict[int, list[int]]] | None = None  # sorted starts in blob; start -> functions
         self._counts: dict[int, int] = {}
         self._region_words: frozenset[int] | None = None
@@ -474,11 +473,9 @@ class GoFunctionTable:
             return name in self.inlined()  # a tree outside the section read: walk them all, from the file
         if not starts:
             return False
-        if self._offsets is None:
-            self._offsets = self._table.name_offsets()
         end = starts[-1] + self._count(starts[-1], functions) * _INLINED_CALL_SIZE  # the trees' region ends with the last
         words = self._words(starts, end)
-        for offset in self._offsets[name]:
+        for offset in self._table.name_offsets(name):
             if words is not None and offset not in words:
                 continue  # no aligned word of the trees' region holds it: no tree names it
             pattern = struct.pack(self._table.order + "i", offset)
@@ -571,16 +568,18 @@ class _Pclntab:
         table = self.data[self.funcnametab : min(end, len(self.data))]
         return frozenset(n.decode("utf-8", "replace") for n in table.split(b"\0") if n)
 
-    def name_offsets(self) -> dict[str, list[int]]:
-        """Each name of the name table, and its offsets there (what nameOff fields hold; a name can be there twice)."""
+    def name_offsets(self, name: str) -> list[int]:
+        """Where the name table holds `name` (what nameOff fields hold; a name can be there twice)."""
         end = struct.unpack_from(self.order + ("Q" if self.pointer == 8 else "I"), self.data, 8 + 4 * self.pointer)[0]
-        offsets: dict[str, list[int]] = {}
-        at = 0
-        for raw in self.data[self.funcnametab : min(end, len(self.data))].split(b"\0"):
-            if raw:
-                offsets.setdefault(raw.decode("utf-8", "replace"), []).append(at)
-            at += len(raw) + 1
-        return offsets
+        end = min(end, len(self.data))
+        wanted = name.encode() + b"\0"
+        out: list[int] = []
+        at = self.data.find(wanted, self.funcnametab, end)
+        while at >= 0:
+            if at == self.funcnametab or self.data[at - 1] == 0:  # a whole name, not the tail of a longer one
+                out.append(at - self.funcnametab)
+            at = self.data.find(wanted, at + 1, end)
+        return out
 
     def inline_trees(self) -> Iterator[tuple[int, int]]:
         """(function, its inline tree's offset from gofunc) for each function that has an inline tree."""

@@ -23,7 +23,9 @@ import bisect
 import gzip
 import io
 import json
+import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,13 +157,13 @@ class VulnDatabase:
         self._modules: dict[str, tuple[str, ...]] | None = None
 
     def where(self, relative: str) -> str:
-        return f"{self.url}/{relative}" if self.url is not None else str((self.root or Path()) / relative)
+        return f"{self.url}/{relative}" if self.url is not None else os.path.join(self.root or "", relative)
 
     def _read(self, relative: str) -> tuple[bytes, str] | None:
         """The bytes of `relative` (.json, else .json.gz, gunzipped) and where they came from; None when neither is there."""
         for suffix in ("", ".gz"):
             where = self.where(relative + suffix)
-            data = self._fetch(where) if self.url is not None else self._file(Path(where))
+            data = self._fetch(where) if self.url is not None else self._file(where)
             if data is None:
                 continue
             if suffix:
@@ -176,14 +178,21 @@ class VulnDatabase:
         return None
 
     @staticmethod
-    def _file(path: Path) -> bytes | None:
-        if not path.is_file():
-            return None
+    def _file(path: str) -> bytes | None:
+        """A regular file's bytes; None when there is none (non-blocking open: a FIFO is refused, never waited on)."""
         try:
-            with path.open("rb") as stream:
-                return stream.read(_MAX_DOCUMENT + 1)
+            descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return None
         except OSError as exc:
             raise GosmallError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
+        with os.fdopen(descriptor, "rb") as stream:
+            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+                raise GosmallError(f"{path}: is not a regular file, so it is no part of a vulnerability database.")
+            try:
+                return stream.read(_MAX_DOCUMENT + 1)
+            except OSError as exc:
+                raise GosmallError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
 
     @staticmethod
     def _fetch(url: str) -> bytes | None:
@@ -313,7 +322,7 @@ class Symbols:
         self._load = load
         self._main_path = main_path
         self._table: GoFunctionTable | None = None
-        self._raw: dict[str, list[str]] = {}  # a name without instantiations -> the names the table has for it
+        self._generic: dict[str, list[str]] = {}  # a generic's name without instantiations -> the names the table has
         self._sorted: list[str] = []
 
     @property
@@ -323,25 +332,26 @@ class Symbols:
     def _functions(self) -> GoFunctionTable:
         if self._table is None:
             self._table = self._load()
-            for name in self._table.names:
-                self._raw.setdefault(_without_instantiation(name), []).append(name)
-            self._sorted = sorted(self._raw)
+            for name in [n for n in self._table.names if "[" in n]:
+                self._generic.setdefault(_without_instantiation(name), []).append(name)
+            self._sorted = sorted(self._table.names)
         return self._table
 
     def _prefixes(self, package: str) -> tuple[str, ...]:
         return (symbol_prefix(package), "main.") if package == self._main_path else (symbol_prefix(package),)
 
-    def _present(self, plain_names: Iterable[str]) -> bool:
-        """Whether any of these names (instantiations taken out) is a linked function, else an inlined one."""
+    def _present(self, names: Sequence[str]) -> bool:
+        """Whether any of these names (as the table has them) is a linked function, else an inlined one."""
         table = self._functions()
-        raws = [raw for plain in plain_names for raw in self._raw.get(plain, ())]
-        return any(raw in table.linked for raw in raws) or any(table.is_inlined(raw) for raw in raws)
+        return any(name in table.linked for name in names) or any(table.is_inlined(name) for name in names)
 
     def has(self, package: str, symbol: str) -> bool:
         """Whether the binary has the function OSV calls `symbol` in `package`, linked or inlined."""
+        table = self._functions()
         kind, dot, method = symbol.partition(".")
         forms = (symbol, f"(*{kind}).{method}") if dot else (symbol,)
-        return self._present(f"{prefix}{form}{wrapper}" for prefix in self._prefixes(package) for form in forms for wrapper in ("", "-fm"))
+        plain = [f"{prefix}{form}{wrapper}" for prefix in self._prefixes(package) for form in forms for wrapper in ("", "-fm")]
+        return self._present([name for p in plain for name in ([p] if p in table.names else []) + self._generic.get(p, [])])
 
     def any_in(self, package: str) -> bool:
         """Whether any function of `package` is in the binary, linked or inlined."""
