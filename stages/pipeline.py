@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 
 class LoadsAhead(Protocol):
-    """The engine, given each image as soon as its config and uncompressed layer exist (publish/engine.py's LoadAhead):
+    """The engine, given each image as soon as its config and uncompressed layer exist (publish/load_ahead.py):
     --load, --smoke and `run` do not wait for compression, the SBOM and the output directory."""
 
     def start(self, image: ImageConfig, config: Blob, layer_tars: tuple[bytes, ...], epoch: int) -> None: ...

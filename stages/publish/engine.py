@@ -14,13 +14,12 @@ Only these functions talk to an engine; `build-small` without `--load` or
 from __future__ import annotations
 
 import errno
-import io
 import signal
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,6 @@ from ..build.built import Build, read_build
 from ..config import ImageConfig
 from ..digest import Digest
 from ..errors import FOUND, GosmallError
-from ..images.model import Blob
 from ..interrupts import STOP_SIGNALS, Interrupted, held
 from ..leftovers import Owner
 from ..reporter import Reporter
@@ -199,118 +197,6 @@ def load_image(client: docker.DockerClient, image: ImageConfig, source: Build | 
         ) from None
     reporter.detail(f"{loaded_id} tagged {', '.join(built.tags)}")
     return LoadResult(loaded_id, built.tags, built.platform)
-
-
-class LoadAhead:
-    """--load, --smoke and `run`: each image goes to the engine as soon as its config and uncompressed layer exist,
-    on a thread, while the build compresses, audits and writes the output directory (pipeline.py calls `start`).
-
-    Loaded ahead, the image is untagged: its archive names no tag. The tags move only in `load_image`, once the
-    whole build succeeded, so a build that fails after the load (its audit, a full disk, a Ctrl-C) leaves every
-    tag naming what it named before, and `abandon` removes the image it loaded (never one the engine already had).
-    `load_image` then finds the image by its config digest and only tags it.
-    """
-
-    def __init__(self, reporter: Reporter, connect: Callable[[], docker.DockerClient]) -> None:
-        self._reporter = reporter  # the task's, not the build's: what is said here is not replayed by a no-op build
-        self._loads: list[_LoadAhead] = []
-        self._client: docker.DockerClient | None = None
-        self._connecting = threading.Lock()
-        self._connect = connect  # on the first load's thread: a build found up to date never waits for the engine
-
-    def _connected(self) -> docker.DockerClient:
-        with self._connecting:
-            if self._client is None:
-                self._client = self._connect()
-            return self._client
-
-    @property
-    def client(self) -> docker.DockerClient:
-        """The connection the loads used, for `load_image` and what follows (made now when no load needed one)."""
-        return self._connected()
-
-    def start(self, image: ImageConfig, config: Blob, layer_tars: tuple[bytes, ...], epoch: int) -> None:
-        load = _LoadAhead(image, config.digest)
-        load.thread = _daemon(lambda: self._load(load, config, layer_tars, epoch))
-        self._loads.append(load)
-
-    def _load(self, load: _LoadAhead, config: Blob, layer_tars: tuple[bytes, ...], epoch: int) -> None:
-        from ..images.docker_archive import write_docker_archive_of
-
-        try:
-            client = self._connected()
-            if _engine_has_digest(client, load.config_digest) is None:
-                archive = io.BytesIO()
-                write_docker_archive_of(config, layer_tars, archive, load.image.repository, (), epoch)
-                client.images.load(archive.getvalue())
-                load.loaded = True
-                self._reporter.detail(f"{load.image.name}: {load.config_digest} loaded into the engine, untagged until the build is done")
-        except BaseException as exc:  # said where the build waits for it (wait), not on this thread
-            load.error = exc
-
-    def wait(self) -> None:
-        """Every load started has finished; the first that failed is raised, as load_image would have."""
-        for load in self._loads:
-            if load.thread is not None:
-                load.thread.join()
-        for load in self._loads:
-            if load.error is not None:
-                raise _load_error(load.error, load.image) from None
-
-    def abandon(self, *, wait: bool = True) -> None:
-        """The build failed: remove what was loaded ahead, which no tag names. Without `wait` (Ctrl-C, SIGTERM) a load
-        still running is left to end with the process; the image it may leave is untagged, and no container runs it."""
-        if not wait:
-            return
-        from docker.errors import APIError
-
-        for load in self._loads:
-            if load.thread is not None:
-                load.thread.join()
-            if load.loaded and self._client is not None:
-                try:
-                    self._client.images.remove(str(load.config_digest), noprune=False)
-                except APIError:
-                    pass  # tagged or used meanwhile by someone else: theirs now
-        self._loads.clear()
-
-
-@dataclass
-class _LoadAhead:
-    image: ImageConfig
-    config_digest: Digest
-    thread: threading.Thread | None = None
-    loaded: bool = False
-    error: BaseException | None = None
-
-
-def _daemon(target: Callable[[], object]) -> threading.Thread:
-    # A daemon: a Ctrl-C or SIGTERM ends the process without waiting for the engine to answer.
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread
-
-
-def _load_error(exc: BaseException, image: ImageConfig) -> BaseException:
-    from docker.errors import APIError, ImageLoadError
-
-    if isinstance(exc, (APIError, ImageLoadError)):
-        why = exc.explanation if isinstance(exc, APIError) and exc.explanation else str(exc)
-        return GosmallError(
-            f"The Docker engine refused to load the image of '{image.name}': {why}. Run `gosmall build-small --image {image.name} "
-            "--load` again; if it fails the same way, the engine's storage may be full or damaged."
-        )
-    return exc
-
-
-def _engine_has_digest(client: docker.DockerClient, digest: Digest) -> Any:
-    from docker.errors import ImageNotFound
-
-    try:
-        found = client.images.get(str(digest))
-    except ImageNotFound:
-        return None
-    return found if str(found.id) == str(digest) else None
 
 
 def _engine_has(client: docker.DockerClient, built: BuiltImage) -> Any:

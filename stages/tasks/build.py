@@ -68,9 +68,9 @@ def build_small(
     # The publisher knows the configured platforms: a build of fewer is pushed untagged, for `gosmall index`.
     pusher = registry_publisher(selected_project(image, package, None) if platform else project, insecure_registry) if push else None
     ahead = None
-    if load or smoke:  # the engine gets each image while its build finishes (pipeline.py, engine.py's LoadAhead)
+    if load or smoke:  # the engine gets each image while its build finishes (pipeline.py, publish/load_ahead.py)
         from ..docker_host import connect
-        from ..publish.engine import LoadAhead
+        from ..publish.load_ahead import LoadAhead
 
         ahead = LoadAhead(reporter, connect)
     builds = run_build_small(project, reporter, names=(image,) if image else (), publishers=(pusher,) if pusher else (), ahead=ahead)

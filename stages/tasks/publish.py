@@ -144,7 +144,8 @@ def run(c: Any, package: list[str] | None = None, image: str | None = None, netw
     check_pins(project, reporter)
     from ..docker_host import connect
     from ..pipeline import build_small as run_build_small
-    from ..publish.engine import LoadAhead, load_image, run_container
+    from ..publish.engine import load_image, run_container
+    from ..publish.load_ahead import LoadAhead
 
     # The engine gets the image while its build finishes; the container starts once the output is written.
     ahead = LoadAhead(reporter, lambda: connect(reporter))
