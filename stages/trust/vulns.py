@@ -485,6 +485,7 @@ def _judge(
         package = affected.get("package") if isinstance(affected, dict) else None
         if not isinstance(package, dict) or package.get("name") != module.path:
             continue
+        fix = None
         if not unknown:
             version = SemVer.parse(module.version or "")
             if version is None:
@@ -492,15 +493,14 @@ def _judge(
             hit, fix = affected_version(version, _list(affected.get("ranges")))
             if not hit:
                 continue
-            fixed = fixed or fix
-        affected_any = True
         specific = affected.get("ecosystem_specific")
-        imports = specific.get("imports") if isinstance(specific, dict) else None
-        for imported in imports if isinstance(imports, list) else ():
-            if not isinstance(imported, dict) or not isinstance(imported.get("path"), str):
-                continue
-            if not _for_platform(imported, goos, goarch):
-                continue
+        imports = [i for i in _list(specific.get("imports") if isinstance(specific, dict) else None) if isinstance(i, dict)]
+        applicable = [i for i in imports if isinstance(i.get("path"), str) and _for_platform(i, goos, goarch)]
+        if imports and not applicable:
+            continue  # only other platforms' code is affected (govulncheck's affectingVulnerabilities drops it too)
+        affected_any = True
+        fixed = fixed or fix
+        for imported in applicable:
             package_path = imported["path"]
             wanted = [s for s in _list(imported.get("symbols")) if isinstance(s, str)]
             if wanted:

@@ -122,7 +122,13 @@ def records(go: str) -> list[dict[str, Any]]:
         record("GO-2026-0005", LIB, [{"introduced": "0.0.0-20200101000000-abcdefabcdef"}, {"fixed": "1.2.4-0.20260102030405-0123456789ab"}], LIB, ["Called"]),
         stdlib_record(go),
         record("GO-2026-0007", "example.com/other", [{"introduced": "0"}], "example.com/other", ["F"]),  # a module the binary lacks
+        windows_only(record("GO-2026-0008", LIB, [{"introduced": "0"}], LIB, ["Called"])),  # only Windows code is affected
     ]  # fmt: skip
+
+
+def windows_only(entry: dict[str, Any]) -> dict[str, Any]:
+    entry["affected"][0]["ecosystem_specific"]["imports"][0]["goos"] = ["windows"]
+    return entry
 
 
 def write_db(root: Path, entries: Sequence[dict[str, Any]], *, gz: bool = False) -> Path:
@@ -193,7 +199,7 @@ def vulns(*args: str, cwd: Path, db: Path | str | None = None) -> subprocess.Com
 def test_called_imported_inlined_pseudo_versions_and_stdlib(built: Built) -> None:
     done = vulns("--format", "json", cwd=built.root, db=built.db)
     assert done.returncode == 1, done.stderr  # called ones: exit 1
-    assert findings(done.stdout) == EXPECTED  # GO-2026-0004 is fixed before v1.2.3; 0007 is another module's
+    assert findings(done.stdout) == EXPECTED  # 0004 is fixed before v1.2.3; 0007 is another module's; 0008 only Windows's
     binary = json.loads(done.stdout)[0]["binaries"][0]
     assert (binary["platform"], binary["path"], binary["go_version"]) == ("linux/amd64", "/app", built.go)
     by_id = {f["id"]: f for f in binary["findings"]}
@@ -260,7 +266,8 @@ def test_an_https_database_is_read_from_the_server_gz_when_json_is_not_there(bui
     # Only the records of modules the binary has were asked for: never example.com/other's.
     records_asked = {line.split()[1] for line in asked if line.startswith("GET /ID/") and line.endswith("200")}
     assert records_asked == {
-        f"/ID/{i}.json.gz" for i in ("GO-2026-0001", "GO-2026-0002", "GO-2026-0003", "GO-2026-0004", "GO-2026-0005", "GO-2026-0006")
+        f"/ID/{i}.json.gz"
+        for i in ("GO-2026-0001", "GO-2026-0002", "GO-2026-0003", "GO-2026-0004", "GO-2026-0005", "GO-2026-0006", "GO-2026-0008")
     }
 
 
