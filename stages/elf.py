@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import array
 import bisect
+import functools
 import io
 import struct
 import sys
@@ -193,6 +194,10 @@ class ElfError(Exception):
 
 class NotElfError(ElfError):
     """The bytes do not start with an ELF header of a known class and byte order."""
+
+
+class NoPclntabError(ElfError):
+    """An ELF file without a .gopclntab section: not a Go program."""
 
 
 def _parse_errors() -> tuple[type[BaseException], ...]:
@@ -405,19 +410,22 @@ def read_go_function_table(stream: BinaryIO) -> GoFunctionTable:
         raise ElfError(str(exc) or type(exc).__name__) from None
     pclntab_section = next((s for s in sections if s.name == ".gopclntab" and not s.nobits), None)
     if pclntab_section is None:
-        raise ElfError("no .gopclntab section: not a Go binary, or one from before Go 1.2")
+        raise NoPclntabError("no .gopclntab section: not a Go binary, or one from before Go 1.2")
     pclntab = _read_at(stream, pclntab_section.offset, pclntab_section.size)
     order = "<" if ident.little_endian else ">"
     table = _Pclntab.parse(pclntab, order)
-    gofunc = _find_gofunc(stream, sections, pclntab_section, table, order)
-    if gofunc is None:
-        return GoFunctionTable(table, None, b"", 0, lambda address, size: None)
-    # The inline trees lie where gofunc points (Go 1.27 puts them inside .gopclntab): that section is read once.
-    home = next((s for s in sections if not s.nobits and s.address and s.address <= gofunc < s.address + s.size), None)
-    blob = b"" if home is None else pclntab if home is pclntab_section else _read_at(stream, home.offset, home.size)
-    return GoFunctionTable(
-        table, gofunc, blob, home.address if home is not None else 0, lambda address, size: _read_mapped(stream, sections, address, size)
-    )
+
+    def locate() -> tuple[int | None, bytes, int]:
+        gofunc = _find_gofunc(stream, sections, pclntab_section, table, order)
+        if gofunc is None:
+            return None, b"", 0
+        # The inline trees lie where gofunc points (Go 1.27 puts them inside .gopclntab): that section is read once.
+        home = next((s for s in sections if not s.nobits and s.address and s.address <= gofunc < s.address + s.size), None)
+        if home is None:
+            return gofunc, b"", 0
+        return gofunc, pclntab if home is pclntab_section else _read_at(stream, home.offset, home.size), home.address
+
+    return GoFunctionTable(table, locate, lambda address, size: _read_mapped(stream, sections, address, size))
 
 
 class GoFunctionTable:
@@ -432,20 +440,46 @@ class GoFunctionTable:
     """
 
     def __init__(
-        self, table: _Pclntab, gofunc: int | None, blob: bytes, base: int, read_mapped: Callable[[int, int], bytes | None]
+        self, table: _Pclntab, locate: Callable[[], tuple[int | None, bytes, int]], read_mapped: Callable[[int, int], bytes | None]
     ) -> None:
         self._table = table
-        self._gofunc = gofunc
-        self._blob = blob  # the section holding the trees, at address `base`
-        self._base = base
+        self._locate = locate  # gofunc, the section holding the trees, its address: found only when asked
         self._read_mapped = read_mapped
-        self.linked = table.linked_names()
-        self.names = table.all_names()
-        self.inline_trees = gofunc is not None
         self._all_inlined: frozenset[str] | None = None
         self._trees: tuple[list[int], dict[int, list[int]]] | None = None  # sorted starts in blob; start -> functions
         self._counts: dict[int, int] = {}
         self._region_words: frozenset[int] | None = None
+
+    @functools.cached_property
+    def linked(self) -> frozenset[str]:
+        """The functions with a body of their own."""
+        return self._table.linked_names()
+
+    @functools.cached_property
+    def names(self) -> frozenset[str]:
+        """Every name the name table holds: the linked functions and those only inline trees point at."""
+        return self._table.all_names()
+
+    @functools.cached_property
+    def _located(self) -> tuple[int | None, bytes, int]:
+        return self._locate()
+
+    @property
+    def _gofunc(self) -> int | None:
+        return self._located[0]
+
+    @property
+    def _blob(self) -> bytes:
+        return self._located[1]
+
+    @property
+    def _base(self) -> int:
+        return self._located[2]
+
+    @property
+    def inline_trees(self) -> bool:
+        """Whether the inline trees were found (the module data); when not, the name table stands in for them."""
+        return self._gofunc is not None
 
     def _read(self, address: int, size: int) -> bytes | None:
         at = address - self._base

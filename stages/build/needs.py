@@ -9,14 +9,13 @@ from the source: it is what the linker kept.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..config import ImageConfig
-from ..elf import ElfError, read_section
+from ..elf import ElfError, NoPclntabError, read_go_function_table
 from ..errors import GosmallError
 
 # The names that make each need; any one of them linked is enough.
@@ -24,8 +23,6 @@ NEED_FUNCTIONS: dict[str, tuple[str, ...]] = {
     "tzdata": ("time.LoadLocation",),
     "ca_certs": ("crypto/x509.loadSystemRoots", "crypto/x509.initSystemRoots"),
 }
-# pclntab magics whose header gives funcnametab and cutab offsets (Go 1.18 and 1.20+).
-_MAGICS = (0xFFFFFFF0, 0xFFFFFFF1)
 
 
 @dataclass(frozen=True)
@@ -60,34 +57,14 @@ def read_needs(binary: Path) -> Needs:
 
 
 def go_function_names(binary: Path) -> frozenset[str]:
-    """Every function name in the binary's .gopclntab."""
+    """Every function name in the binary's .gopclntab (linked or inlined), read by the one ELF reader."""
     try:
         with binary.open("rb") as stream:
-            data = read_section(stream, ".gopclntab")
+            return read_go_function_table(stream).names
+    except NoPclntabError:
+        raise GosmallError(f"{binary} has no .gopclntab section; it is not a Go binary gosmall can read.") from None
     except (ElfError, OSError) as exc:
         raise GosmallError(f"{binary} cannot be read as an ELF file: {exc}.") from None
-    if data is None:
-        raise GosmallError(f"{binary} has no .gopclntab section; it is not a Go binary gosmall can read.")
-    return frozenset(name.decode("utf-8", "replace") for name in _funcname_table(data).split(b"\0") if name)
-
-
-def _funcname_table(data: bytes) -> bytes:
-    """The funcnametab region (NUL-separated names); the whole section when the header is not one we know."""
-    if len(data) < 8:
-        return data
-    byteorder = "<" if struct.unpack_from("<I", data)[0] in _MAGICS else ">"
-    if struct.unpack_from(byteorder + "I", data)[0] not in _MAGICS:
-        return data
-    pointer = data[7]
-    if pointer not in (4, 8):
-        return data
-    word = byteorder + ("Q" if pointer == 8 else "I")
-    # header: magic, pad, minLC, ptrSize, then nfunc, nfiles, textStart, funcnameOffset, cuOffset, ...
-    funcname_offset = struct.unpack_from(word, data, 8 + 3 * pointer)[0]
-    cu_offset = struct.unpack_from(word, data, 8 + 4 * pointer)[0]
-    if not 0 < funcname_offset < cu_offset <= len(data):
-        return data
-    return data[funcname_offset:cu_offset]
 
 
 def advise(image: ImageConfig, needs: Needs, tzdata_bytes: int) -> tuple[tuple[str, str], ...]:
