@@ -7,6 +7,10 @@ audit (the same, for files inside any image). It reads a file object, so an
 image's file in memory and a file on disk are read alike; `read_elf_file` is
 the thin wrapper that takes a path.
 
+`read_go_function_table` is the one reader of a Go binary's pclntab, which
+`-s -w` keep: the functions it links (needs, vulns) and, from the inline trees
+found through `runtime.firstmoduledata`, the ones the compiler inlined (vulns).
+
 `MACHINES` is the one table of the platforms gosmall builds for: how Go, ELF,
 uname(2) and Debian's multiarch directories each name one machine.
 
@@ -269,8 +273,8 @@ def read_section(data: bytes | BinaryIO, name: str) -> bytes | None:
     """The contents of section `name` of an ELF file in memory or an open file; None when it has no such section (or
     no section table).
 
-    For what a section holds beyond the facts above: the SBOM reads Go's build info from `.go.buildinfo`, needs the
-    function names in `.gopclntab` (from the file, which is not read whole).
+    For what a section holds beyond the facts above: the SBOM reads Go's build info from `.go.buildinfo` (from the
+    file, which is not read whole).
     """
     stream = io.BytesIO(data) if isinstance(data, bytes) else data
     stream.seek(0)
