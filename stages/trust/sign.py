@@ -41,7 +41,16 @@ from ..errors import COULD_NOT_RUN, FOUND, GosmallError
 from ..images.model import MEDIA_CONFIG, MEDIA_MANIFEST, Blob, canonical_json
 from ..redact import redact
 from ..reference import Reference, ReferenceError, parse_normalized_named
-from ..registry.client import MANIFEST_ACCEPT, RegistryClient, RegistryResolver, _fail, list_referrers, pull_blob, pull_manifest
+from ..registry.client import (
+    INDEX_MEDIA_TYPES,
+    MANIFEST_ACCEPT,
+    RegistryClient,
+    RegistryResolver,
+    _fail,
+    list_referrers,
+    pull_blob,
+    pull_manifest,
+)
 from ..reporter import Reporter
 from .provenance import (
     MEDIA_IN_TOTO,
@@ -566,9 +575,37 @@ def attest_image(
 def verify_image_attestation(client: RegistryClient, image: str, key: ec.EllipticCurvePublicKey, predicate_type: str) -> Attested:
     """The first attestation of `predicate_type` for `image` that `key` signed and whose subject is the image, read
     from cosign's `.att` tag and from the image's referrers; GosmallError with code FOUND when there is none (each
-    candidate's problem named), COULD_NOT_RUN when it cannot tell."""
+    candidate's problem named), COULD_NOT_RUN when it cannot tell.
+
+    An index joined by `gosmall index` from platform jobs has no statement of its own: each platform job attested its
+    manifest. Such an index verifies when every one of its platform manifests does, each against its own digest.
+    """
     ref = _image_reference(image)
     digest = Digest.parse(ref.digest) if ref.digest else _resolve(client, ref)
+    try:
+        return _verify_digest(client, ref, digest, key, predicate_type)
+    except GosmallError as whole:
+        if whole.code != FOUND:
+            raise
+        platforms = _index_manifests(client, ref, digest)
+        if not platforms:
+            raise
+        attested = []
+        for platform in platforms:
+            try:
+                attested.append(_verify_digest(client, ref, platform, key, predicate_type))
+            except GosmallError as one:
+                if one.code != FOUND:
+                    raise
+                raise GosmallError(f"{whole.message} Nor is each platform of the index attested: {one.message}", code=FOUND) from None
+        first = attested[0]
+        commits = sorted({a.commit for a in attested})
+        return Attested(
+            ref.name, digest, predicate_type, ", ".join(commits), first.builder, f"each of its {len(attested)} platform manifests"
+        )
+
+
+def _verify_digest(client: RegistryClient, ref: Reference, digest: Digest, key: ec.EllipticCurvePublicKey, predicate_type: str) -> Attested:
     candidates = _attestation_candidates(client, ref, digest, predicate_type)
     if not candidates:
         raise GosmallError(
@@ -585,6 +622,18 @@ def verify_image_attestation(client: RegistryClient, image: str, key: ec.Ellipti
         commit, builder = checked
         return Attested(ref.name, digest, predicate_type, commit, builder, where)
     raise GosmallError(f"{ref.name}@{digest}: no {predicate_type} attestation checks out with this key: {'; '.join(problems)}.", code=FOUND)
+
+
+def _index_manifests(client: RegistryClient, ref: Reference, digest: Digest) -> list[Digest]:
+    """The manifests an index lists, by digest (the registry's bytes checked against it); none for a manifest."""
+    data, media_type = pull_manifest(client, ref, str(digest))
+    try:
+        document = json.loads(data)
+        if media_type not in INDEX_MEDIA_TYPES and document.get("mediaType") not in INDEX_MEDIA_TYPES:
+            return []
+        return [Digest.parse(m["digest"]) for m in document["manifests"]]
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return []
 
 
 def _attestation_candidates(client: RegistryClient, ref: Reference, digest: Digest, predicate_type: str) -> list[tuple[str, bytes]]:

@@ -161,3 +161,31 @@ def test_reports_of_another_commit_are_refused(fanned_out: FannedOut, tmp_path: 
     assert done.returncode == 2
     assert f"--from {fanned_out.reports['linux/amd64']} was built from" in done.stderr
     assert "Run index in a checkout of the commit the platform jobs built" in done.stderr
+
+
+def test_an_index_of_attested_platforms_verifies(fanned_out: FannedOut, tmp_path: Path) -> None:
+    """Each platform job signs (and so attests) its manifest; the joined index carries the attestations, and
+    verify-attestation accepts the index because every platform manifest of it is attested by the key."""
+    env = {**ENV, "GOSMALL_SIGNING_PASSWORD": "fan-in"}
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    assert gosmall("keygen", cwd=keys, env=env).returncode == 0
+    index = _clone(fanned_out.origin, tmp_path / "fan-in")
+    args = [arg for platform in PLATFORMS for arg in ("--from", str(fanned_out.reports[platform]))]
+    done = gosmall("index", "--image", "hello", *args, "--push", cwd=index, env=env)
+    assert done.returncode == 0, done.stderr
+    reference = done.stdout.strip()
+    unsigned = gosmall("verify-attestation", "--key", str(keys / "cosign.pub"), reference, cwd=tmp_path, env=env)
+    assert unsigned.returncode == 1, unsigned.stderr
+    assert "Nor is each platform of the index attested" in unsigned.stderr
+    for platform in PLATFORMS:
+        job = fanned_out.reports[platform].parents[2] / f"job-{platform.replace('/', '-')}"
+        signed = gosmall("sign", "--key", str(keys / "cosign.key"), cwd=job, env=env)
+        assert signed.returncode == 0, signed.stderr
+    done = gosmall("index", "--image", "hello", *args, "--push", cwd=index, env=env)
+    assert done.returncode == 0, done.stderr
+    verified = gosmall("verify-attestation", "--key", str(keys / "cosign.pub"), reference, "--format", "json", cwd=tmp_path, env=env)
+    assert verified.returncode == 0, verified.stderr
+    said = json.loads(verified.stdout)
+    assert said["digest"] == reference.split("@", 1)[1] and said["found_in"] == "each of its 2 platform manifests"
+    assert said["commit"] == json.loads(fanned_out.reports["linux/amd64"].read_text())["source"]["revision"]
