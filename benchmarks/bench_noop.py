@@ -16,6 +16,9 @@ up-to-date build is a context row in each table. Rows, for go_app on linux/amd64
 - two platforms (amd64 + arm64) against one, nothing changed and after a one-line change;
 - after a one-line change (a new `func init` line, so Go recompiles and relinks): go build alone,
   `gosmall build-small [--load]`, go build + BuildKit with its cache and with `--no-cache`;
+- after a one-line change, to the container's first line of output (issue 28): `gosmall run`, against
+  go build + BuildKit `docker build` (its cache) + `docker run --rm` by hand; the program is go_app's
+  `healthcheck -addr bad`, which prints one line to stderr and exits 1, on no network;
 - a generated >= 50 MB binary (go:embed of a half random, half repetitive blob, standard library
   only): an up-to-date go build, a linking one, and `gosmall build-small`, nothing changed;
 - the same three for each real program given with `--program DIR:PACKAGE` (a Go module, vendored
@@ -157,6 +160,13 @@ RATIOS = (
     Ratio(
         "go_app", "… the same / go build + BuildKit --no-cache (as in the issue's original table)", "change_load", "change_bk_nocache", 1.0
     ),
+    Ratio(
+        "go_app",
+        "gosmall run / go build + BuildKit (cache) + docker run, one line changed, to first output",
+        "change_run",
+        "change_bk_run",
+        1.0,
+    ),
     Ratio("go_app", "two platforms / one, nothing changed", "two", "gosmall", 1.3),
     Ratio("go_app", "two platforms / one, one line changed", "change_two", "change_one", None),
     Ratio("big", "big binary: gosmall build-small / go build up to date, nothing changed", "big_gosmall", "big_floor", 1.5),
@@ -237,6 +247,42 @@ def run(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> str
     if done.returncode != 0:
         raise RowFailed(f"`{' '.join(command)}` in {cwd} exited {done.returncode}: {(done.stderr or done.stdout).strip()[-600:]}")
     return done.stdout
+
+
+def to_first_line(command: list[str], cwd: Path, marker: str, env: dict[str, str] | None = None) -> float:
+    """Seconds until a line starting with `marker` appears on the command's stderr; then it runs to its end."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}
+    )
+    assert process.stderr is not None
+    said, seconds = [], None
+    for line in process.stderr:
+        said.append(line)
+        if seconds is None and line.startswith(marker):
+            seconds = time.perf_counter() - started
+    process.wait()
+    if seconds is None:
+        raise RowFailed(
+            f"`{' '.join(command)}` in {cwd} exited {process.returncode} without a line starting {marker!r}: {''.join(said)[-600:]}"
+        )
+    return seconds
+
+
+def pyc_note() -> str:
+    """Whether the stages' modules have compiled .pyc files for this Python: without them each run compiles them again."""
+    import importlib.util
+
+    import gosmall
+
+    package = Path(gosmall.__file__).parent
+    modules = sorted(package.rglob("*.py"))
+    compiled = [m for m in modules if Path(importlib.util.cache_from_source(str(m))).is_file()]
+    writes = "does not write" if sys.flags.dont_write_bytecode else "writes"
+    return (
+        f"the stages' .pyc files: {len(compiled)} of {len(modules)} modules of {package} compiled for this Python at the start "
+        f"(Python here {writes} missing ones itself: PYTHONDONTWRITEBYTECODE)"
+    )
 
 
 def timed(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
@@ -406,6 +452,8 @@ def go_app_rows(work: Path, tools: Tools, engine: Engine) -> list[Row]:
     change_two = go_app_project(work / "change-two", TWO)
     context, edited_context = docker_context(work / "docker", goroot), docker_context(work / "docker-change", goroot)
     edited = shutil.copytree(REPO / "go_app", work / "docker-change-src")  # the docker path's own source to change
+    change_run = go_app_project(work / "change-run", ONE)
+    run_context, run_edited = docker_context(work / "docker-run", goroot), shutil.copytree(REPO / "go_app", work / "docker-run-src")
 
     def go_build(source: Path, into: Path, go: str = tools.go) -> float:
         return timed([go, "build", *GO_FLAGS, "-o", str(into / "go_app"), "."], source, go_env(tools, source))
@@ -449,6 +497,29 @@ def go_app_rows(work: Path, tools: Tools, engine: Engine) -> list[Row]:
 
         return Measure(measure, tag)
 
+    # The program prints one line to stderr and exits 1 (no port in the address): "first output" on both paths.
+    program_args, marker = ["healthcheck", "-addr", "bad"], "healthcheck:"
+
+    def gosmall_run() -> Measure:
+        before = editing(change_run / "go_app" / "main.go", True)
+
+        def measure() -> float:
+            before()
+            return to_first_line([GOSMALL, "run", "--network", "none", "--", *program_args], change_run, marker)
+
+        return Measure(measure, f"{PREFIX}/{change_run.name}:latest")
+
+    def buildkit_run() -> Measure:
+        before = editing(run_edited / "main.go", True)
+        tag, client, env = f"{PREFIX}/buildkit-run:latest", tools.buildkit or "docker", {"DOCKER_BUILDKIT": "1"}
+
+        def measure() -> float:
+            before()
+            built = go_build(run_edited, run_context) + timed([client, "build", "-q", "-t", tag, "."], run_context, env)
+            return built + to_first_line([client, "run", "--rm", "--network", "none", tag, *program_args], run_context, marker)
+
+        return Measure(measure, tag)
+
     def buildah_bud() -> Measure:
         storage = ["--storage-driver", "vfs", "--root", str(work / "buildah"), "--runroot", str(work / "buildah-run")]
         bud = [tools.buildah or "buildah", *storage, "bud", "--isolation", "chroot", "-q", "-t", f"oci-archive:{work / 'buildah.tar'}", "."]
@@ -480,6 +551,8 @@ def go_app_rows(work: Path, tools: Tools, engine: Engine) -> list[Row]:
         ("change_load", "engine", "gosmall build-small --load, one line changed", gosmall(change_load, "--load", edit=True)),
         ("change_bk", "buildkit", "go build + BuildKit docker build (its cache), one line changed", docker_build(True, edit=True)),
         ("change_bk_nocache", "buildkit", "go build + BuildKit docker build --no-cache, one line changed", docker_build(True, "--no-cache", edit=True)),
+        ("change_run", "engine", "gosmall run, one line changed, to first output", gosmall_run()),
+        ("change_bk_run", "buildkit", "go build + BuildKit docker build (its cache) + docker run, one line changed, to first output", buildkit_run()),
     )
     # fmt: on
     return [Row(key, "go_app", label, measure) for key, needs, label, measure in table if have[needs]]
@@ -717,6 +790,7 @@ def main() -> None:
     if only == "program" and not programs:
         parser.error("--only program needs at least one --program DIR:PACKAGE, e.g. --program /tmp/registry:./cmd/registry")
     started = load_average()
+    compiled = pyc_note()
     work = Path(tempfile.mkdtemp(prefix="gosmall-bench-noop-"))
     engine = Engine(docker=None)
     sections = [
@@ -726,7 +800,7 @@ def main() -> None:
     ]
     try:
         tools = find_tools(work, engine)
-        rows, extra = [], []
+        rows, extra = [], [compiled]
         if only in (None, "go_app"):
             rows += go_app_rows(work, tools, engine)
         if only in (None, "big"):
