@@ -76,8 +76,16 @@ class Binary:
 
 def imports_c(package: Path) -> bool:
     """Whether the main package itself uses cgo (`import "C"`), which CGO_ENABLED=0 would refuse to build."""
-    pattern = re.compile(r'^\s*import\s+"C"|^import\s*\((?:[^)]*\n)*?\s*"C"\s*$', re.M)
-    return any(pattern.search(f.read_text(errors="replace")) for f in sorted(package.glob("*.go")) if not f.name.endswith("_test.go"))
+    # The import block is taken whole, then searched: one pattern for both nested its repetitions and took
+    # minutes (exponential backtracking) on a main package importing a few dozen packages.
+    single = re.compile(r'^\s*import\s+"C"', re.M)
+    block = re.compile(r"^import\s*\(([^)]*)\)", re.M)
+    quoted_c = re.compile(r'^\s*"C"\s*$', re.M)
+
+    def uses_c(text: str) -> bool:
+        return bool(single.search(text)) or any(quoted_c.search(imports) for imports in block.findall(text))
+
+    return any(uses_c(f.read_text(errors="replace")) for f in sorted(package.glob("*.go")) if not f.name.endswith("_test.go"))
 
 
 def plan_compile(image: ImageConfig, module: GoModule, platform: Platform, source: SourceInfo | str) -> CompilePlan:
