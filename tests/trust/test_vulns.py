@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
 import ssl
 import subprocess
 import threading
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 
 from gosmall.build.toolchain import find_module, find_toolchain
@@ -386,6 +389,20 @@ def test_the_same_binary_in_a_buildah_image_from_a_layout_and_a_registry(built: 
     from_registry = vulns(f"docker://{registry.host}/vulns/app@{digest}", "--format", "json", cwd=built.root, db=built.db)
     assert from_registry.returncode == 1, from_registry.stderr
     assert json.loads(from_registry.stdout)[0]["binaries"] == json.loads(from_layout.stdout)[0]["binaries"]
+
+
+@pytest.mark.docker
+def test_the_same_image_by_engine_name(built: Built, docker_client: docker.DockerClient) -> None:
+    tag = f"gosmall-vulns-test:{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    (loaded,) = docker_client.images.load((built.output / "image.tar").read_bytes())
+    loaded.tag(tag)
+    try:
+        by_name = vulns(tag, "--format", "json", cwd=built.root, db=built.db)
+    finally:
+        docker_client.images.remove(tag)  # only the tag: the image may be another run's too
+    assert by_name.returncode == 1, by_name.stderr
+    assert findings(by_name.stdout) == EXPECTED
+    assert json.loads(by_name.stdout)[0]["binaries"][0]["path"] == "/app"
 
 
 def _binary_of(built: Built) -> bytes:
