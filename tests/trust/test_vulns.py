@@ -399,7 +399,9 @@ def test_the_same_image_by_engine_name(built: Built, docker_client: docker.Docke
     try:
         by_name = vulns(tag, "--format", "json", cwd=built.root, db=built.db)
     finally:
-        docker_client.images.remove(tag)  # only the tag: the image may be another run's too
+        # Only the tags (this one, and the archive's own, which only these tests use): the image may be another run's too.
+        for name in (tag, "example.com/vulns/app:latest"):
+            docker_client.images.remove(name)
     assert by_name.returncode == 1, by_name.stderr
     assert findings(by_name.stdout) == EXPECTED
     assert json.loads(by_name.stdout)[0]["binaries"][0]["path"] == "/app"
