@@ -37,6 +37,7 @@ class LoadAhead:
 
     def __init__(self, reporter: Reporter, connect: Callable[[], docker.DockerClient]) -> None:
         self._reporter = reporter  # the task's, not the build's: what is said here is not replayed by a no-op build
+        self._stopped = threading.Event()  # Ctrl-C or SIGTERM: a load still running says nothing while Python exits
         self._loads: list[_LoadAhead] = []
         self._client: docker.DockerClient | None = None
         self._connecting = threading.Lock()
@@ -68,7 +69,10 @@ class LoadAhead:
                 write_docker_archive_of(config, layer_tars, archive, load.image.repository, (), epoch)
                 client.images.load(archive.getvalue())
                 load.loaded = True
-                self._reporter.detail(f"{load.image.name}: {load.config_digest} loaded into the engine, untagged until the build is done")
+                if not self._stopped.is_set():
+                    self._reporter.detail(
+                        f"{load.image.name}: {load.config_digest} loaded into the engine, untagged until the build is done"
+                    )
         except BaseException as exc:  # said where the build waits for it (wait), not on this thread
             load.error = exc
 
@@ -83,19 +87,22 @@ class LoadAhead:
 
     def abandon(self, *, wait: bool = True) -> None:
         """The build failed: remove what was loaded ahead, which no tag names. Without `wait` (Ctrl-C, SIGTERM) a load
-        still running is left to end with the process; the image it may leave is untagged, and no container runs it."""
-        if not wait:
-            return
+        still running is left to end with the process (the image it may leave is untagged, and no container runs it);
+        one that has ended is removed all the same, which is one request."""
         from docker.errors import APIError
 
+        if not wait:
+            self._stopped.set()
         for load in self._loads:
             if load.thread is not None:
+                if not wait and load.thread.is_alive():
+                    continue
                 load.thread.join()
             if load.loaded and self._client is not None:
                 try:
                     self._client.images.remove(str(load.config_digest), noprune=False)
-                except APIError:
-                    pass  # tagged or used meanwhile by someone else: theirs now
+                except (APIError, OSError):
+                    pass  # tagged or used meanwhile by someone else (theirs now), or the engine went away
         self._loads.clear()
 
 

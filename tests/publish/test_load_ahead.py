@@ -124,6 +124,8 @@ def test_an_audit_that_fails_after_the_load_keeps_the_old_output_and_tag(
 
 
 def test_sigterm_while_the_layer_compresses_after_the_load(tmp_path: Path, repository: str, docker_client: docker.DockerClient) -> None:
+    from docker.errors import ImageNotFound
+
     # A large layer: compressing it takes seconds, loading it less (the engine takes it uncompressed).
     root = project(tmp_path, repository, ("big.bin", os.urandom(48_000_000)))
     cache = tmp_path / "cache"
@@ -160,3 +162,7 @@ def test_sigterm_while_the_layer_compresses_after_the_load(tmp_path: Path, repos
     assert not [p for p in cache.rglob(".scratch-*")]  # nor Go's scratch
     assert docker_client.images.get(f"{repository}:t").id == old_id
     assert not docker_client.containers.list(all=True, filters={"ancestor": repository})
+    ahead = LOADED_AHEAD.search(stderr)
+    assert ahead is not None
+    with pytest.raises(ImageNotFound):  # its load had ended: removed on the way out
+        docker_client.images.get(ahead.group(1))
