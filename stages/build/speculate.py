@@ -100,9 +100,13 @@ def _record_key(cwd: Path, argv: Sequence[str]) -> list[str]:
     return [str(cwd), *argv]
 
 
+# The commands that build: `run` too, whose edit -> running container loop is the one a developer waits on (issue 28).
+SPECULATED = ("build-small", "run")
+
+
 def start(argv: Sequence[str], cwd: Path | None = None) -> None:
     """Start the `go build`s the last run of this command line in this directory made. Never fails: it only may help."""
-    if not argv or argv[0] != "build-small":
+    if not argv or argv[0] not in SPECULATED:
         return
     # Ctrl-C and SIGTERM wait while the early builds start and their cleanup is put in place: a signal between
     # a `go build` starting and the handler that kills it would leave Go running with the kept output's lock.
@@ -227,8 +231,9 @@ def ran(key: str, argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> Non
 
 
 def remember_run(argv: Sequence[str], cwd: Path | None = None) -> None:
-    """After a successful build-small: the commands it ran are what the next run with this command line starts."""
-    if not argv or argv[0] != "build-small" or not _state.commands:
+    """After a successful build-small (or `run`'s build): the commands it ran are what the next run with this command
+    line starts."""
+    if not argv or argv[0] not in SPECULATED or not _state.commands:
         return
     from .cache import remember
 

@@ -142,14 +142,19 @@ def run(c: Any, package: list[str] | None = None, image: str | None = None, netw
             "name one with --image NAME, or a package: gosmall run ./cmd/app."
         )
     check_pins(project, reporter)
+    from ..build import speculate
     from ..docker_host import connect
     from ..pipeline import build_small as run_build_small
-    from ..publish.engine import load_image, run_container
     from ..publish.load_ahead import LoadAhead
 
+    speculate.import_while_go_runs("gosmall.publish.engine", "docker")
     # The engine gets the image while its build finishes; the container starts once the output is written.
     ahead = LoadAhead(reporter, lambda: connect(reporter))
     (build,) = run_build_small(project, reporter, names=(image,) if image else (), ahead=ahead)
+    # Remembered now, not when the command ends: a container that exits non-zero or is stopped still had this build.
+    speculate.remember_run(sys.argv[1:])
+    from ..publish.engine import load_image, run_container
+
     client = ahead.client
     load_image(client, build.config, build, reporter)
     try:

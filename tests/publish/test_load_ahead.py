@@ -166,3 +166,25 @@ def test_sigterm_while_the_layer_compresses_after_the_load(tmp_path: Path, repos
     assert ahead is not None
     with pytest.raises(ImageNotFound):  # its load had ended: removed on the way out
         docker_client.images.get(ahead.group(1))
+
+
+def test_run_after_a_one_line_change_starts_go_early_loads_ahead_and_runs_the_changed_program(
+    tmp_path: Path, repository: str, docker_client: docker.DockerClient
+) -> None:
+    root = project(tmp_path, repository)
+    cache = tmp_path / "cache"
+    command = ("run", "--network", "none", "--", "healthcheck", "-addr", "bad")
+    first = gosmall(*command, cwd=root, env=env(cache))
+    assert first.returncode == 1 and "healthcheck: address bad: missing port in address" in first.stderr, first.stderr
+    # Remembered although the container exited 1: the next `run` of this command line starts Go before Python.
+    (entry,) = (cache / "facts" / "speculation").glob("*.json")
+    assert json.loads(entry.read_text())["key"] == [str(root), *command]
+    main = root / "go_app" / "main.go"
+    main.write_text(main.read_text().replace('"healthcheck:", err', '"healthcheck (changed):", err'))
+    second = gosmall(*command, cwd=root, env=env(cache))
+    assert second.returncode == 1, second.stderr
+    assert "healthcheck (changed): address bad: missing port in address" in second.stderr  # the program as it is now
+    ahead = LOADED_AHEAD.search(second.stderr)
+    assert ahead is not None and ahead.group(1) == config_digest(root), second.stderr
+    assert docker_client.images.get(f"{repository}:t").id == config_digest(root)
+    assert not docker_client.containers.list(all=True, filters={"ancestor": repository})
