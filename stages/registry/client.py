@@ -52,6 +52,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, ReadTimeoutError
 
 from ..digest import Digest
 from ..errors import COULD_NOT_RUN, FOUND, GosmallError
@@ -437,7 +438,9 @@ class RegistryClient:
                 ) as response:
                     answer = Answer(response.status_code, response.headers, _read_body(response, method, url))
             except (requests.RequestException, OSError) as exc:
-                if expired.is_set():
+                # Each read may take as long as the whole deadline, so urllib3's read timeout and the deadline's
+                # timer are one condition: whichever fires first, the user reads the same message.
+                if expired.is_set() or _read_timed_out(exc):
                     raise self._too_slow(method, url, seconds) from None
                 raise _unreachable(method, url, exc) from None
             if expired.is_set():
@@ -488,6 +491,23 @@ class RegistryClient:
                 'a token service answers {"token": "…"}. Check that the registry\'s WWW-Authenticate realm names its token service.'
             )
         return token
+
+
+def _read_timed_out(exc: BaseException) -> bool:
+    """Whether a read waited out its timeout, however requests and urllib3 wrapped it (a connect timeout is not)."""
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        current = todo.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, (requests.exceptions.ConnectTimeout, ConnectTimeoutError)):
+            return False
+        if isinstance(current, (requests.exceptions.ReadTimeout, ReadTimeoutError, socket.timeout)):
+            return True
+        todo.extend([current.__cause__, current.__context__, *current.args])
+    return False
 
 
 def _unreachable(method: str, url: str, exc: Exception) -> GosmallError:

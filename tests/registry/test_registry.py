@@ -260,6 +260,28 @@ def test_a_registry_that_never_answers_costs_one_deadline() -> None:
         assert server.closed_by_client.wait(10)
 
 
+@pytest.mark.parametrize("first", ["deadline", "read timeout"])
+def test_a_silent_registry_reads_the_same_whichever_timer_fires_first(first: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deadline's timer and urllib3's read timeout watch one condition; on a loaded machine either may win."""
+    import gosmall.registry.client as client_module
+
+    class _Never:  # the deadline's timer, held back so urllib3's read timeout is what fires
+        def __init__(self, seconds: float, function: object) -> None:
+            self.daemon = True
+
+        def start(self) -> None: ...
+
+        def cancel(self) -> None: ...
+
+    if first == "read timeout":
+        monkeypatch.setattr(client_module.threading, "Timer", _Never)
+    with raw_server(never_answer) as server:
+        with pytest.raises(GosmallError) as caught:
+            RegistryClient(timeout=2).request("GET", server.host, "/v2/", "")
+    assert "did not finish answering within 2 s" in caught.value.message, caught.value.message
+    assert "Read timed out" not in caught.value.message
+
+
 def test_the_run_deadline_bounds_every_request() -> None:
     with raw_server(drip_headers(every=0.5)) as server:
         client = RegistryClient(timeout=30, deadline=time.monotonic() + 2)
