@@ -10,6 +10,8 @@ Only the format of Go 1.18 and later (strings inline after the header) is read.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
 
 from ..elf import ElfError, NotElfError, read_section
@@ -214,3 +216,15 @@ def _number(digits: str, base: int, count: int) -> int:
     if len(digits) != count or not set(digits) <= _DIGITS[base]:
         raise BuildInfoError(f"a bad escape {digits!r} in a quoted string")
     return int(digits, base)
+
+
+def h1_hex(checksum: str) -> str:
+    """go.sum's `h1:` as hex: base64 of a SHA-256 over the module's file list (Go's dirhash), which SPDX's checksum
+    and in-toto's `dirHash` both take as hex; "" for anything else."""
+    if not checksum.startswith("h1:"):
+        return ""
+    try:
+        raw = base64.b64decode(checksum[3:], validate=True)
+    except (binascii.Error, ValueError):
+        return ""
+    return raw.hex() if len(raw) == 32 else ""

@@ -19,8 +19,6 @@ is gathered once at the edge by `gather_facts`; the image itself never changes b
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import subprocess
@@ -32,7 +30,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from .. import __version__
 from ..build.assemble import rfc3339
-from ..build.buildinfo import BuildInfoError, Module, read_build_info
+from ..build.buildinfo import BuildInfoError, Module, h1_hex, read_build_info
 from ..build.built import Build, FileSource
 from ..images.model import MEDIA_MANIFEST, Artifact, Blob, canonical_json
 from .sbom import EMPTY_JSON, MEDIA_EMPTY, sbom_artifact
@@ -222,7 +220,7 @@ def _module_entry(module: Module) -> dict[str, Any]:
     version = built.version if built.version and built.version != "(devel)" else ""
     uri = f"pkg:golang/{quote(built.path, safe='/')}" + (f"@{quote(version, safe='')}" if version else "")
     entry: dict[str, Any] = {"name": module.path, "uri": uri}
-    hexed = _h1_hex(built.sum)
+    hexed = h1_hex(built.sum)
     if hexed:
         entry["digest"] = {"dirHash": hexed}
     if module.replace is not None:
@@ -265,17 +263,6 @@ def _run_details(build: Build, facts: MachineFacts) -> dict[str, Any]:
         if ci.get("GITHUB_REPOSITORY") and ci.get("GITHUB_RUN_ID"):
             details["metadata"] = {"invocationId": f"{server}/{ci['GITHUB_REPOSITORY']}/actions/runs/{ci['GITHUB_RUN_ID']}"}
     return details
-
-
-def _h1_hex(checksum: str) -> str:
-    """go.sum's `h1:` is base64 of a SHA-256 (Go's dirhash); in-toto's `dirHash` is the same bytes in hex."""
-    if not checksum.startswith("h1:"):
-        return ""
-    try:
-        raw = base64.b64decode(checksum[3:], validate=True)
-    except (binascii.Error, ValueError):
-        return ""
-    return raw.hex() if len(raw) == 32 else ""
 
 
 def _without_credentials(url: str) -> str:

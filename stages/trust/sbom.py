@@ -20,8 +20,6 @@ in an artifact manifest whose `subject` is the image's top manifest or index.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import io
 import os
@@ -37,7 +35,7 @@ from urllib.parse import quote
 
 from .. import __version__
 from ..build.assemble import rfc3339
-from ..build.buildinfo import BuildInfo, BuildInfoError, Module, read_build_info
+from ..build.buildinfo import BuildInfo, BuildInfoError, Module, h1_hex, read_build_info
 from ..build.built import Build, FileSource
 from ..build.libraries import NSSWITCH_PATH, LibraryClosure
 from ..build.runtime_files import ZONEINFO_ZIP
@@ -221,7 +219,7 @@ class _Document:
             # The code that was linked: the replacement's, when a `replace` names another module.
             published = built.version if built.version and built.version != "(devel)" else ""
             package["externalRefs"] = [_purl_ref(purl("golang", built.path.split("/"), published))]
-        checksum = _h1_hex(built.sum)
+        checksum = h1_hex(built.sum)
         if checksum:
             package["checksums"] = [{"algorithm": "SHA256", "checksumValue": checksum}]
         package["sourceInfo"] = _module_source(module, main)
@@ -297,17 +295,6 @@ def _identity(module: Module) -> tuple[str, ...]:
 def _is_directory(path: str) -> bool:
     # cmd/go's rule (modfile.IsDirectoryPath): a replacement starting with ./ ../ or / is a directory, not a module.
     return path.startswith(("./", "../", "/")) or path in (".", "..")
-
-
-def _h1_hex(checksum: str) -> str:
-    """go.sum's `h1:` is base64 of a SHA-256 (over the module's file list); SPDX takes it as hex."""
-    if not checksum.startswith("h1:"):
-        return ""
-    try:
-        raw = base64.b64decode(checksum[3:], validate=True)
-    except (binascii.Error, ValueError):
-        return ""
-    return raw.hex() if len(raw) == 32 else ""
 
 
 def _layer_files(platform_image: PlatformImage) -> Iterator[_LayerFile]:
