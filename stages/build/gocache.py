@@ -213,7 +213,7 @@ def report_entry(stats: GoCacheStats) -> dict[str, Any]:
         "write": stats.write,
         "actions_from_remote": stats.remote_hits,
         "actions_from_local": stats.local_hits,
-        "actions_compiled": stats.misses,
+        "actions_missed": stats.misses,  # looked up and not found: Go built it, or did without an optional entry
         "outputs_put": stats.uploaded,
         "bytes_down": stats.bytes_down,
         "bytes_up": stats.bytes_up,
