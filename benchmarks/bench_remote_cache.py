@@ -154,9 +154,7 @@ def bench(program: str, packages: int, runs: int, host: str, work: Path) -> dict
             seconds, facts = run_one(work / f"{program}-{round_}-{kind}", program, packages, cache, change=change)
             times[kind].append(seconds)
             digests[kind] = facts["digest"]
-            shown = {
-                k: facts[k] for k in ("actions_from_remote", "actions_missed", "outputs_put", "bytes_down", "bytes_up") if k in facts
-            }
+            shown = {k: facts[k] for k in ("actions_from_remote", "actions_missed", "outputs_put", "bytes_down", "bytes_up") if k in facts}
             print(f"  {program} round {round_ + 1} {kind:8s} {seconds:7.2f} s  {shown}", flush=True)
         assert digests["cold"] == digests["writer"] == digests["reader"], digests
     return times
