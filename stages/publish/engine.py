@@ -123,13 +123,22 @@ class RunningContainer:
 def built_image(image: ImageConfig, source: Build | Path) -> tuple[Build, BuiltImage]:
     """The Build to load or run (read back from the output directory when given a path), and its engine facts."""
     build = source if isinstance(source, Build) else read_build(image, source)
-    docker_image = build.docker_image()
+    try:
+        # report.json's digests, which read_build checked against the layout, the build made from the image, or the
+        # up-to-date check vouches for: a build found up to date then runs without reading its OCI layout back.
+        entry = build.report["platforms"][str(build.docker_platform)]
+        platform, config_digest, manifest_digest = (
+            str(build.docker_platform), Digest.parse(str(entry["config_digest"])), Digest.parse(str(entry["manifest_digest"]))
+        )  # fmt: skip
+    except (KeyError, TypeError, ValueError):
+        docker_image = build.docker_image()  # an older report: from the image, as before
+        platform, config_digest, manifest_digest = str(docker_image.platform), docker_image.config.digest, docker_image.manifest.digest
     return build, BuiltImage(
         reference=build.tags[0],
         tags=build.tags,
-        platform=str(docker_image.platform),
-        config_digest=docker_image.config.digest,
-        manifest_digest=docker_image.manifest.digest,
+        platform=platform,
+        config_digest=config_digest,
+        manifest_digest=manifest_digest,
         archive=build.output_dir / "image.tar",
     )
 
