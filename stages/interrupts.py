@@ -77,6 +77,32 @@ def held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+def _load_prctl() -> Any:
+    # Looked up here, in the parent: the child after fork may not import or take locks other threads held.
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux: no parent-death signal there
+        return None
+
+
+_prctl = _load_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """preexec_fn of the `go build`s gosmall starts: they take signals as usual, and die when gosmall dies.
+
+    A mask blocked while the process was started is inherited; unblocked here. PR_SET_PDEATHSIG has the
+    kernel kill the child when the thread that started it ends, SIGKILL included, which no handler of
+    gosmall's sees. Only async-signal-safe calls: pthread_sigmask and one foreign function already loaded.
+    """
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 _running: set[subprocess.Popen[bytes]] = set()
 _running_lock = threading.Lock()
 
@@ -113,7 +139,10 @@ def run_as_group(args: Sequence[str], **options: Any) -> subprocess.CompletedPro
     Ctrl-C reaches gosmall only, which then does this.)
     """
     options.pop("capture_output", None)
-    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, **options) as process:
+    # The thread that starts it waits for it, so the parent-death signal fires only if gosmall itself dies.
+    with subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent, **options
+    ) as process:
         watch_group(process)
         try:
             stdout, stderr = process.communicate()

@@ -111,7 +111,9 @@ def start(argv: Sequence[str], cwd: Path | None = None) -> None:
     # Ctrl-C and SIGTERM wait while the early builds start and their cleanup is put in place: a signal between
     # a `go build` starting and the handler that kills it would leave Go running with the kept output's lock.
     # A signal that came in the meantime is delivered when they are unblocked, to the handler below.
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+    from ..interrupts import STOP_SIGNALS
+
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         from .cache import remembered  # small; the stages that use what Go builds are not
 
@@ -127,23 +129,6 @@ def start(argv: Sequence[str], cwd: Path | None = None) -> None:
             # atexit, so the early builds are killed rather than left writing the kept output after the lock is gone.
             signal.signal(signal.SIGTERM, _exit_on_sigterm)
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
-
-
-_STOPS = {signal.SIGINT, signal.SIGTERM}
-_PR_SET_PDEATHSIG = 1
-
-
-def _in_child() -> None:
-    """Run in the early `go build` before it starts: it takes signals as usual, and dies with gosmall.
-
-    The mask blocked in `start` is inherited; unblocked here. PR_SET_PDEATHSIG makes the kernel kill Go when
-    gosmall dies of anything, SIGKILL included, which no handler of gosmall's can see.
-    """
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -162,7 +147,7 @@ def _start_one(command: Mapping[str, Any]) -> None:
     lock_path = go_output_lock(key) if KEY.fullmatch(key) else None
     if lock_path is None or not _is_kept_go_build(argv, lock_path.parent / key) or not set(variables) <= SET_BY_GOSMALL:
         return
-    from ..interrupts import watch_group
+    from ..interrupts import die_with_parent, watch_group
     from ..leftovers import make_owned_dir
 
     lock = lock_path.open("a")
@@ -178,7 +163,7 @@ def _start_one(command: Mapping[str, Any]) -> None:
         env = {**os.environ, **{str(k): str(v) for k, v in variables.items()}, "GOTMPDIR": str(scratch), "TMPDIR": str(scratch)}
         # Only the main thread runs here (the console script's first step), so preexec_fn is safe.
         process = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, preexec_fn=_in_child
+            argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent
         )
     except BaseException:
         lock.close()  # closing the descriptor releases the lock
