@@ -234,3 +234,19 @@ def test_platforms_compile_at_once_and_come_back_in_plan_order(tmp_path: Path, t
     for binary in binaries:  # Go's build ID, read from the ELF note as `go tool buildid` reads it
         said = subprocess.run([str(toolchain.executable), "tool", "buildid", str(binary.path)], capture_output=True, text=True, check=True)
         assert binary.build_id == said.stdout.strip() != ""
+
+
+@pytest.mark.parametrize("uses_c", [True, False])
+def test_finding_import_c_in_a_package_with_many_imports_is_quick(tmp_path: Path, uses_c: bool) -> None:
+    """One regular expression over the whole import block backtracked for minutes on a few dozen imports."""
+    import threading
+
+    from gosmall.build.compile import imports_c
+
+    names = [f'\t"example.com/m/p{i:02d}"' for i in range(40)] + (['\t"C"'] if uses_c else [])
+    (tmp_path / "main.go").write_text("package main\n\nimport (\n" + "\n".join(names) + "\n)\n\nfunc main() {}\n")
+    answer: list[bool] = []
+    worker = threading.Thread(target=lambda: answer.append(imports_c(tmp_path)), daemon=True)
+    worker.start()
+    worker.join(60)  # generous: it takes microseconds; the old pattern took minutes
+    assert answer == [uses_c]
