@@ -29,11 +29,10 @@ from typing import Any, Callable
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from .. import __version__
-from ..build.assemble import rfc3339
 from ..build.buildinfo import BuildInfoError, Module, h1_hex, read_build_info
 from ..build.built import Build, FileSource
-from ..images.model import MEDIA_MANIFEST, Artifact, Blob, canonical_json
-from .sbom import EMPTY_JSON, MEDIA_EMPTY, sbom_artifact
+from ..images.model import Artifact, Blob, canonical_json
+from .sbom import artifact_of, sbom_artifact
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
@@ -111,18 +110,8 @@ def in_toto_artifact(build: Build, statement: bytes, predicate_type: str) -> Art
 
 
 def referrer_artifact(build: Build, layer: Blob, artifact_type: str, predicate_type: str) -> Artifact:
-    """`layer` in an artifact manifest whose `subject` is the image's top manifest or index, dated SOURCE_DATE_EPOCH."""
-    config = Blob(MEDIA_EMPTY, EMPTY_JSON)
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": MEDIA_MANIFEST,
-        "artifactType": artifact_type,
-        "config": config.descriptor().to_json(),
-        "layers": [layer.descriptor(annotations={PREDICATE_ANNOTATION: predicate_type}).to_json()],
-        "subject": build.image.top.to_json(),
-        "annotations": {"org.opencontainers.image.created": rfc3339(build.epoch), PREDICATE_ANNOTATION: predicate_type},
-    }
-    return Artifact(artifact_type, Blob(MEDIA_MANIFEST, canonical_json(manifest)), (config, layer))
+    """`layer` as a referrer of the image, marked with the predicate type it carries (cosign's annotation)."""
+    return artifact_of(build, layer, artifact_type, {PREDICATE_ANNOTATION: predicate_type}, {PREDICATE_ANNOTATION: predicate_type})
 
 
 def sbom_statement(build: Build, document: bytes) -> bytes:

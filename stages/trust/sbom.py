@@ -69,17 +69,27 @@ def sbom_artifact(build: Build, document: bytes | None = None) -> Artifact:
     What a writer stores (the OCI layout) and a pusher uploads with the image, so registries list it as a referrer.
     """
     layer = Blob(MEDIA_SPDX_JSON, sbom_document(build) if document is None else document)
+    return artifact_of(build, layer, MEDIA_SPDX_JSON, {"org.opencontainers.image.title": SBOM_FILE})
+
+
+def artifact_of(
+    build: Build, layer: Blob, artifact_type: str, layer_annotations: Mapping[str, str], annotations: Mapping[str, str] | None = None
+) -> Artifact:
+    """`layer` as an OCI 1.1 artifact: empty config, `subject` the image's top manifest or index, dated SOURCE_DATE_EPOCH.
+
+    The one shape of every referrer gosmall makes (the SBOM, in-toto statements, DSSE envelopes).
+    """
     config = Blob(MEDIA_EMPTY, EMPTY_JSON)
     manifest = {
         "schemaVersion": 2,
         "mediaType": MEDIA_MANIFEST,
-        "artifactType": MEDIA_SPDX_JSON,
+        "artifactType": artifact_type,
         "config": config.descriptor().to_json(),
-        "layers": [layer.descriptor(annotations={"org.opencontainers.image.title": SBOM_FILE}).to_json()],
+        "layers": [layer.descriptor(annotations=dict(layer_annotations)).to_json()],
         "subject": build.image.top.to_json(),
-        "annotations": {"org.opencontainers.image.created": rfc3339(build.epoch)},
+        "annotations": {"org.opencontainers.image.created": rfc3339(build.epoch), **(annotations or {})},
     }
-    return Artifact(MEDIA_SPDX_JSON, Blob(MEDIA_MANIFEST, canonical_json(manifest)), (config, layer))
+    return Artifact(artifact_type, Blob(MEDIA_MANIFEST, canonical_json(manifest)), (config, layer))
 
 
 @dataclass(frozen=True)
