@@ -22,7 +22,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.conftest import gosmall, make_project
-from tests.trust.test_sign import cosign_check  # noqa: F401 - the Go verifier, a fixture
+from tests.trust.test_sign import (
+    cosign_check,  # noqa: F401 - the Go verifier, a fixture
+    keygen,
+)
 
 if TYPE_CHECKING:
     from tests.registry_fixture import LocalRegistry
@@ -95,13 +98,6 @@ class Signed:
         return key
 
 
-def _keygen(directory: Path) -> Path:
-    directory.mkdir(parents=True)
-    done = gosmall("keygen", cwd=directory, env=ENV)
-    assert done.returncode == 0, done.stderr
-    return directory
-
-
 @pytest.fixture(scope="module")
 def signed(registry: LocalRegistry, tmp_path_factory: pytest.TempPathFactory) -> Signed:
     base = tmp_path_factory.mktemp("attest")
@@ -111,7 +107,7 @@ def signed(registry: LocalRegistry, tmp_path_factory: pytest.TempPathFactory) ->
         for name in ("app", "twin")
     )
     root = make_project(base / "project", '[tool.gosmall]\noutput = "dist"\npinning = "off"\n\n' + table)
-    found = Signed(root, registry.host, _keygen(base / "keys"), _keygen(base / "other"))
+    found = Signed(root, registry.host, keygen(base / "keys", ENV), keygen(base / "other", ENV))
     done = gosmall("build-small", "--push", "--sign", str(found.keys / "cosign.key"), cwd=root, env=ENV)
     assert done.returncode == 0, done.stderr
     return found

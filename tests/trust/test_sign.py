@@ -68,9 +68,10 @@ class Project:
         return f"{self.host}/sign/{name}"
 
 
-def _keygen(directory: Path) -> Path:
+def keygen(directory: Path, env: dict[str, str] = ENV) -> Path:
+    """A cosign key pair written by `gosmall keygen` into `directory`, protected by `env`'s password."""
     directory.mkdir(parents=True)
-    done = gosmall("keygen", cwd=directory, env=ENV)
+    done = gosmall("keygen", cwd=directory, env=env)
     assert done.returncode == 0, done.stderr
     return directory
 
@@ -82,7 +83,7 @@ def project(registry: LocalRegistry, tmp_path_factory: pytest.TempPathFactory) -
     root = make_project(base / "project", TABLE + "".join(IMAGE.format(name=name, host=registry.host) for name in NAMES))
     done = gosmall("build-small", "--push", cwd=root, env=ENV)
     assert done.returncode == 0, done.stderr
-    return Project(root, registry.host, _keygen(base / "keys"), _keygen(base / "other"))
+    return Project(root, registry.host, keygen(base / "keys"), keygen(base / "other"))
 
 
 GO_CRYPTO = Path("/usr/share/gocode/src/golang.org/x/crypto")  # Debian's golang-golang-x-crypto-dev
