@@ -82,3 +82,15 @@ def built_hello(tmp_path_factory: pytest.TempPathFactory) -> BuiltProject:
     assert done.returncode == 0, done.stderr
     output = root / "dist" / "hello"
     return BuiltProject(root, output, json.loads((output / "report.json").read_text()))
+
+
+def one_image(repository: str, *lines: str) -> str:
+    """[tool.gosmall] for go_app as one linux/amd64 image in `repository`, pins not checked; `lines` add keys to it."""
+    return (
+        "[tool.gosmall]\n"
+        'pinning = "off"\n'
+        "[tool.gosmall.images.hello]\n"
+        'package = "./go_app"\n'
+        'platforms = ["linux/amd64"]\n'
+        f'repository = "{repository}"\n' + "".join(line + "\n" for line in lines)
+    )

@@ -28,7 +28,7 @@ import pytest
 
 from gosmall.docker_host import Engine, choose_engine, connect, context_dir_name, engine_socket
 from gosmall.errors import GosmallError
-from tests.conftest import gosmall, make_project
+from tests.conftest import gosmall, make_project, one_image
 from tests.docker_fixture import docker_required
 from tests.publish.test_engine import dead_socket, remove_image
 
@@ -192,17 +192,6 @@ def test_a_context_whose_engine_is_gone_names_the_context_and_its_endpoint(docke
 
 
 # -- end to end: build-small --load through a context --------------------------------
-
-
-def one_image(repository: str) -> str:
-    return (
-        "[tool.gosmall]\n"
-        'pinning = "off"\n'
-        "[tool.gosmall.images.hello]\n"
-        'package = "./go_app"\n'
-        'platforms = ["linux/amd64"]\n'
-        f'repository = "{repository}"\n'
-    )
 
 
 class Forwarder:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from gosmall.docker_host import engine_socket, tags_name
-from tests.conftest import gosmall, make_project
+from tests.conftest import gosmall, make_project, one_image
 from tests.publish.test_engine import remove_image
 
 
@@ -38,15 +38,7 @@ def test_no_engine_there_is_a_no(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_second_load_loads_nothing_and_a_moved_tag_is_put_back(tmp_path: Path, docker_client: Any) -> None:
     repository = f"gosmall.local/socket-{uuid.uuid4().hex[:8]}"
-    table = (
-        "[tool.gosmall]\n"
-        'pinning = "off"\n'
-        "[tool.gosmall.images.hello]\n"
-        'package = "./go_app"\n'
-        'platforms = ["linux/amd64"]\n'
-        f'repository = "{repository}"\n'
-    )
-    root = make_project(tmp_path / "p", table)
+    root = make_project(tmp_path / "p", one_image(repository))
     env = {"GOSMALL_CACHE": str(tmp_path / "cache"), "CI": "1"}
     other_id = ""
     try:

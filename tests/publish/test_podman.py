@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import gosmall, gosmall_command, gosmall_env, make_project
+from tests.conftest import gosmall, gosmall_command, gosmall_env, make_project, one_image
 from tests.docker_fixture import docker_required
 from tests.net import free_loopback_port
 from tests.test_first_five_minutes import EXIT3, RUN, SLEEPER, config_digest, go_module, read_line
@@ -132,15 +132,12 @@ def served_project(root: Path, repository: str, port: int) -> Path:
     """The sample server on a free port (the host network is shared), with its healthcheck asking that port."""
     return make_project(
         root,
-        "[tool.gosmall]\n"
-        'pinning = "off"\n'
-        "[tool.gosmall.images.hello]\n"
-        'package = "./go_app"\n'
-        'platforms = ["linux/amd64"]\n'
-        f'repository = "{repository}"\n'
-        f"ports = [{port}]\n"
-        f'args = ["-addr", ":{port}"]\n'
-        f'healthcheck = ["/go_app", "healthcheck", "-addr", ":{port}"]\n',
+        one_image(
+            repository,
+            f"ports = [{port}]",
+            f'args = ["-addr", ":{port}"]',
+            f'healthcheck = ["/go_app", "healthcheck", "-addr", ":{port}"]',
+        ),
     )
 
 
