@@ -277,18 +277,10 @@ def read_section(data: bytes | BinaryIO, name: str) -> bytes | None:
     file, which is not read whole).
     """
     stream = io.BytesIO(data) if isinstance(data, bytes) else data
-    stream.seek(0)
-    if parse_ident(stream.read(HEADER_SIZE)) is None:
-        raise NotElfError("not an ELF file")
-    from elftools.elf.elffile import ELFFile
-
-    try:
-        section = ELFFile(stream).get_section_by_name(name)
-        if section is None or section["sh_type"] == "SHT_NOBITS":
-            return None
-        return bytes(section.data())
-    except _parse_errors() as exc:
-        raise ElfError(str(exc) or type(exc).__name__) from None
+    section = next((s for s in _sections(stream) if s.name == name), None)
+    if section is None or section.nobits:
+        return None
+    return _read_at(stream, section.offset, section.size)
 
 
 def tag_string(tag: DynamicTag) -> str:
@@ -385,6 +377,64 @@ class _Section:
     nobits: bool
 
 
+# Where the section header table is, by ELF class: e_shoff and its width, then e_shentsize, e_shnum, e_shstrndx.
+_SECTION_TABLE = {32: (0x20, "I", 0x2E), 64: (0x28, "Q", 0x3A)}
+# One section header's sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size, sh_link, by class.
+_SECTION_HEADER = {32: "IIIIIII", 64: "IIQQQQI"}
+_SHT_NOBITS = 8
+_SHN_XINDEX = 0xFFFF
+
+
+def _sections(stream: BinaryIO) -> tuple[_Section, ...]:
+    """The section table of an ELF file, read from the raw headers: what the pclntab and build info readers need,
+    without pyelftools, whose import alone costs `gosmall vulns` more than reading a binary's functions."""
+    header = _read_at(stream, 0, min(64, _size(stream)))
+    ident = parse_ident(header)
+    if ident is None:
+        raise NotElfError("not an ELF file")
+    order = "<" if ident.little_endian else ">"
+    at, width, counts_at = _SECTION_TABLE[ident.elf_class]
+    if len(header) < counts_at + 6:
+        raise ElfError("the ELF header is truncated")
+    shoff = struct.unpack_from(order + width, header, at)[0]
+    entsize, count, names_index = struct.unpack_from(order + "HHH", header, counts_at)
+    layout = order + _SECTION_HEADER[ident.elf_class]
+    if shoff == 0:
+        return ()
+    if entsize < struct.calcsize(layout):
+        raise ElfError(f"the ELF header gives a section header size of {entsize}")
+    first = struct.unpack_from(layout, _read_at(stream, shoff, entsize))
+    # More than 0xff00 sections, or a name table index past that: the real values are in section 0 (ELF's extended numbering).
+    count = count or first[5]
+    names_index = first[6] if names_index == _SHN_XINDEX else names_index
+    if count * entsize > _size(stream):
+        raise ElfError(f"the ELF header gives {count} sections, more than the file holds")
+    table = _read_at(stream, shoff, count * entsize)
+    raw = [struct.unpack_from(layout, table, i * entsize) for i in range(count)]
+    if not raw:
+        return ()
+    if names_index >= count:
+        raise ElfError(f"the section name table's index ({names_index}) is past the {count} sections")
+    _, kind, _, _, names_offset, names_size, _ = raw[names_index]
+    # Index 0 (SHN_UNDEF) says there is no name table: every section is unnamed.
+    names = b"\0" if names_index == 0 or kind == _SHT_NOBITS else _read_at(stream, names_offset, names_size)
+    out = []
+    for name_at, kind, _, address, offset, size, _ in raw:
+        name_at = name_at if names_index else 0
+        end = names.find(b"\0", name_at)
+        if end < 0:
+            raise ElfError("a section's name runs past the section name table")
+        out.append(_Section(names[name_at:end].decode("utf-8", "replace"), address, offset, size, kind == _SHT_NOBITS))
+    return tuple(out)
+
+
+def _size(stream: BinaryIO) -> int:
+    try:
+        return stream.seek(0, io.SEEK_END)
+    except OSError as exc:
+        raise ElfError(str(exc)) from None
+
+
 def read_go_functions(stream: BinaryIO) -> GoFunctions:
     """Every function the Go binary in `stream` links or inlines; ElfError when it has no pclntab gosmall reads."""
     table = read_go_function_table(stream)
@@ -399,19 +449,9 @@ def read_go_function_table(stream: BinaryIO) -> GoFunctionTable:
     the way GoReSym finds it, as the one pointer-aligned word in the binary's data that holds the pclntab's
     address, followed by the address of its function name table.
     """
-    stream.seek(0)
-    ident = parse_ident(stream.read(HEADER_SIZE))
-    if ident is None:
-        raise NotElfError("not an ELF file")
-    from elftools.elf.elffile import ELFFile
-
-    try:
-        sections = tuple(
-            _Section(s.name, s["sh_addr"], s["sh_offset"], s["sh_size"], s["sh_type"] == "SHT_NOBITS")
-            for s in ELFFile(stream).iter_sections()
-        )
-    except _parse_errors() as exc:
-        raise ElfError(str(exc) or type(exc).__name__) from None
+    sections = _sections(stream)
+    ident = parse_ident(_read_at(stream, 0, HEADER_SIZE))
+    assert ident is not None  # _sections read it
     pclntab_section = next((s for s in sections if s.name == ".gopclntab" and not s.nobits), None)
     if pclntab_section is None:
         raise NoPclntabError("no .gopclntab section: not a Go binary, or one from before Go 1.2")
@@ -579,15 +619,14 @@ class _Pclntab:
             raise ElfError("the .gopclntab header's offsets run past the section")
         return cls(data, order, pointer, min_lc, nfunc, funcnametab, pctab, pcln)
 
-    def _funcs(self) -> Iterator[int]:
+    @functools.cached_property
+    def _funcs(self) -> tuple[int, ...]:
         """Each function's offset in the pclntab (its runtime._func)."""
         ftab = struct.unpack_from(f"{self.order}{2 * self.nfunc}I", self.data, self.pcln)
-        limit = len(self.data) - _FUNC_SIZE
-        for funcoff in ftab[1::2]:
-            at = self.pcln + funcoff
-            if at > limit:
-                raise ElfError("a function in .gopclntab lies past the section's end")
-            yield at
+        funcs = tuple(self.pcln + funcoff for funcoff in ftab[1::2])
+        if funcs and max(funcs) > len(self.data) - _FUNC_SIZE:
+            raise ElfError("a function in .gopclntab lies past the section's end")
+        return funcs
 
     def name(self, offset: int) -> str:
         start = self.funcnametab + offset
@@ -597,14 +636,28 @@ class _Pclntab:
         return self.data[start:end].decode("utf-8", "replace")
 
     def linked_names(self) -> frozenset[str]:
-        return frozenset(self.name(struct.unpack_from(self.order + "i", self.data, at + 4)[0]) for at in self._funcs())
+        names, word = self._names_at, self.order + "i"
+        return frozenset(
+            names.get(offset) or self.name(offset) for offset in (struct.unpack_from(word, self.data, at + 4)[0] for at in self._funcs)
+        )
 
     def all_names(self) -> frozenset[str]:
         """Every name in the name table: linked functions and the inlined ones their trees point at."""
+        return frozenset(self._names_at.values())
+
+    @functools.cached_property
+    def _names_at(self) -> dict[int, str]:
+        """Each name of the name table by its offset, as nameOff fields hold them: one pass over the table, rather
+        than a search for each function's name."""
         # The cutab follows the name table (cuOffset is the header's next word).
         end = struct.unpack_from(self.order + ("Q" if self.pointer == 8 else "I"), self.data, 8 + 4 * self.pointer)[0]
-        table = self.data[self.funcnametab : min(end, len(self.data))]
-        return frozenset(n.decode("utf-8", "replace") for n in table.split(b"\0") if n)
+        out: dict[int, str] = {}
+        at = 0
+        for raw in self.data[self.funcnametab : min(end, len(self.data))].split(b"\0"):
+            if raw:
+                out[at] = raw.decode("utf-8", "replace")
+            at += len(raw) + 1
+        return out
 
     def name_offsets(self, name: str) -> list[int]:
         """Where the name table holds `name` (what nameOff fields hold; a name can be there twice)."""
@@ -621,13 +674,17 @@ class _Pclntab:
 
     def inline_trees(self) -> Iterator[tuple[int, int]]:
         """(function, its inline tree's offset from gofunc) for each function that has an inline tree."""
-        u32 = self.order + "I"
-        for at in self._funcs():
-            npcdata, nfuncdata = struct.unpack_from(u32, self.data, at + 28)[0], self.data[at + 43]
-            if nfuncdata <= _FUNCDATA_INL_TREE or npcdata <= _PCDATA_INL_TREE_INDEX:
+        # Once per function of the binary (thousands), so the struct and the bytes are bound to locals.
+        data, u32 = self.data, struct.Struct(self.order + "I").unpack_from
+        index_at = _FUNC_SIZE + 4 * _PCDATA_INL_TREE_INDEX
+        for at in self._funcs:
+            if data[at + 43] <= _FUNCDATA_INL_TREE:  # nfuncdata
                 continue
-            tree = struct.unpack_from(u32, self.data, at + _FUNC_SIZE + 4 * npcdata + 4 * _FUNCDATA_INL_TREE)[0]
-            if tree != _NO_FUNCDATA and struct.unpack_from(u32, self.data, at + _FUNC_SIZE + 4 * _PCDATA_INL_TREE_INDEX)[0]:
+            npcdata = u32(data, at + 28)[0]
+            if npcdata <= _PCDATA_INL_TREE_INDEX:
+                continue
+            tree = u32(data, at + _FUNC_SIZE + 4 * npcdata + 4 * _FUNCDATA_INL_TREE)[0]
+            if tree != _NO_FUNCDATA and u32(data, at + index_at)[0]:
                 yield at, tree
 
     def inline_tree_count(self, at: int) -> int:
@@ -693,7 +750,8 @@ def _find_gofunc(stream: BinaryIO, sections: tuple[_Section, ...], pclntab: _Sec
     wanted = struct.pack(word, pclntab.address)
     follows = struct.pack(word, pclntab.address + table.funcnametab)  # funcnametab's data pointer
     span = _MODULEDATA_WORDS * table.pointer
-    for section in sections:
+    # The linker puts runtime.firstmoduledata in .noptrdata: looked at first, before megabytes of code are read.
+    for section in sorted(sections, key=lambda s: s.name not in (".noptrdata", ".data")):
         if section.nobits or section is pclntab or section.address == 0 or section.size < span:
             continue
         data = _read_at(stream, section.offset, section.size)

@@ -26,6 +26,7 @@ from gosmall.elf import (
     read_elf_ident,
     read_go_function_table,
     read_go_functions,
+    read_section,
 )
 from gosmall.images.model import Platform
 
@@ -189,3 +190,39 @@ def test_a_damaged_or_missing_pclntab_is_an_elf_error(tmp_path: Path) -> None:
     if shutil.which("gcc"):
         with pytest.raises(ElfError, match="no .gopclntab"), gcc(tmp_path / "c", "static_main.c").open("rb") as stream:
             read_go_functions(stream)
+
+
+def test_sections_are_read_as_pyelftools_reads_them_and_a_damaged_table_is_an_elf_error(tmp_path: Path) -> None:
+    # gosmall reads the section table itself (pyelftools' import alone costs `vulns` more than a binary's functions):
+    # every section of 64- and 32-bit, little- and big-endian Go binaries reads as pyelftools reads it.
+    from elftools.elf.elffile import ELFFile
+
+    stripped, _, go = _go_program(tmp_path)
+    binaries = [stripped]
+    for goarch in ("arm", "mips"):
+        out = tmp_path / goarch
+        env = {**os.environ, "CGO_ENABLED": "0", "GOOS": "linux", "GOARCH": goarch, "GOFLAGS": ""}
+        subprocess.run([go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(out), "."], cwd=tmp_path / "src", env=env, check=True)
+        binaries.append(out)
+    for binary in binaries:
+        data = binary.read_bytes()
+        sections = list(ELFFile(io.BytesIO(data)).iter_sections())
+        assert len(sections) > 10
+        for section in sections:
+            expected = None if section["sh_type"] == "SHT_NOBITS" else section.data()
+            assert read_section(data, section.name) == expected, (binary.name, section.name)
+        assert read_go_function_table(io.BytesIO(data)).linked
+    # A section count past the file, a name table index past the sections, a table past the end: each an ElfError.
+    data = bytearray(stripped.read_bytes())
+    for at, value in ((0x3C, 0xFF00), (0x3E, 0xFEFF)):
+        damaged = bytearray(data)
+        damaged[at : at + 2] = value.to_bytes(2, "little")
+        with pytest.raises(ElfError):
+            read_section(bytes(damaged), ".go.buildinfo")
+    damaged = bytearray(data)
+    damaged[0x28:0x30] = (len(data) - 10).to_bytes(8, "little")
+    with pytest.raises(ElfError):
+        read_go_function_table(io.BytesIO(bytes(damaged)))
+    for length in range(0, 4096, 61):  # the headers cut short anywhere
+        with pytest.raises(ElfError):
+            read_section(bytes(data[:length]), ".go.buildinfo")

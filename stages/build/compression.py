@@ -36,37 +36,9 @@ def _unlocked_gzip() -> Callable[[bytes], bytes] | None:
     for the call (the package's binding holds it): an image is loaded into the engine on another thread while its
     layer compresses (pipeline.py). Same function, same level, same bytes (tests/build/test_compression_unlocked.py);
     None, and the package's binding, when the library does not export libdeflate's API."""
-    import ctypes
+    from ..libdeflate import gzip_compressor
 
-    from deflate import _deflate
-
-    try:
-        library = ctypes.CDLL(_deflate.__file__)
-        alloc, bound = library.libdeflate_alloc_compressor, library.libdeflate_gzip_compress_bound
-        compress, free = library.libdeflate_gzip_compress, library.libdeflate_free_compressor
-    except (OSError, AttributeError):
-        return None
-    alloc.restype, alloc.argtypes = ctypes.c_void_p, [ctypes.c_int]
-    bound.restype, bound.argtypes = ctypes.c_size_t, [ctypes.c_void_p, ctypes.c_size_t]
-    compress.restype = ctypes.c_size_t
-    compress.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t]
-    free.restype, free.argtypes = None, [ctypes.c_void_p]
-
-    def unlocked(data: bytes) -> bytes:
-        compressor = alloc(GZIP_LEVEL)
-        if not compressor:
-            raise MemoryError("libdeflate could not allocate a compressor")
-        try:
-            size = bound(compressor, len(data))
-            out = ctypes.create_string_buffer(size)
-            written = compress(compressor, data, len(data), out, size)
-            if not written:  # cannot happen with the bound's room; never a truncated layer
-                raise MemoryError("libdeflate's gzip output did not fit its own bound")
-            return out.raw[:written]
-        finally:
-            free(compressor)
-
-    return unlocked
+    return gzip_compressor(GZIP_LEVEL)
 
 
 def gunzip(data: bytes) -> bytes:

@@ -380,20 +380,17 @@ def symbol_prefix(package: str) -> str:
 
 
 def _without_instantiation(name: str) -> str:
-    """The name with each `[...]` (a generic instantiation) removed, as OSV names the generic function."""
+    """The name with each `[...]` (a generic instantiation) removed, as OSV names the generic function; the name as
+    it is when its brackets do not balance."""
     if "[" not in name:
         return name
-    out, depth = [], 0
-    for char in name:
-        if char == "[":
-            depth += 1
-        elif char == "]":
-            depth -= 1
-            if depth < 0:
-                return name
-        elif depth == 0:
-            out.append(char)
-    return name if depth else "".join(out)
+    bare = name
+    while (inner := _INSTANTIATION.sub("", bare)) != bare:  # innermost first, so nested ones go too
+        bare = inner
+    return name if "[" in bare or "]" in bare else bare
+
+
+_INSTANTIATION = re.compile(r"\[[^\[\]]*\]")
 
 
 # -- findings ---------------------------------------------------------------------------------------------

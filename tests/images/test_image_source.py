@@ -21,7 +21,7 @@ from gosmall.errors import GosmallError
 from gosmall.images.docker_archive import write_docker_archive
 from gosmall.images.model import MEDIA_INDEX, Image, Platform, canonical_json
 from gosmall.images.oci_layout import write_oci_layout
-from gosmall.images.source import MEDIA_LAYER_ZSTD, read_docker_archive, read_path
+from gosmall.images.source import MEDIA_LAYER_GZIP, MEDIA_LAYER_ZSTD, read_docker_archive, read_path
 from gosmall.layer_files import FileEntry
 
 SOURCE = SourceInfo("v1", "0123456789abcdef0123456789abcdef01234567", "https://example.com/a.git", 1767323045)
@@ -101,13 +101,7 @@ def test_an_index_skips_attestations_and_a_zstd_layer_is_read(tmp_path: Path) ->
     assert [m.platform for m in read.manifests] == [Platform.parse("linux/amd64")] and read.index is not None
 
     def with_layer(blob: bytes) -> None:
-        (blobs / Digest.of(blob).hex).write_bytes(blob)
-        document = json.loads(manifest.data)
-        document["layers"][0].update(mediaType=MEDIA_LAYER_ZSTD, digest=str(Digest.of(blob)), size=len(blob))
-        changed = canonical_json(document)
-        (blobs / Digest.of(changed).hex).write_bytes(changed)
-        top = {"mediaType": manifest.media_type, "digest": str(Digest.of(changed)), "size": len(changed)}
-        (tmp_path / "layout" / "index.json").write_bytes(canonical_json({"schemaVersion": 2, "manifests": [top]}))
+        replace_layer(tmp_path / "layout", written, blob, MEDIA_LAYER_ZSTD)
 
     # The same layer, zstd-compressed in two frames (zstd, like gzip, may concatenate them): the same tar, the same diff_id.
     tar = written.manifests[0].layers[0].tar
@@ -117,6 +111,41 @@ def test_an_index_skips_attestations_and_a_zstd_layer_is_read(tmp_path: Path) ->
     # zstd's magic before anything else is a damaged layer, named.
     with_layer(b"\x28\xb5\x2f\xfd" + gzip.compress(b""))
     with pytest.raises(GosmallError, match=r"layer 1 \(sha256:[0-9a-f]{64}\) is not readable zstd"):
+        read_path(tmp_path / "layout")
+
+
+def replace_layer(layout: Path, written: Image, blob: bytes, media_type: str) -> None:
+    """The layout's one manifest, pointing at `blob` as its layer instead (the same tar, compressed some other way)."""
+    blobs = layout / "blobs" / "sha256"
+    manifest = written.manifests[0].manifest
+    (blobs / Digest.of(blob).hex).write_bytes(blob)
+    document = json.loads(manifest.data)
+    document["layers"][0].update(mediaType=media_type, digest=str(Digest.of(blob)), size=len(blob))
+    changed = canonical_json(document)
+    (blobs / Digest.of(changed).hex).write_bytes(changed)
+    top = {"mediaType": manifest.media_type, "digest": str(Digest.of(changed)), "size": len(changed)}
+    (layout / "index.json").write_bytes(canonical_json({"schemaVersion": 2, "manifests": [top]}))
+
+
+def test_a_gzip_layer_of_several_members_or_a_lying_size_field_reads_as_its_tar(tmp_path: Path) -> None:
+    # One member is decompressed in one call; anything else (several members, a size field that is not the size) is read
+    # by the stream, which gives the same tar or refuses it.
+    written = image(tmp_path, "linux/amd64")
+    write_oci_layout(written, tmp_path / "layout", "gosmall.test/src", ("a",))
+    tar = written.manifests[0].layers[0].tar
+    # Two members, each a whole gzip stream: the same tar (and so the same diff_id) as one member.
+    replace_layer(tmp_path / "layout", written, gzip.compress(tar[:1000], mtime=0) + gzip.compress(tar[1000:], mtime=0), MEDIA_LAYER_GZIP)
+    assert read_path(tmp_path / "layout").manifests[0].layers[0].tar == tar
+    # Two halves: the last member's size field fits the first member too, so a reader that stopped after one member
+    # would return half the tar (and refuse the image for its diff_id).
+    half = len(tar) // 2
+    assert len(tar) == 2 * half
+    replace_layer(tmp_path / "layout", written, gzip.compress(tar[:half], mtime=0) + gzip.compress(tar[half:], mtime=0), MEDIA_LAYER_GZIP)
+    assert read_path(tmp_path / "layout").manifests[0].layers[0].tar == tar
+    # The size field is part of gzip's trailer: a stream that lies about it is damaged, and named so.
+    one = gzip.compress(tar, mtime=0)
+    replace_layer(tmp_path / "layout", written, one[:-4] + (10).to_bytes(4, "little"), MEDIA_LAYER_GZIP)
+    with pytest.raises(GosmallError, match=r"layer 1 \(sha256:[0-9a-f]{64}\) is not readable gzip"):
         read_path(tmp_path / "layout")
 
 
