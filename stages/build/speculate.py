@@ -20,13 +20,15 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import functools
+import importlib
 import os
 import re
 import shutil
 import signal
 import subprocess
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -55,7 +57,7 @@ class Speculation:
 
     def result(self) -> subprocess.CompletedProcess[str]:
         if self.process.poll() is None:
-            _warm_up()  # Go is still at work (linking, most likely): Python's next imports cost nothing now
+            _warm_up(self.process)  # Go is still at work (linking, most likely): Python's next imports cost nothing now
         try:
             stdout, stderr = self.process.communicate()
         except BaseException:
@@ -85,7 +87,7 @@ class Speculation:
 class _State:
     started: dict[str, Speculation] = field(default_factory=dict)  # by kept-output key
     commands: list[dict[str, Any]] = field(default_factory=list)  # what this run's builds ran, to remember
-    warm: list[str] = field(default_factory=list)  # modules to import while waiting for Go
+    warm: list[Callable[[], object]] = field(default_factory=list)  # steps to take while waiting for Go
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -188,18 +190,26 @@ def import_while_go_runs(*modules: str) -> None:
     that assemble, audit and publish (and the docker SDK for --load) inside Go's time, not after it.
     A no-op, whose early build is done before it is claimed, imports nothing more.
     """
+    while_go_runs(*(functools.partial(importlib.import_module, module) for module in modules))
+
+
+def while_go_runs(*steps: Callable[[], object]) -> None:
+    """Steps the run will take unless it is up to date (connecting to the engine), taken while a claimed early `go build`
+    still runs, in order, each only if Go is still at work when its turn comes; a step that fails is left to the build."""
     with _state.lock:
-        _state.warm.extend(modules)
+        _state.warm.extend(steps)
 
 
-def _warm_up() -> None:
-    import importlib
-
-    with _state.lock:
-        modules, _state.warm = _state.warm, []
-    for module in modules:
-        with contextlib.suppress(Exception):  # a real problem shows when the build imports it
-            importlib.import_module(module)
+def _warm_up(process: subprocess.Popen[bytes]) -> None:
+    # One step at a time, and none once Go is done: a no-op's up-to-date check that ends as it is claimed (a loaded
+    # machine) must not wait for the docker SDK's import. What is left is taken when the build needs it, if it does.
+    while process.poll() is None:
+        with _state.lock:
+            if not _state.warm:
+                return
+            step = _state.warm.pop(0)
+        with contextlib.suppress(Exception):  # a real problem shows when the build takes the step itself
+            step()
 
 
 def claim(key: str) -> Speculation | None:

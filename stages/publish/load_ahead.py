@@ -40,14 +40,24 @@ class LoadAhead:
         self._stopped = threading.Event()  # Ctrl-C or SIGTERM: a load still running says nothing while Python exits
         self._loads: list[_LoadAhead] = []
         self._client: docker.DockerClient | None = None
+        self._refused: Exception | None = None  # what connecting ahead met: the first load's error, not a second try
         self._connecting = threading.Lock()
         self._connect = connect  # on the first load's thread: a build found up to date never waits for the engine
 
     def _connected(self) -> docker.DockerClient:
         with self._connecting:
+            if self._refused is not None:
+                raise self._refused
             if self._client is None:
                 self._client = self._connect()
             return self._client
+
+    def connect_ahead(self) -> None:
+        """Connect now, while Go links (speculate.while_go_runs): the first load then sends the image at once."""
+        try:
+            self._connected()
+        except Exception as exc:  # noqa: BLE001 - said by the first load, where the build waits for it
+            self._refused = exc
 
     @property
     def client(self) -> docker.DockerClient:

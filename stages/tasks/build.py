@@ -60,29 +60,28 @@ def build_small(
     key = signing_key(sign) if sign else None  # a wrong password stops the run before any build or upload
     reporter = make_reporter()
     project = selected_project(image, package, platform)
-    if load or smoke:
-        from ..build import speculate
-
-        speculate.import_while_go_runs("gosmall.publish.engine", "docker")
     check_pins(project, reporter)
     # The publisher knows the configured platforms: a build of fewer is pushed untagged, for `gosmall index`.
     pusher = registry_publisher(selected_project(image, package, None) if platform else project, insecure_registry) if push else None
     ahead = None
     if load or smoke:  # the engine gets each image while its build finishes (pipeline.py, publish/load_ahead.py)
+        from ..build import speculate
         from ..docker_host import connect
         from ..publish.load_ahead import LoadAhead
 
-        ahead = LoadAhead(reporter, connect)
+        ahead = LoadAhead(reporter, lambda: connect(reporter))
+        speculate.import_while_go_runs("gosmall.publish.engine", "docker")
+        speculate.while_go_runs(ahead.connect_ahead)
     builds = run_build_small(project, reporter, names=(image,) if image else (), publishers=(pusher,) if pusher else (), ahead=ahead)
     warn_if_unlike_lock(project, builds, reporter)
     if pusher and key is not None:
         sign_and_attest(pusher.client, builds, pusher.pushed, key, reporter)
     if pusher:
         print_pushed(pusher, "text")
-    if load or smoke:
+    if ahead is not None:  # --load or --smoke
         try:
-            # The in-memory builds go to the engine: nothing is read back from disk.
-            load_and_smoke(builds, reporter, smoke=smoke)
+            # The in-memory builds go to the engine, over the loads' connection: nothing is read back from disk.
+            load_and_smoke(builds, reporter, smoke=smoke, connected=lambda: ahead.client)
         except KeyboardInterrupt as stop:
             raise Interrupted.of(stop, tuple(b.output_dir for b in builds)) from None
 

@@ -147,9 +147,10 @@ def run(c: Any, package: list[str] | None = None, image: str | None = None, netw
     from ..pipeline import build_small as run_build_small
     from ..publish.load_ahead import LoadAhead
 
-    speculate.import_while_go_runs("gosmall.publish.engine", "docker")
     # The engine gets the image while its build finishes; the container starts once the output is written.
     ahead = LoadAhead(reporter, lambda: connect(reporter))
+    speculate.import_while_go_runs("gosmall.publish.engine", "docker")
+    speculate.while_go_runs(ahead.connect_ahead)
     (build,) = run_build_small(project, reporter, names=(image,) if image else (), ahead=ahead)
     # Remembered now, not when the command ends: a container that exits non-zero or is stopped still had this build.
     speculate.remember_run(sys.argv[1:])

@@ -25,6 +25,8 @@ from ..reporter import Reporter
 # Each task imports the stages it runs when it runs: a no-op build must cost little more than Go's own
 # up-to-date check, and `gosmall --help` nothing but invoke.
 if TYPE_CHECKING:
+    from docker import DockerClient
+
     from ..build.built import Build
     from ..publish.push import Pushed, RegistryPublisher
     from ..registry.client import RegistryClient
@@ -234,7 +236,10 @@ def read_builds(project: ProjectConfig, image: str | None) -> tuple[Build, ...]:
     return tuple(read_build(config, project.output_dir(config)) for config in project.image(image))
 
 
-def load_and_smoke(builds: tuple[Build, ...], reporter: Reporter, *, smoke: bool, load: bool = True) -> None:
+def load_and_smoke(
+    builds: tuple[Build, ...], reporter: Reporter, *, smoke: bool, load: bool = True, connected: Callable[[], DockerClient] | None = None
+) -> None:
+    """`connected`: the connection to use (build-small's loads ahead made it), else a new one."""
     if load and not smoke:
         builds = tuple(b for b in builds if not already_loaded(b, reporter))
         if not builds:
@@ -243,7 +248,7 @@ def load_and_smoke(builds: tuple[Build, ...], reporter: Reporter, *, smoke: bool
     from ..docker_host import connect
     from ..publish.engine import load_image, smoke_test
 
-    client = connect(reporter)
+    client = connected() if connected is not None else connect(reporter)
     for build in builds:
         if load:
             load_image(client, build.config, build, reporter)
