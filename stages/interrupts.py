@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -130,13 +130,18 @@ def unwatch_group(process: subprocess.Popen[bytes]) -> None:
         _running.discard(process)
 
 
-def run_as_group(args: Sequence[str], **options: Any) -> subprocess.CompletedProcess[str]:
+def run_as_group(
+    args: Sequence[str], *, on_stderr: Callable[[str], bool] | None = None, **options: Any
+) -> subprocess.CompletedProcess[str]:
     """`subprocess.run(args, capture_output=True, ...)`, the child in a process group of its own.
 
     `go build` starts compilers and the linker; when gosmall is interrupted,
     killing `go` alone would leave them running, writing into a directory that
     is being removed. The whole group is killed instead. (It is also why a
     Ctrl-C reaches gosmall only, which then does this.)
+
+    `on_stderr` (text mode) sees each line of stderr as it comes, and says whether it belongs in the captured
+    stderr (False: it was a progress line, not something to show).
     """
     options.pop("capture_output", None)
     # The thread that starts it waits for it, so the parent-death signal fires only if gosmall itself dies.
@@ -145,7 +150,10 @@ def run_as_group(args: Sequence[str], **options: Any) -> subprocess.CompletedPro
     ) as process:
         watch_group(process)
         try:
-            stdout, stderr = process.communicate()
+            if on_stderr is None:
+                stdout, stderr = process.communicate()
+            else:
+                stdout, stderr = communicate_by_line(process, on_stderr)
         except BaseException:
             with suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
@@ -154,3 +162,20 @@ def run_as_group(args: Sequence[str], **options: Any) -> subprocess.CompletedPro
         finally:
             unwatch_group(process)
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def communicate_by_line(process: subprocess.Popen[Any], on_stderr: Callable[[str], bool]) -> tuple[Any, str]:
+    """communicate(), but stderr read line by line in this thread (stdout in another, so neither pipe fills up);
+    stderr comes back as text, without the lines `on_stderr` said were not for it."""
+    assert process.stdout is not None and process.stderr is not None
+    out: list[Any] = []
+    reader = threading.Thread(target=lambda: out.append(process.stdout.read()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    kept = []
+    for raw in process.stderr:
+        line = raw if isinstance(raw, str) else raw.decode(errors="replace")
+        if on_stderr(line):
+            kept.append(line)
+    reader.join()
+    process.wait()
+    return (out[0] if out else ""), "".join(kept)

@@ -21,6 +21,7 @@ from .build.compile import compile_all, host_platform, plan_compile
 from .build.fresh import Compiled
 from .build.gocache import RemoteCache, remote_cache_setting, report_entry, tell, total
 from .build.needs import ship_what_is_needed
+from .build.progress import PackageProgress
 from .build.runtime_files import collect_runtime_files
 from .build.source import SourceInfo, describe_source
 from .build.toolchain import find_module, find_toolchain, verify_module
@@ -148,8 +149,11 @@ def build_image(
         for skipped in common.skipped:  # said each time, not replayed: what is there to skip changes (dist/ appears)
             reporter.detail(f"not shipped: {skipped}")
         speculate.import_while_go_runs(*AFTER_GO)
-        with reporter.status(f"{config.name}: go build for {', '.join(map(str, config.platforms))}"):
-            binaries = compile_all(plans, toolchain, Path(workdir), remote=shared.remote)
+        said = f"{config.name}: go build for {', '.join(map(str, config.platforms))}"
+        with reporter.status(said) as line:
+            # Packages done out of the total, only where someone watches (progress.py): a log gets nothing more.
+            progress = PackageProgress(line, said, shared_cache=shared.remote is not None) if line.watched else None
+            binaries = compile_all(plans, toolchain, Path(workdir), remote=shared.remote, progress=progress)
         if shared.remote is not None:
             done = total([b.go_cache for b in binaries if b.go_cache is not None])
             tell(reporter, config.name, shared.remote, done)

@@ -3,9 +3,11 @@
 Stages never print. They take a `Reporter` made by the task: rich on a
 terminal, plain lines in CI or a pipe, and a recording one in tests.
 
-A long stage runs inside `with reporter.status("linux/amd64: compiling go_app"):`.
+A long stage runs inside `with reporter.status("linux/amd64: compiling go_app") as line:`.
 Platforms build in parallel threads, so every method may be called from several
-threads at once, and several statuses may be active together.
+threads at once, and several statuses may be active together. `line.update(...)`
+changes what the status says (how far it is); only a terminal shows that, so
+`line.watched` tells a stage whether counting is worth its cost at all.
 """
 
 from __future__ import annotations
@@ -26,12 +28,32 @@ if TYPE_CHECKING:
 Kind = Literal["step", "detail", "warn"]
 
 
+class StatusLine(Protocol):
+    """An active status: `watched` when a person sees `update`s (a terminal); otherwise updates go nowhere."""
+
+    @property
+    def watched(self) -> bool: ...
+    def update(self, message: str) -> None: ...
+
+
 class Reporter(Protocol):
     def step(self, message: str) -> None: ...
     def detail(self, message: str) -> None: ...
     def warn(self, message: str) -> None: ...
     def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None: ...
-    def status(self, message: str) -> AbstractContextManager[None]: ...
+    def status(self, message: str) -> AbstractContextManager[StatusLine]: ...
+
+
+class _Unwatched:
+    """The status line of a log or a pipe: it cannot be redrawn, so what it would say is not said at all."""
+
+    watched = False
+
+    def update(self, message: str) -> None:
+        pass
+
+
+UNWATCHED: StatusLine = _Unwatched()
 
 
 @dataclass
@@ -39,6 +61,7 @@ class RecordingReporter:
     """Keeps every message, for tests to assert on."""
 
     events: list[tuple[str, str]] = field(default_factory=list)
+    watching: bool = False  # as a terminal: statuses are watched, and their updates are kept as ("update", message)
     # A table is several events: the lock keeps them together when threads report at once.
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
@@ -59,13 +82,22 @@ class RecordingReporter:
         self._record(("table", title), *(("row", " | ".join(row)) for row in rows))
 
     @contextmanager
-    def status(self, message: str) -> Iterator[None]:
+    def status(self, message: str) -> Iterator[StatusLine]:
         self._record(("status", message))
-        yield
+        yield _RecordedLine(self) if self.watching else UNWATCHED
 
     def messages(self, kind: str | None = None) -> list[str]:
         with self._lock:
             return [m for k, m in self.events if kind is None or k == kind]
+
+
+@dataclass(frozen=True)
+class _RecordedLine:
+    reporter: RecordingReporter
+    watched: bool = True
+
+    def update(self, message: str) -> None:
+        self.reporter._record(("update", message))
 
 
 @dataclass
@@ -102,10 +134,24 @@ class PlainReporter:
             self.out.flush()
 
     @contextmanager
-    def status(self, message: str) -> Iterator[None]:
+    def status(self, message: str) -> Iterator[StatusLine]:
         # A log cannot redraw a line: one line as the stage starts; the next message, or the error, says how it went.
         self._say(f"    {message} ...")
-        yield
+        yield UNWATCHED
+
+
+class _ShownLine:
+    """A status on the terminal; `update` swaps its text whole, which rich's refresh thread reads without a lock."""
+
+    watched = True
+
+    def __init__(self, spinner: Spinner, text: Text) -> None:
+        self.spinner, self.text, self.updated = spinner, text, False
+
+    def update(self, message: str) -> None:
+        from rich.text import Text
+
+        self.text, self.updated = Text(message), True  # drawn at the live display's next tick (10 a second)
 
 
 class RichReporter:
@@ -124,7 +170,7 @@ class RichReporter:
         # so holding it while rich takes its own locks cannot deadlock.
         self._lock = threading.Lock()
         # Active statuses in start order, replaced (never mutated) so rich's refresh thread can read it unlocked.
-        self._shown: tuple[tuple[Spinner, Text], ...] = ()
+        self._shown: tuple[_ShownLine, ...] = ()
         self._live: Live | None = None
 
     def _say(self, prefix: str, style: str, message: str) -> None:
@@ -167,18 +213,20 @@ class RichReporter:
                 self._show()
 
     @contextmanager
-    def status(self, message: str) -> Iterator[None]:
+    def status(self, message: str) -> Iterator[StatusLine]:
         from rich.spinner import Spinner
         from rich.text import Text
 
-        entry = (Spinner("dots", style="status.spinner"), Text(message))
+        entry = _ShownLine(Spinner("dots", style="status.spinner"), Text(message))
         try:
             with self._lock:
                 self._shown = (*self._shown, entry)
                 self._show()
-            yield
+            yield entry
         finally:
             with self._lock:
+                if entry.updated and self._live is not None:
+                    self._live.refresh()  # its last word (e.g. 197/197 packages) is drawn before the line goes
                 self._shown = tuple(e for e in self._shown if e is not entry)
                 self._show()
 
@@ -211,10 +259,10 @@ class RichReporter:
 
         now = self._err.get_time()
         lines = []
-        for spinner, message in self._shown:
+        for entry in self._shown:
             # One line per status, cut with an ellipsis: eight platforms compiling must not wrap into a wall.
-            frame = cast("Text", spinner.render(now))  # a Spinner without text renders its frame as Text
-            lines.append(Text.assemble(frame, " ", message, no_wrap=True, overflow="ellipsis"))
+            frame = cast("Text", entry.spinner.render(now))  # a Spinner without text renders its frame as Text
+            lines.append(Text.assemble(frame, " ", entry.text, no_wrap=True, overflow="ellipsis"))
         return Group(*lines)
 
 

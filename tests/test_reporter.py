@@ -365,3 +365,34 @@ def _in_threads(target: Callable[[int], None], count: int) -> None:
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
+
+
+def test_rich_status_update_is_shown_and_its_last_word_is_drawn_before_it_goes(terminal: tuple[RichReporter, io.StringIO]) -> None:
+    reporter, tty = terminal
+    with reporter.status("hello: go build") as line:
+        assert line.watched
+        line.update("hello: go build: 3/197 packages")
+        deadline = time.monotonic() + 10
+        while "3/197" not in "".join(_screen(tty.getvalue()).lines) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [s[2:] for s in _screen(tty.getvalue()).spinners()] == ["hello: go build: 3/197 packages"]
+        line.update("hello: go build: 197/197 packages")  # and the build ends at once, before the next tick
+    assert "197/197 packages" in tty.getvalue()
+    assert _screen(tty.getvalue()).lines == []
+
+
+def test_a_log_status_is_not_watched_and_its_updates_say_nothing() -> None:
+    err = io.StringIO()
+    plain = PlainReporter(stream=err)
+    with plain.status("hello: go build") as line:
+        assert not line.watched
+        line.update("hello: go build: 3/197 packages")
+    assert err.getvalue() == "    hello: go build ...\n"
+    recording = RecordingReporter()
+    with recording.status("x") as line:
+        line.update("y")
+    assert recording.events == [("status", "x")]
+    watching = RecordingReporter(watching=True)
+    with watching.status("x") as line:
+        line.update("y")
+    assert watching.events == [("status", "x"), ("update", "y")]

@@ -7,6 +7,7 @@ Static by default (CGO_ENABLED=0, netgo, osusergo); trimmed (-trimpath,
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from ..interrupts import kill_running_groups, run_as_group
 from . import speculate
 from .cache import cache_root, copy_out, go_output, go_scratch, key_of
 from .gocache import GoCacheStats, RemoteCache, index_tag, program_env, read_stats
+from .progress import Listing, PackageProgress, with_package_names, without_package_names
 from .source import SourceInfo
 from .toolchain import GoModule, Runner, Toolchain, run_go
 
@@ -146,7 +148,13 @@ def binary_name(package: Path, module: GoModule) -> str:
 
 
 def compile_binary(
-    plan: CompilePlan, toolchain: Toolchain, workdir: Path, *, runner: Runner = run_as_group, remote: RemoteCache | None = None
+    plan: CompilePlan,
+    toolchain: Toolchain,
+    workdir: Path,
+    *,
+    runner: Runner = run_as_group,
+    remote: RemoteCache | None = None,
+    progress: PackageProgress | None = None,
 ) -> Binary:
     output = workdir / plan.platform.__str__().replace("/", "_") / plan.binary_name
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -161,20 +169,31 @@ def compile_binary(
     stats: GoCacheStats | None = None
     env = {**env, **shared}
     early = speculate.claim(key) if runner is run_as_group else None
+    # Counted only on a terminal (progress.py); a build Go finds up to date prints nothing to count.
+    listing = Listing(toolchain, plan.module, plan.package, plan.env(), plan.tags)
+    watch = progress.platform(str(plan.platform), listing) if progress is not None and runner is run_as_group else None
     try:
         with go_output(key, held=early.lock if early else None) as kept, contextlib.ExitStack() as stack:
             target = kept / plan.binary_name if kept is not None else output
             if kept is not None:
                 go_tmp = stack.enter_context(go_scratch(kept))
                 env = {**env, "GOTMPDIR": str(go_tmp), "TMPDIR": str(go_tmp)}
-            argv = [str(toolchain.executable), *plan.args(target)]
+            # -v, terminal or not, so an early build is the same command: Go names each package it compiles, for the
+            # count; its stderr never shows them. With the shared cache its program counts instead (gocache.py).
+            args = plan.args(target) if shared else with_package_names(plan.args(target))
+            argv = [str(toolchain.executable), *args]
             full_env = toolchain.env(plan.module, env)
             if early is not None and early.matches(argv, plan.package, full_env):
-                done = early.result()  # the same command, started before Python was ready
+                done = early.result(on_stderr=watch.saw if watch else None)  # the same command, started before Python was ready
             else:
                 if early is not None:
                     early.kill()  # another command now: it may not go on writing the kept output
-                done = run_go(toolchain, plan.module, plan.args(target), cwd=plan.package, env=env, runner=runner)
+                counted = functools.partial(run_as_group, on_stderr=watch.saw) if watch is not None else runner
+                done = run_go(toolchain, plan.module, args, cwd=plan.package, env={**env, **(watch.env() if watch else {})}, runner=counted)
+            if watch is not None:
+                watch.finished(done.returncode == 0)
+            if not shared:
+                done = without_package_names(done)
             if shared and done.returncode != 0 and "GOCACHEPROG" in done.stderr:
                 # The cache program itself failed Go (a bug of ours): never worse than no cache, so once more without it.
                 why = f"Go stopped with its cache program: {done.stderr.strip()[-300:]}"
@@ -234,6 +253,7 @@ def compile_all(
     runner: Runner = run_as_group,
     jobs: int | None = None,
     remote: RemoteCache | None = None,
+    progress: PackageProgress | None = None,
 ) -> tuple[Binary, ...]:
     """Every platform's binary, in plan order; as many `go build`s at once as there are CPUs.
 
@@ -242,9 +262,9 @@ def compile_all(
     """
     workers = min(len(plans), jobs or os.cpu_count() or 1)
     if workers <= 1:
-        return tuple(compile_binary(plan, toolchain, workdir, runner=runner, remote=remote) for plan in plans)
+        return tuple(compile_binary(plan, toolchain, workdir, runner=runner, remote=remote, progress=progress) for plan in plans)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gosmall-compile") as pool:
-        futures = [pool.submit(compile_binary, plan, toolchain, workdir, runner=runner, remote=remote) for plan in plans]
+        futures = [pool.submit(compile_binary, plan, toolchain, workdir, runner=runner, remote=remote, progress=progress) for plan in plans]
         try:
             return tuple(future.result() for future in futures)
         except BaseException:

@@ -63,7 +63,11 @@ ENV = "GOSMALL_REMOTE_CACHE"  # HOST/REPO, or "off"; wins over [tool.gosmall] re
 ENV_WRITE = "GOSMALL_REMOTE_CACHE_WRITE"  # "0": read only; wins over remote_cache_write
 # What compile hands the program through Go's environment (Go passes its own to GOCACHEPROG).
 PROGRAM_ENV = ("GOSMALL_GOCACHE_DIR", "GOSMALL_GOCACHE_REMOTE", "GOSMALL_GOCACHE_TAG", "GOSMALL_GOCACHE_WRITE",
-               "GOSMALL_GOCACHE_INSECURE", "GOSMALL_GOCACHE_STATS")  # fmt: skip
+               "GOSMALL_GOCACHE_INSECURE", "GOSMALL_GOCACHE_STATS", "GOSMALL_GOCACHE_PROGRESS")  # fmt: skip
+# "1": say on stderr (which Go passes on) each package archive put or served, for the terminal's count (progress.py).
+PROGRESS_ENV = "GOSMALL_GOCACHE_PROGRESS"
+PROGRESS_LINE = "gosmall-gocache-progress: "  # then `put`, `local` or `remote`
+ARCHIVE = b"!<arch>\n"  # a compiled package (Go's other outputs are its stdout, export data, build facts, the link)
 
 MEDIA_OUTPUT = "application/vnd.gosmall.go-cache.output.v1"
 ARTIFACT_TYPE = "application/vnd.gosmall.go-cache.index.v1"
@@ -576,9 +580,11 @@ class _Server:
     out: IO[bytes]
     stats_path: Path | None
     trouble: str = ""  # why there is no remote half although one was asked for
+    progress: bool = False  # say each package archive on stderr (PROGRESS_ENV)
     counts: dict[str, int] = field(default_factory=lambda: {"gets": 0, "local_hits": 0, "remote_hits": 0, "misses": 0, "puts": 0})
     missed: list[str] = field(default_factory=list)
     used: dict[str, tuple[str, int]] = field(default_factory=dict)  # action -> output this build got or put
+    said: set[str] = field(default_factory=set)  # actions already counted on stderr: Go may ask for one twice
     lock: threading.Lock = field(default_factory=threading.Lock)
     write_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -637,6 +643,8 @@ class _Server:
         with self.lock:
             self.counts[kind] += 1
             self.used[action] = found
+        if self.progress:
+            self._say_package(action, "remote" if kind == "remote_hits" else "local", self.store.output_path(output))
         return {"OutputID": _b64(output), "Size": size, "DiskPath": str(self.store.output_path(output))}
 
     def _miss(self, action: str) -> dict[str, Any]:
@@ -657,9 +665,27 @@ class _Server:
         with self.lock:
             self.counts["puts"] += 1
             self.used[action] = (output, len(body))
+        if self.progress:
+            self._say_package(action, "put", body)
         if self.remote is not None:
             self.remote.send(output, path)
         return {"DiskPath": str(path)}
+
+    def _say_package(self, action: str, kind: str, output: bytes | Path) -> None:
+        if isinstance(output, Path):
+            try:
+                with output.open("rb") as stream:
+                    output = stream.read(len(ARCHIVE))
+            except OSError:
+                return
+        if not output.startswith(ARCHIVE):
+            return
+        with self.lock:
+            if action in self.said:
+                return
+            self.said.add(action)
+        # One write of one short line: whole even when Go writes its own lines to the same pipe at once.
+        os.write(2, f"{PROGRESS_LINE}{kind}\n".encode())
 
     def _close(self) -> None:
         if self.remote is not None:
@@ -747,7 +773,9 @@ def main() -> int:
             remote = _Remote(_client(setting), setting, environ.get("GOSMALL_GOCACHE_TAG", "latest"), store)
         except GosmallError as exc:  # the Docker config or a credential helper: local disk only, and say why
             trouble = _said(exc)
-    server = _Server(store, remote, sys.stdout.buffer, Path(stats) if stats else None, trouble=trouble)
+    server = _Server(
+        store, remote, sys.stdout.buffer, Path(stats) if stats else None, trouble=trouble, progress=environ.get(PROGRESS_ENV) == "1"
+    )
     try:
         server.serve(_read_requests(sys.stdin.buffer))
     except (ValueError, KeyError, OSError) as exc:

@@ -55,17 +55,22 @@ class Speculation:
     def matches(self, argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> bool:
         return self.argv == tuple(argv) and self.cwd == str(cwd) and _comparable(self.env) == _comparable(env)
 
-    def result(self) -> subprocess.CompletedProcess[str]:
+    def result(self, on_stderr: Callable[[str], bool] | None = None) -> subprocess.CompletedProcess[str]:
+        """What Go said and did; `on_stderr` sees its stderr line by line as it comes (interrupts.run_as_group's)."""
         if self.process.poll() is None:
             _warm_up(self.process)  # Go is still at work (linking, most likely): Python's next imports cost nothing now
         try:
-            stdout, stderr = self.process.communicate()
+            if on_stderr is None:
+                stdout, raw = self.process.communicate()
+                stderr = raw.decode(errors="replace")
+            else:
+                from ..interrupts import communicate_by_line
+
+                stdout, stderr = communicate_by_line(self.process, on_stderr)
         except BaseException:
             self.kill()
             raise
-        return subprocess.CompletedProcess(
-            list(self.argv), self.process.returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace")
-        )
+        return subprocess.CompletedProcess(list(self.argv), self.process.returncode, stdout.decode(errors="replace"), stderr)
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):

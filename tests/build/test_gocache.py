@@ -13,6 +13,7 @@ import base64
 import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -25,10 +26,11 @@ from typing import Any
 import pytest
 import requests
 
-from gosmall.build.gocache import RemoteCache, program_env
-from tests.conftest import REPO, gosmall, make_project
+from gosmall.build.gocache import PROGRESS_LINE, RemoteCache, program_env
+from tests.conftest import REPO, gosmall, gosmall_command, make_project
 from tests.net import free_loopback_port
 from tests.registry_fixture import AuthRegistry, drip_headers, http_server, raw_server
+from tests.terminal import run_on_terminal
 
 CACHE_REPO = "gocache"
 # The sample project's own table, one platform: every build here is an amd64 build.
@@ -115,6 +117,8 @@ def shared(auth_registry: AuthRegistry, tmp_path_factory: pytest.TempPathFactory
         ok(results[i])
         assert warnings_in(results[i]) == []
         assert "Go cache misses" not in results[i].stderr  # only -d names them
+        # Off a terminal nothing is counted: no count, and none of the cache program's progress lines.
+        assert not re.search(r"\d+/\d+ packages", results[i].stderr) and PROGRESS_LINE not in results[i].stderr
     plain = ok(make_runner(base / "plain", None, None).build())
     digest = json.loads((base / "plain" / "project" / "dist" / "hello" / "report.json").read_text())["digest"]
     assert "go_cache" not in json.loads((base / "plain" / "project" / "dist" / "hello" / "report.json").read_text())
@@ -169,6 +173,23 @@ def test_writers_at_once_then_a_fresh_runner_compiles_nothing_it_could_fetch(sha
     assert compiled == []
     assert "/link " in built.stderr
     assert json.loads(stats.read_text())["trouble"] == ""
+
+
+def test_on_a_terminal_the_count_says_how_many_packages_came_from_the_shared_cache(shared: Shared, tmp_path: Path) -> None:
+    reader = make_runner(tmp_path / "tty", shared.registry, shared.cache)
+    shown = run_on_terminal(
+        [*gosmall_command(), "build-small"], cwd=reader.root, env={**os.environ, **reader.env, "GOSMALL_REMOTE_CACHE_WRITE": "0"}
+    )
+    assert shown.returncode == 0, shown.text
+    counted = [
+        tuple(map(int, m)) for m in re.findall(r"go build for linux/amd64: (\d+)/(\d+) packages, (\d+) from the shared cache", shown.text)
+    ]
+    assert counted, shown.text
+    done, total, remote = counted[-1]
+    # go_app's closure for linux/amd64 (about 200 packages): every one done, all but a few fetched, none compiled again.
+    assert done == total and 150 < total < 400 and remote >= total - 2, counted
+    assert all(t == total for _, t, _ in counted) and [d for d, _, _ in counted] == sorted(d for d, _, _ in counted)
+    assert PROGRESS_LINE not in shown.text and reader.report()["digest"] == shared.digest
 
 
 @pytest.fixture()
