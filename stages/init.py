@@ -30,7 +30,7 @@ from .build.toolchain import find_module, find_toolchain
 from .config import NO_CONFIG_TABLE, image_name_for, package_image, parse_project, project_without_table, unpushable_repository
 from .errors import GosmallError
 from .images.model import Platform
-from .pipeline import build_image
+from .pipeline import SharedGoCache, build_image
 from .reporter import Reporter
 
 
@@ -43,9 +43,16 @@ class InitImage:
 
 
 def init_project(
-    arguments: Sequence[str], reporter: Reporter, *, cwd: Path | None = None, environ: Mapping[str, str] | None = None
+    arguments: Sequence[str],
+    reporter: Reporter,
+    *,
+    cwd: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    insecure: Sequence[str] = (),
 ) -> tuple[Path, tuple[InitImage, ...]]:
-    """Append a [tool.gosmall] table for the named main packages (default: all of the module's) to its pyproject.toml."""
+    """Append a [tool.gosmall] table for the named main packages (default: all of the module's) to its pyproject.toml.
+
+    `insecure`: --insecure-registry, for a shared Go cache (GOSMALL_REMOTE_CACHE) on a plain-HTTP host."""
     cwd = (cwd or Path.cwd()).resolve()
     module = find_module(cwd)
     pyproject = module.root / "pyproject.toml"
@@ -58,10 +65,11 @@ def init_project(
     else:
         directories = tuple(p.dir.resolve() for p in main_packages(toolchain, module))
     source = describe_source(module.root, environ)
+    shared = SharedGoCache.of(project, environ, insecure)
     images = []
     for directory, name in zip(directories, image_names(directories, module.root)):
         image = package_image(project, directory, name, (platform,), environ)
-        build = build_image(project, image, source, reporter)
+        build = build_image(project, image, source, reporter, shared=shared)
         facts = build.report["platforms"][str(platform)].get("needs", [])
         needs = tuple((str(n["need"]), tuple(map(str, n["because"]))) for n in facts)
         relative = directory.relative_to(module.root).as_posix()

@@ -71,6 +71,7 @@ def build_small(
     environ: Mapping[str, str] | None = None,
     publishers: Sequence[Publisher] = (),
     ahead: LoadsAhead | None = None,
+    insecure: Sequence[str] = (),
 ) -> tuple[Build, ...]:
     """Build each image, write its output directory, then hand it to each further publisher.
 
@@ -80,7 +81,7 @@ def build_small(
     for image in images:
         check_replaceable(project.output_dir(image))  # before any work, not after minutes of it
     source = describe_source(project.root, environ)
-    shared = SharedGoCache.of(project, environ)
+    shared = SharedGoCache.of(project, environ, insecure)  # --insecure-registry reaches the cache program too
     written: list[Path] = []
     builds: list[Build] = []
     try:
@@ -113,8 +114,10 @@ class SharedGoCache:
         self.remote = remote
 
     @classmethod
-    def of(cls, project: ProjectConfig, environ: Mapping[str, str] | None = None) -> SharedGoCache:
-        return cls(remote_cache_setting(project.remote_cache, project.remote_cache_write, os.environ if environ is None else environ))
+    def of(cls, project: ProjectConfig, environ: Mapping[str, str] | None = None, insecure: Sequence[str] = ()) -> SharedGoCache:
+        """`insecure`: the task's --insecure-registry hosts, spoken to in plain HTTP as push does (loopback always is)."""
+        environ = os.environ if environ is None else environ
+        return cls(remote_cache_setting(project.remote_cache, project.remote_cache_write, environ, insecure))
 
 
 def build_image(

@@ -565,10 +565,12 @@ def _is_hex_id(text: str) -> bool:
     return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
-def _said(exc: BaseException) -> str:
+def _said(exc: BaseException, limit: int = 300) -> str:
+    """The error on one line, redacted, cut in the middle: its end often names the fix (`--insecure-registry HOST`)."""
     from ..redact import redact
 
-    return redact(str(exc), limit=300)
+    text = redact(str(exc), limit=100_000)
+    return text if len(text) <= limit else f"{text[: limit // 2 - 1].rstrip()} … {text[-(limit // 2 - 2) :].lstrip()}"
 
 
 @dataclass

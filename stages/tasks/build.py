@@ -11,6 +11,7 @@ from ..interrupts import Interrupted
 from ..reporter import make_reporter
 from .wiring import (
     IMAGE_HELP,
+    INSECURE_CACHE_HELP,
     INSECURE_HELP,
     PACKAGE_HELP,
     PLATFORM_HELP,
@@ -72,7 +73,14 @@ def build_small(
         ahead = LoadAhead(reporter, lambda: connect(reporter))
         speculate.import_while_go_runs("gosmall.publish.engine", "docker")
         speculate.while_go_runs(ahead.connect_ahead)
-    builds = run_build_small(project, reporter, names=(image,) if image else (), publishers=(pusher,) if pusher else (), ahead=ahead)
+    builds = run_build_small(
+        project,
+        reporter,
+        names=(image,) if image else (),
+        publishers=(pusher,) if pusher else (),
+        ahead=ahead,
+        insecure=tuple(insecure_registry or ()),  # the registry pushed to, and the shared Go cache's host
+    )
     warn_if_unlike_lock(project, builds, reporter)
     if pusher and key is not None:
         sign_and_attest(pusher.client, builds, pusher.pushed, key, reporter)
@@ -86,9 +94,11 @@ def build_small(
             raise Interrupted.of(stop, tuple(b.output_dir for b in builds)) from None
 
 
-@task(iterable=["package"], help={"package": "A main package to write an image for (repeatable; `gosmall init ./cmd/app` also works); default: every main package of the module."})  # fmt: skip
+@task(iterable=["package", "insecure_registry"],
+      help={"package": "A main package to write an image for (repeatable; `gosmall init ./cmd/app` also works); default: every main package of the module.",
+            "insecure_registry": INSECURE_CACHE_HELP})  # fmt: skip
 @speaks_to_user
-def init(c: Any, package: list[str] | None = None) -> None:
+def init(c: Any, package: list[str] | None = None, insecure_registry: list[str] | None = None) -> None:
     """Write [tool.gosmall] into pyproject.toml: one image per main package, with the runtime files its binary needs.
 
     Each package is built once, in memory, to read what its binary links. A missing pyproject.toml is created; an
@@ -99,5 +109,5 @@ def init(c: Any, package: list[str] | None = None) -> None:
     from ..init import init_project
 
     reporter = make_reporter()
-    path, images = init_project(tuple(package or ()), reporter)
+    path, images = init_project(tuple(package or ()), reporter, insecure=tuple(insecure_registry or ()))
     reporter.step(f"{path}: [tool.gosmall] with {', '.join(i.name for i in images)}; next: gosmall build-small")

@@ -15,6 +15,7 @@ from ..interrupts import Interrupted
 from ..reporter import make_reporter
 from .wiring import (
     IMAGE_HELP,
+    INSECURE_CACHE_HELP,
     INSECURE_HELP,
     PUSHED_FORMAT_HELP,
     check_pins,
@@ -117,13 +118,21 @@ def index(
     print(json.dumps([pushed.to_json()], indent=2) if format == "json" else pushed.reference)
 
 
-@task(iterable=["package", "arg"],
+@task(iterable=["package", "arg", "insecure_registry"],
       help={"package": "The Go main package to run, as `go run` takes it (`gosmall run ./cmd/app` also works).",
+            "insecure_registry": INSECURE_CACHE_HELP,
             "image": "Run this configured image instead (a key of [tool.gosmall.images]).",
             "network": "host (default) or none.",
             "arg": "An argument after the image's entrypoint, in place of its args (repeatable); `gosmall run ./cmd/app -- -v x` also works."})  # fmt: skip
 @speaks_to_user
-def run(c: Any, package: list[str] | None = None, image: str | None = None, network: str = "host", arg: list[str] | None = None) -> None:
+def run(
+    c: Any,
+    package: list[str] | None = None,
+    image: str | None = None,
+    network: str = "host",
+    arg: list[str] | None = None,
+    insecure_registry: list[str] | None = None,
+) -> None:
     """Build one image, load it, and run it in the foreground, hardened like smoke; exit with its exit status.
 
     The container's stdout is gosmall's stdout; its stderr and gosmall's own messages go to stderr; stdin is not
@@ -151,7 +160,7 @@ def run(c: Any, package: list[str] | None = None, image: str | None = None, netw
     ahead = LoadAhead(reporter, lambda: connect(reporter))
     speculate.import_while_go_runs("gosmall.publish.engine", "docker")
     speculate.while_go_runs(ahead.connect_ahead)
-    (build,) = run_build_small(project, reporter, names=(image,) if image else (), ahead=ahead)
+    (build,) = run_build_small(project, reporter, names=(image,) if image else (), ahead=ahead, insecure=tuple(insecure_registry or ()))
     # Remembered now, not when the command ends: a container that exits non-zero or is stopped still had this build.
     speculate.remember_run(sys.argv[1:])
     from ..publish.engine import load_image, run_container

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -15,6 +16,7 @@ from ..errors import COULD_NOT_RUN, FOUND, GosmallError
 from ..reporter import make_reporter
 from .wiring import (
     IMAGE_HELP,
+    INSECURE_CACHE_HELP,
     INSECURE_HELP,
     PATH_HELP,
     machine_facts,
@@ -208,15 +210,20 @@ def resolve(c: Any, filename: list[str] | None = None, write: bool = False, inse
         raise GosmallError("Name the files to resolve: gosmall resolve -f k8s/ (a file or directory, repeatable).")
     reporter = make_reporter(out=sys.stderr)  # stdout is the documents
     result = resolve_references(
-        Path.cwd(), paths(filename), client=registry_client(insecure_registry), reporter=reporter, build_small=run_build_small, write=write
+        Path.cwd(),
+        paths(filename),
+        client=registry_client(insecure_registry),
+        reporter=reporter,
+        build_small=functools.partial(run_build_small, insecure=tuple(insecure_registry or ())),  # the shared Go cache's host too
+        write=write,
     )
     if not write:
         sys.stdout.write(result.documents)
 
 
-@task
+@task(iterable=["insecure_registry"], help={"insecure_registry": INSECURE_CACHE_HELP})
 @speaks_to_user
-def lock(c: Any) -> None:
+def lock(c: Any, insecure_registry: list[str] | None = None) -> None:
     """Build every image from a clean clone of HEAD and write gosmall.lock: digests, Go, compressor, revision.
 
     Uncommitted changes are left out (a warning names them). On the same commit, or on the commit that only adds
@@ -227,13 +234,14 @@ def lock(c: Any) -> None:
     from ..trust.lock import lock_project
 
     reporter = make_reporter()
-    path, written = lock_project(load_project(), reporter, run_build_small)
+    build = functools.partial(run_build_small, insecure=tuple(insecure_registry or ()))
+    path, written = lock_project(load_project(), reporter, build)
     reporter.step(f"{path}: {len(written.images)} image(s) of {written.revision[:12]}")
 
 
-@task(help={"image": IMAGE_HELP})
+@task(iterable=["insecure_registry"], help={"image": IMAGE_HELP, "insecure_registry": INSECURE_CACHE_HELP})
 @speaks_to_user
-def verify_lock(c: Any, image: str | None = None) -> None:
+def verify_lock(c: Any, image: str | None = None, insecure_registry: list[str] | None = None) -> None:
     """Rebuild every image (or one) from a clean clone of HEAD and compare its digests with gosmall.lock.
 
     Exit status: 0 the digests are the lock's; 1 they differ (each difference is named with its likely cause: Go
@@ -244,7 +252,8 @@ def verify_lock(c: Any, image: str | None = None) -> None:
     from ..trust.lock import verify_project_lock
 
     reporter = make_reporter()
-    built = verify_project_lock(load_project(), reporter, run_build_small, names=(image,) if image else ())
+    build = functools.partial(run_build_small, insecure=tuple(insecure_registry or ()))
+    built = verify_project_lock(load_project(), reporter, build, names=(image,) if image else ())
     reporter.step(f"gosmall.lock matches a clean rebuild of {built.revision[:12]}: {', '.join(n for n, _ in built.images)}")
 
 

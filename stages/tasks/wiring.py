@@ -88,6 +88,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
 
 
 INSECURE_HELP = "A registry host (or host:port) to speak plain HTTP to (repeatable); loopback registries always are."
+# For the tasks whose only registry is the shared Go cache's (remote_cache, GOSMALL_REMOTE_CACHE).
+INSECURE_CACHE_HELP = "The shared Go cache's registry host (or host:port) speaks plain HTTP (repeatable); loopback registries always do."
 
 
 PUSHED_FORMAT_HELP = "text (repository@sha256:... per image) or json (a list of {image, reference, repository, digest, tags})."

@@ -318,3 +318,57 @@ def test_the_switch_environment_wins_off_disables_and_bad_values_say_where() -> 
         {"remote_cache": "cache.example.com/go", "remote_cache_write": False}, Path("/x/pyproject.toml"), images_required=False
     )
     assert (parsed.remote_cache, parsed.remote_cache_write) == ("cache.example.com/go", False)
+
+
+def test_insecure_registry_reaches_the_cache_program_from_every_task_that_builds() -> None:
+    from gosmall.build.gocache import _client, remote_cache_setting
+    from gosmall.config import parse_project
+    from gosmall.pipeline import SharedGoCache
+
+    setting = remote_cache_setting(None, True, {"GOSMALL_REMOTE_CACHE": "cache.lan:5000/go"}, insecure=["cache.lan:5000"])
+    assert setting == RemoteCache("cache.lan:5000/go", True, ("cache.lan:5000",))
+    project = parse_project({"remote_cache": "cache.lan:5000/go"}, Path("/x/pyproject.toml"), images_required=False)
+    assert SharedGoCache.of(project, {}, ("cache.lan:5000",)).remote == setting
+    env = program_env(setting, Path("/tmp/local"), "linux-amd64-x", Path("/tmp/stats.json"))
+    assert env["GOSMALL_GOCACHE_INSECURE"] == "cache.lan:5000"
+    assert _client(setting).insecure == frozenset({"cache.lan:5000"})  # what the program makes of that variable
+    assert _client(RemoteCache("cache.lan:5000/go")).insecure == frozenset()
+    for task in ("build-small", "init", "run", "lock", "verify-lock", "resolve"):
+        shown = gosmall(task, "--help", cwd=REPO)
+        assert shown.returncode == 0 and "--insecure-registry" in shown.stdout, (task, shown.stdout)
+
+
+def test_a_plain_http_cache_host_off_loopback_is_used_only_when_named_insecure(shared: Shared, half_warm: Any) -> None:
+    """`vm` is 127.0.0.1 in /etc/hosts, a name gosmall does not take for loopback: the registry as a LAN host would be."""
+    import socket
+
+    try:
+        if socket.gethostbyname("vm") != "127.0.0.1":
+            pytest.skip("vm is not 127.0.0.1 in /etc/hosts here")
+    except OSError:
+        pytest.skip("vm does not resolve here")
+    named = "vm:" + shared.registry.registry.host.rsplit(":", 1)[1]
+    cache = f"{named}/{CACHE_REPO}"
+    before = catalog_and_tags(shared.registry)
+    runners = []
+    for name in ("tls", "http"):
+        runner = half_warm(name, cache)
+        config = Path(runner.env["DOCKER_CONFIG"]) / "config.json"
+        document = json.loads(config.read_text())
+        document["auths"][named] = document["auths"][shared.registry.registry.host]  # logged in under that name
+        config.write_text(json.dumps(document))
+        runners.append(runner)
+
+    # Without the flag gosmall speaks TLS to it, which a plain-HTTP registry cannot answer: one warning naming the fix.
+    done = ok(runners[0].build(GOSMALL_REMOTE_CACHE_WRITE="0"))
+    said = warnings_in(done)
+    assert len(said) == 1 and "could not be used, so Go compiled locally" in said[0], done.stderr
+    assert f"--insecure-registry {named}" in said[0]
+    assert runners[0].report()["go_cache"]["fell_back"] is True and runners[0].report()["digest"] == shared.digest
+
+    done = ok(runners[1].build("--insecure-registry", named, GOSMALL_REMOTE_CACHE_WRITE="0"))
+    assert warnings_in(done) == []
+    report = runners[1].report()
+    assert report["go_cache"]["fell_back"] is False and report["go_cache"]["actions_from_remote"] > 100
+    assert report["digest"] == shared.digest
+    assert catalog_and_tags(shared.registry) == before
