@@ -23,7 +23,7 @@ from .build.gocache import RemoteCache, remote_cache_setting, report_entry, tell
 from .build.needs import ship_what_is_needed
 from .build.progress import PackageProgress
 from .build.runtime_files import collect_runtime_files
-from .build.source import SourceInfo, describe_source
+from .build.source import SourceInfo, SourceQuestions, ask_about_source
 from .build.toolchain import find_module, find_toolchain, verify_module
 from .config import ImageConfig, ProjectConfig
 from .images.model import Platform
@@ -72,15 +72,17 @@ def build_small(
     publishers: Sequence[Publisher] = (),
     ahead: LoadsAhead | None = None,
     insecure: Sequence[str] = (),
+    asked: SourceQuestions | None = None,
 ) -> tuple[Build, ...]:
     """Build each image, write its output directory, then hand it to each further publisher.
 
     With `ahead`, each image is loaded into the engine while the rest of its build runs; every load has ended before
-    this returns, and when the build fails what was loaded ahead is removed (no tag ever named it)."""
+    this returns, and when the build fails what was loaded ahead is removed (no tag ever named it). `asked`: git's
+    answers about the project root, asked by the caller beforehand (source.ask_about_source)."""
     images = project.images if not names else tuple(i for n in names for i in project.image(n))
     for image in images:
         check_replaceable(project.output_dir(image))  # before any work, not after minutes of it
-    source = describe_source(project.root, environ)
+    source = (asked or ask_about_source(project.root)).answer(environ)
     shared = SharedGoCache.of(project, environ, insecure)  # --insecure-registry reaches the cache program too
     written: list[Path] = []
     builds: list[Build] = []

@@ -19,7 +19,6 @@ from typing import Any, Literal, Protocol
 from ..config import ImageConfig, ProjectConfig
 from ..digest import Digest
 from ..errors import GosmallError
-from ..images.docker_archive import write_docker_archive
 from ..images.model import Image, Platform, PlatformImage
 from ..reporter import Reporter
 
@@ -137,6 +136,8 @@ class Build:
 
     def docker_archive(self) -> bytes:
         """What image.tar holds, made from the value: the same bytes, byte for byte."""
+        from ..images.docker_archive import write_docker_archive  # tarfile: not for a build found up to date
+
         stream = io.BytesIO()
         write_docker_archive(self.docker_image(), stream, self.config.repository, self.config.tags, self.epoch)
         return stream.getvalue()

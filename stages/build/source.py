@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +21,7 @@ from ..errors import GosmallError
 
 SOURCE_LABEL = "org.opencontainers.image.source"
 DIRTY = "-dirty"  # what `git describe --dirty` appends
+GIT_TIMEOUT = 30  # seconds, for all of its questions together
 
 
 @dataclass(frozen=True)
@@ -57,26 +58,43 @@ def rfc3339(epoch: int) -> str:
 
 
 def describe_source(root: Path, environ: Mapping[str, str] | None = None) -> SourceInfo:
-    environ = os.environ if environ is None else environ
-    # Independent questions, asked at once: each git start costs about as much as the answer.
-    with ThreadPoolExecutor(max_workers=5) as pool:
-        head = pool.submit(_git, root, "log", "-1", "--format=%H %h %ct")
-        described = pool.submit(_git, root, "describe", "--tags", "--always", "--dirty")
+    return ask_about_source(root).answer(environ)
+
+
+def ask_about_source(root: Path) -> SourceQuestions:
+    """git's answers about `root`, asked now and read when needed: a task asks before it imports the pipeline, so
+    git answers while Python imports (each git start costs about as much as the answer)."""
+    return SourceQuestions(
+        _ask_git(root, "log", "-1", "--format=%H %h %ct"),
+        _ask_git(root, "describe", "--tags", "--always", "--dirty"),
         # No name may match, so the answer is the abbreviated commit, "-dirty" appended as for the version.
-        state = pool.submit(_git, root, "describe", "--always", "--dirty", "--exclude=*")
-        exact = pool.submit(_git, root, "describe", "--tags", "--exact-match")
-        origin = pool.submit(_git, root, "config", "--get", "remote.origin.url")
-    revision, short, committed = (head.result().split(" ") + ["", ""])[:3]
-    url = public_url(origin.result())
-    return SourceInfo(
-        described.result() or "dev",
-        revision,
-        url,
-        source_date_epoch(environ, revision, committed),
-        short_revision=short,
-        tag=exact.result(),
-        dirty=bool(revision) and state.result().endswith(DIRTY),
+        _ask_git(root, "describe", "--always", "--dirty", "--exclude=*"),
+        _ask_git(root, "describe", "--tags", "--exact-match"),
+        _ask_git(root, "config", "--get", "remote.origin.url"),
+        deadline=time.monotonic() + GIT_TIMEOUT,
     )
+
+
+class SourceQuestions:
+    """Five git processes at once, no threads: each answer is a line, which fits any pipe, so every process can run to
+    its end before the first one is read."""
+
+    def __init__(self, *asked: subprocess.Popen[str] | None, deadline: float) -> None:
+        self._asked, self._deadline = asked, deadline
+
+    def answer(self, environ: Mapping[str, str] | None = None) -> SourceInfo:
+        environ = os.environ if environ is None else environ
+        head, described, state, exact, origin = (_answer(process, self._deadline) for process in self._asked)
+        revision, short, committed = (head.split(" ") + ["", ""])[:3]
+        return SourceInfo(
+            described or "dev",
+            revision,
+            public_url(origin),
+            source_date_epoch(environ, revision, committed),
+            short_revision=short,
+            tag=exact,
+            dirty=bool(revision) and state.endswith(DIRTY),
+        )
 
 
 def public_url(url: str) -> str:
@@ -115,9 +133,21 @@ def source_date_epoch(environ: Mapping[str, str], revision: str, committed: str)
     return 0
 
 
-def _git(root: Path, *args: str) -> str:
+def _ask_git(root: Path, *args: str) -> subprocess.Popen[str] | None:
     try:
-        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
+        return subprocess.Popen(["git", *args], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    except OSError:
+        return None
+
+
+def _answer(process: subprocess.Popen[str] | None, deadline: float) -> str:
+    """What git printed; "" when it failed, is missing, or did not answer in time."""
+    if process is None:
         return ""
-    return done.stdout.strip() if done.returncode == 0 else ""
+    try:
+        stdout, _ = process.communicate(timeout=max(deadline - time.monotonic(), 0))
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        return ""
+    return stdout.strip() if process.returncode == 0 else ""

@@ -53,14 +53,17 @@ def build_small(
     local-only gosmall.local/<name>, this machine's platform, user nonroot, tzdata and CA bundle only if the binary
     links them). Exit status: 0 built; 1 over max_size; 2 it could not run.
     """
-    from ..pipeline import build_small as run_build_small
-    from ..trust.lock import warn_if_unlike_lock
-
     if sign and not push:
         raise GosmallError("--sign signs what --push pushes: add --push, or run `gosmall sign --key KEY` after a push.")
     key = signing_key(sign) if sign else None  # a wrong password stops the run before any build or upload
     reporter = make_reporter()
     project = selected_project(image, package, platform)
+    from ..build.source import ask_about_source
+
+    asked = ask_about_source(project.root)  # git answers while the pipeline is imported
+    from ..pipeline import build_small as run_build_small
+    from ..trust.lock import warn_if_unlike_lock
+
     check_pins(project, reporter)
     # The publisher knows the configured platforms: a build of fewer is pushed untagged, for `gosmall index`.
     pusher = registry_publisher(selected_project(image, package, None) if platform else project, insecure_registry) if push else None
@@ -80,6 +83,7 @@ def build_small(
         publishers=(pusher,) if pusher else (),
         ahead=ahead,
         insecure=tuple(insecure_registry or ()),  # the registry pushed to, and the shared Go cache's host
+        asked=asked,
     )
     warn_if_unlike_lock(project, builds, reporter)
     if pusher and key is not None:

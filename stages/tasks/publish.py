@@ -150,6 +150,9 @@ def run(
             f"{project.pyproject} has {len(project.images)} images ({', '.join(i.name for i in project.images)}); "
             "name one with --image NAME, or a package: gosmall run ./cmd/app."
         )
+    from ..build.source import ask_about_source
+
+    asked = ask_about_source(project.root)  # git answers while the pipeline is imported
     check_pins(project, reporter)
     from ..build import speculate
     from ..docker_host import connect
@@ -160,7 +163,9 @@ def run(
     ahead = LoadAhead(reporter, lambda: connect(reporter))
     speculate.import_while_go_runs("gosmall.publish.engine", "docker")
     speculate.while_go_runs(ahead.connect_ahead)
-    (build,) = run_build_small(project, reporter, names=(image,) if image else (), ahead=ahead, insecure=tuple(insecure_registry or ()))
+    (build,) = run_build_small(
+        project, reporter, names=(image,) if image else (), ahead=ahead, insecure=tuple(insecure_registry or ()), asked=asked
+    )
     # Remembered now, not when the command ends: a container that exits non-zero or is stopped still had this build.
     speculate.remember_run(sys.argv[1:])
     from ..publish.engine import load_image, run_container
