@@ -40,6 +40,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import sys
 import tempfile
 import threading
@@ -81,6 +82,11 @@ READ_WAIT = 300.0  # seconds Go's gets may wait for the registry in all, from th
 CLOSE_WAIT = 60.0  # seconds `close` waits for uploads still going before it gives up on them
 MAX_ENTRIES = 20000  # outputs one index names at most (a manifest of ~5 MB)
 MISSES_SHOWN = 20
+# Trimming the local disk as Go trims its own cache (cmd/go/internal/cache: mtimeInterval, trimInterval, trimLimit).
+MTIME_INTERVAL = 3600.0  # seconds: a used entry's mtime is refreshed at most this often, so mtimes say "last used"
+TRIM_INTERVAL = 24 * 3600.0  # the directory is scanned at most once a day; trim.txt holds when it last was
+TRIM_LIMIT = 5 * 24 * 3600.0  # an entry unused this long goes: Go found nearly all reuse comes within 5 days
+TEMP_PREFIX = "gosmall-gocache-"  # this program's temporary files in tmp/ (older versions left mkstemp's "tmp…")
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,7 @@ class GoCacheStats:
     damaged: int = 0  # outputs the index named that came back with other bytes (or not at all): misses
     trouble: str = ""
     missed: tuple[str, ...] = ()  # action IDs (hex) of the first misses, for -d
+    trimmed: int = 0  # files unused for 5 days removed from the local disk (at most once a day)
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "missed": list(self.missed)}
@@ -239,6 +246,8 @@ def tell(reporter: Reporter, name: str, remote: RemoteCache, stats: GoCacheStats
             "(damaged or missing in the registry); Go compiled those locally. Writing the cache again repairs the index."
         )
     # Under -d only: invoke's --debug is what turns the root logger to DEBUG.
+    if stats.trimmed and logging.getLogger().isEnabledFor(logging.DEBUG):
+        reporter.detail(f"{name}: {stats.trimmed} local Go cache file(s) unused for 5 days removed")
     if stats.missed and logging.getLogger().isEnabledFor(logging.DEBUG):
         reporter.detail(
             f"{name}: Go cache misses (action IDs): {', '.join(stats.missed)}" + (" …" if stats.misses > len(stats.missed) else "")
@@ -258,12 +267,64 @@ def _human(size: int) -> str:
 
 
 class _Store:
-    """The local disk half: outputs by output ID, action entries by action ID."""
+    """The local disk half: outputs by output ID, action entries by action ID.
 
-    def __init__(self, root: Path) -> None:
+    Trimmed as Go trims its own cache: every entry a build uses has its mtime refreshed (at most once an hour), and
+    at most once a day (trim.txt) the entries unused for 5 days go. Only what this program writes is ever removed:
+    regular files named by a 64-hex ID in a/ and o/, its temporary files in tmp/; never a link, a directory or any
+    other name, and nothing below a link. Every program using the directory holds `lock` shared; the trim needs it
+    alone (exclusive, without waiting), so no other `go build` (another platform, another run) is using an output it
+    removes, and it runs at `close`, when this program's own `go build` is done with its outputs.
+    """
+
+    def __init__(self, root: Path, now: Callable[[], float] = time.time) -> None:
         self.root = root
+        self.now = now
+        self._users: IO[bytes] | None = None
         for part in ("o", "a", "tmp"):
             (root / part).mkdir(parents=True, exist_ok=True)
+
+    def hold(self) -> None:
+        """Say this program uses the directory (a shared lock on `lock`), waiting while another program trims it."""
+        import fcntl
+
+        self._users = (self.root / "lock").open("ab")
+        fcntl.flock(self._users, fcntl.LOCK_SH)
+
+    def mark_used(self, *paths: Path) -> None:
+        """Refresh the mtime of entries this build uses, when over an hour old: one write an hour, not one per use."""
+        now = self.now()
+        for path in paths:
+            with contextlib.suppress(OSError):
+                if now - path.lstat().st_mtime >= MTIME_INTERVAL:
+                    os.utime(path, follow_symlinks=False)
+
+    def trim(self) -> int:
+        """Remove the entries unused for TRIM_LIMIT, at most once per TRIM_INTERVAL; how many files went."""
+        import fcntl
+
+        now = self.now()
+        stamp = self.root / "trim.txt"
+        if _trimmed_lately(stamp, now):
+            return 0
+        if self._users is None:
+            self._users = (self.root / "lock").open("ab")
+        try:
+            try:
+                fcntl.flock(self._users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return 0  # another program is using the directory: the next build alone in it trims
+            with contextlib.suppress(OSError):  # stamped first, as Go does: a failed trim is not retried by every build
+                self._write(stamp, f"{int(now)}\n".encode())
+            # An hour more: a used entry's mtime may be that much older than its last use.
+            cutoff = now - TRIM_LIMIT - MTIME_INTERVAL
+            return (
+                _remove_older(self.root / "a", cutoff, _is_hex_id)
+                + _remove_older(self.root / "o", cutoff, _is_hex_id)
+                + _remove_older(self.root / "tmp", cutoff, lambda name: name.startswith((TEMP_PREFIX, "tmp")))
+            )
+        finally:
+            fcntl.flock(self._users, fcntl.LOCK_SH)  # a user again (a failed exclusive try may have dropped it)
 
     def output_path(self, output: str) -> Path:
         return self.root / "o" / output
@@ -274,9 +335,12 @@ class _Store:
         except OSError:
             return False
 
+    def action_path(self, action: str) -> Path:
+        return self.root / "a" / action
+
     def lookup(self, action: str) -> tuple[str, int] | None:
         try:
-            output, size = (self.root / "a" / action).read_text(encoding="ascii").split()
+            output, size = self.action_path(action).read_text(encoding="ascii").split()
             found = (output, int(size))
         except (OSError, ValueError):
             return None
@@ -286,13 +350,15 @@ class _Store:
         path = self.output_path(output)
         if not self.has_output(output, len(data)):
             self._write(path, data)
+        else:
+            self.mark_used(path)
         return path
 
     def write_action(self, action: str, output: str, size: int) -> None:
-        self._write(self.root / "a" / action, f"{output} {size}\n".encode())
+        self._write(self.action_path(action), f"{output} {size}\n".encode())
 
     def _write(self, path: Path, data: bytes) -> None:
-        handle, temporary = tempfile.mkstemp(dir=self.root / "tmp")
+        handle, temporary = tempfile.mkstemp(dir=self.root / "tmp", prefix=TEMP_PREFIX)
         try:
             with os.fdopen(handle, "wb") as stream:
                 stream.write(data)
@@ -302,6 +368,37 @@ class _Store:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
             raise
+
+
+def _trimmed_lately(stamp: Path, now: float) -> bool:
+    """trim.txt says a trim ran less than TRIM_INTERVAL ago (and not in the future: a clock set back trims)."""
+    try:
+        last = int(stamp.read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        return False
+    return -MTIME_INTERVAL < now - last < TRIM_INTERVAL
+
+
+def _remove_older(directory: Path, cutoff: float, ours: Callable[[str], bool]) -> int:
+    """Remove the regular files in `directory` named as `ours` whose mtime is before `cutoff`; links and
+    directories stay, and the directory is opened without following a link (O_NOFOLLOW), entries by its descriptor."""
+    try:
+        handle = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return 0
+    removed = 0
+    try:
+        with os.scandir(handle) as entries:
+            names = [e.name for e in entries if ours(e.name)]
+        for name in names:
+            with contextlib.suppress(OSError):
+                found = os.stat(name, dir_fd=handle, follow_symlinks=False)
+                if stat.S_ISREG(found.st_mode) and found.st_mtime < cutoff:
+                    os.unlink(name, dir_fd=handle)
+                    removed += 1
+    finally:
+        os.close(handle)
+    return removed
 
 
 class _RemoteTrouble(Exception):
@@ -583,6 +680,7 @@ class _Server:
     stats_path: Path | None
     trouble: str = ""  # why there is no remote half although one was asked for
     progress: bool = False  # say each package archive on stderr (PROGRESS_ENV)
+    trimmed: int = 0  # files the close's trim removed from the local disk
     counts: dict[str, int] = field(default_factory=lambda: {"gets": 0, "local_hits": 0, "remote_hits": 0, "misses": 0, "puts": 0})
     missed: list[str] = field(default_factory=list)
     used: dict[str, tuple[str, int]] = field(default_factory=dict)  # action -> output this build got or put
@@ -642,6 +740,7 @@ class _Server:
 
     def _hit(self, action: str, found: tuple[str, int], kind: str) -> dict[str, Any]:
         output, size = found
+        self.store.mark_used(self.store.action_path(action), self.store.output_path(output))  # not trimmed while in use
         with self.lock:
             self.counts[kind] += 1
             self.used[action] = found
@@ -694,6 +793,9 @@ class _Server:
             with self.lock:
                 used = dict(self.used)
             self.remote.finish(used)
+        # Before answering: Go kills this program once `close` is answered, and its build no longer reads outputs.
+        with contextlib.suppress(OSError):
+            self.trimmed = self.store.trim()
 
     def _answer(self, message: Mapping[str, Any]) -> None:
         line = json.dumps(message, separators=(",", ":")).encode() + b"\n"
@@ -717,6 +819,7 @@ class _Server:
                 damaged=remote.damaged if remote else 0,
                 trouble=remote.trouble if remote else self.trouble,
                 missed=tuple(self.missed),
+                trimmed=self.trimmed,
             )
         temporary = self.stats_path.with_name(self.stats_path.name + ".tmp")
         with contextlib.suppress(OSError):
@@ -766,6 +869,7 @@ def main() -> int:
         sys.stderr.write("gosmall's Go cache program is started by gosmall (GOSMALL_GOCACHE_DIR is not set).\n")
         return 2
     store = _Store(Path(directory))
+    store.hold()
     remote, trouble = None, ""
     repository = environ.get("GOSMALL_GOCACHE_REMOTE", "")
     if repository:

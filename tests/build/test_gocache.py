@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import base64
 import importlib
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
@@ -372,3 +374,126 @@ def test_a_plain_http_cache_host_off_loopback_is_used_only_when_named_insecure(s
     assert report["go_cache"]["fell_back"] is False and report["go_cache"]["actions_from_remote"] > 100
     assert report["digest"] == shared.digest
     assert catalog_and_tags(shared.registry) == before
+
+
+DAY = 24 * 3600.0
+
+
+def _aged(path: Path, days: float) -> Path:
+    """`path` last written `days` ago (the link itself, for a link)."""
+    then = time.time() - days * DAY
+    os.utime(path, (then, then), follow_symlinks=False)
+    return path
+
+
+def test_trim_removes_only_its_own_entries_unused_for_five_days_and_never_what_the_build_uses(tmp_path: Path) -> None:
+    from gosmall.build.gocache import _b64, _Server, _Store
+
+    root = tmp_path / "gocache"
+    store = _Store(root)
+    old, recent, used, action_used = "aa" * 32, "cc" * 32, "dd" * 32, "ee" * 32
+    store.write_output(old, b"old")
+    store.write_action("bb" * 32, old, 3)
+    store.write_output(recent, b"recent")
+    store.write_output(used, b"used")
+    store.write_action(action_used, used, 4)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / ("ab" * 32)).write_bytes(b"not ours")
+    kept = [
+        root / "o" / "notes.txt",  # another name
+        root / "o" / ("12" * 32),  # a directory
+        root / "tmp" / "keep.txt",
+    ]
+    kept[0].write_text("a user's file")
+    kept[1].mkdir()
+    kept[2].write_text("x")
+    link = root / "o" / ("11" * 32)
+    link.symlink_to(outside / ("ab" * 32))  # a link out, named as an output: neither it nor its target goes
+    leftovers = [root / "tmp" / "gosmall-gocache-x1", root / "tmp" / "tmpq2w3"]
+    for leftover in leftovers:
+        leftover.write_bytes(b"half")
+    for path in [*root.glob("[ao]/*"), *root.glob("tmp/*"), outside / ("ab" * 32)]:
+        _aged(path, 6)
+    _aged(root / "o" / recent, 4)
+
+    # A build that gets `action_used` (six days old too), then closes: the close trims, before its answer.
+    answers = io.BytesIO()
+    server = _Server(store, None, answers, None)
+    server.serve(iter([({"ID": 1, "Command": "get", "ActionID": _b64(action_used)}, None), ({"ID": 2, "Command": "close"}, None)]))
+    replies = [json.loads(line) for line in answers.getvalue().splitlines()]
+    assert replies[1]["DiskPath"] == str(root / "o" / used) and replies[2] == {"ID": 2}
+    assert server.trimmed == 4
+    assert not (root / "o" / old).exists() and not (root / "a" / ("bb" * 32)).exists()
+    assert not any(leftover.exists() for leftover in leftovers)
+    assert (root / "o" / used).is_file() and (root / "a" / action_used).is_file() and (root / "o" / recent).is_file()
+    assert all(path.exists() for path in kept) and link.is_symlink() and (outside / ("ab" * 32)).read_bytes() == b"not ours"
+    assert abs(int((root / "trim.txt").read_text()) - time.time()) < 60
+
+    # Once a day: an entry gone stale since is left for tomorrow's trim.
+    store.write_output("ef" * 32, b"stale")
+    _aged(root / "o" / ("ef" * 32), 6)
+    assert store.trim() == 0 and (root / "o" / ("ef" * 32)).exists()
+    (root / "trim.txt").write_text(f"{int(time.time() - 2 * DAY)}\n")
+    # While another program uses the directory (another platform's go build), nothing is trimmed, nor stamped.
+    other = _Store(root)
+    other.hold()
+    assert store.trim() == 0 and (root / "o" / ("ef" * 32)).exists()
+    assert int((root / "trim.txt").read_text()) < time.time() - DAY
+    assert other._users is not None
+    other._users.close()
+    assert store.trim() == 1 and not (root / "o" / ("ef" * 32)).exists()
+
+
+def test_trim_follows_no_link_out_of_its_directory(tmp_path: Path) -> None:
+    from gosmall.build.gocache import _Store
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    theirs = outside / ("aa" * 32)
+    theirs.write_bytes(b"someone else's")
+    _aged(theirs, 30)
+    root = tmp_path / "gocache"
+    root.mkdir()
+    (root / "o").symlink_to(outside, target_is_directory=True)  # o/ replaced by a link out
+    store = _Store(root)
+    (root / "trim.txt").write_text(f"{int(time.time() + 2 * 3600)}\n")  # in the future: a clock set back trims
+    assert store.trim() == 0
+    assert theirs.read_bytes() == b"someone else's"
+
+
+def test_a_build_trims_its_local_disk_and_keeps_every_output_it_used(shared: Shared, tmp_path: Path) -> None:
+    runner = make_runner(tmp_path / "workstation", shared.registry, shared.cache)
+    local = Path(runner.env["GOSMALL_CACHE"]) / "gocache"
+    shutil.copytree(Path(shared.writers[0].env["GOSMALL_CACHE"]) / "gocache", local)
+    unused = local / "o" / ("0" * 64)
+    unused.write_bytes(b"an output no build here uses")
+    foreign = local / "o" / "README"
+    foreign.write_text("not the cache program's")
+    for path in local.rglob("*"):
+        if path.is_file() and path.name not in ("lock",):
+            _aged(path, 6)  # the whole disk last used six days ago
+    (local / "trim.txt").write_text(f"{int(time.time() - 2 * DAY)}\n")
+    before = {p.name for p in (local / "o").iterdir()}
+
+    done = ok(runner.build(debug=True, GOSMALL_REMOTE_CACHE_WRITE="0"))
+    assert warnings_in(done) == []
+    report = runner.report()
+    assert report["digest"] == shared.digest
+    assert report["go_cache"]["actions_from_local"] > 300 and report["go_cache"]["actions_from_remote"] == 0
+    assert "local Go cache file(s) unused for 5 days removed" in done.stderr
+    assert not unused.exists() and foreign.exists()
+    after = {p.name for p in (local / "o").iterdir()}
+    assert unused.name in before - after and foreign.name in after  # and the link this build made is new
+    # Every action entry left names an output still there, and each was used now (fresh mtime).
+    entries = list((local / "a").iterdir())
+    assert len(entries) >= report["go_cache"]["actions_from_local"]
+    for entry in entries:
+        output = entry.read_text().split()[0]
+        assert (local / "o" / output).is_file()
+        assert time.time() - entry.stat().st_mtime < 3600 and time.time() - (local / "o" / output).stat().st_mtime < 3600
+    # And the next build, on what the trim left, finds all of it on disk again.
+    again = make_runner(tmp_path / "again", shared.registry, shared.cache)
+    shutil.copytree(local, Path(again.env["GOSMALL_CACHE"]) / "gocache")
+    ok(again.build(GOSMALL_REMOTE_CACHE_WRITE="0"))
+    assert again.report()["go_cache"]["actions_from_remote"] == 0 and again.report()["digest"] == shared.digest
