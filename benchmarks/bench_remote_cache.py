@@ -11,10 +11,16 @@ machine has; all of them share one loopback Debian `docker-registry`. Each round
 Results are medians of the rounds, and ratios to `cold`. The issue's targets: reader <= 0.15x,
 changed <= 0.2x, writer <= 1.15x.
 
-    python benchmarks/bench_remote_cache.py [--runs 3] [--packages 300 [--no-go-app]]
+    python benchmarks/bench_remote_cache.py [--runs 3] [--packages 300] [--program DIR:PACKAGE] [--no-go-app] [--separate-paths]
 
 `--packages N` benchmarks a generated program of N small packages besides go_app (each imports a
-few earlier ones and a standard package), for a closure the size of a real service.
+few earlier ones and a standard package), for a closure the size of a real service. `--program
+DIR:PACKAGE` benchmarks a real module, built from its own `vendor/` (the distribution registry:
+a checkout of github.com/distribution/distribution and `./cmd/registry`; not part of this repository).
+
+Every runner checks the project out at one path (a CI fleet's runners do: the same workspace
+directory on every machine), and only its caches and HOME are its own. `--separate-paths` puts each
+runner in a directory of its own instead, which misses the small cache entries Go keys by directory.
 """
 
 from __future__ import annotations
@@ -98,6 +104,18 @@ def _std_symbol(package: str) -> str:
             "math/big": "NewInt"}[package]  # fmt: skip
 
 
+def program_project(root: Path, module: Path, package: str) -> str:
+    """A project around a copy of a real module (its vendor/ included, .git left out): the file of `package`'s main."""
+    shutil.copytree(module, root / "module", ignore=shutil.ignore_patterns(".git"))
+    name = Path(package).name
+    (root / "pyproject.toml").write_text(
+        '[project]\nname = "bench"\nversion = "0"\n\n[tool.gosmall]\nplatforms = ["linux/amd64"]\npinning = "off"  # its Dockerfiles are not ours to pin\n\n'
+        f'[tool.gosmall.images.{name}]\npackage = "./module/{package.removeprefix("./")}"\nrepository = "example.com/{name}"\ntags = ["latest"]\n'
+    )
+    main = next(p for p in sorted((root / "module" / package).glob("*.go")) if "package main" in p.read_text())
+    return main.relative_to(root).as_posix()
+
+
 def start_registry(base: Path) -> tuple[subprocess.Popen[bytes], str]:
     import socket
 
@@ -122,16 +140,26 @@ def start_registry(base: Path) -> tuple[subprocess.Popen[bytes], str]:
     return process, f"127.0.0.1:{port}"
 
 
-def run_one(base: Path, make: str, packages: int, cache: str, *, change: bool = False) -> tuple[float, dict[str, object]]:
-    """One fresh runner: a clone, empty HOME, GOCACHE and GOSMALL_CACHE; the seconds `build-small` took."""
-    root = base / "project"
+def run_one(base: Path, checkout: Path, make: str, cache: str, *, change: bool = False) -> tuple[float, dict[str, object]]:
+    """One fresh runner: the project checked out at `checkout`, empty HOME, GOCACHE and GOSMALL_CACHE in `base`; the
+    seconds `build-small` took."""
+    shutil.rmtree(checkout, ignore_errors=True)  # the last runner's workspace: a fresh runner starts without it
+    root = checkout
     root.mkdir(parents=True)
-    main = go_app_project(root) if make == "go_app" else generated_project(root, packages)
+    kind, _, detail = make.partition(":")
+    if kind == "go_app":
+        main = go_app_project(root)
+    elif kind == "big":
+        main = generated_project(root, int(detail))
+    else:
+        module, _, package = detail.rpartition(":")
+        main = program_project(root, Path(module), package)
     git_commit(root, "bench")
     if change:
         path = root / main
         path.write_text(path.read_text().replace("package main", "package main\n\n// one line changed", 1))
         git_commit(root, "one line")
+    base.mkdir(parents=True)
     env = {**os.environ, "HOME": str(base / "home"), "GOCACHE": str(base / "gocache"), "GOSMALL_CACHE": str(base / "gosmall"),
            "XDG_CACHE_HOME": str(base / "xdg"), "SOURCE_DATE_EPOCH": "", "GOSMALL_REMOTE_CACHE": cache}  # fmt: skip
     (base / "home").mkdir()
@@ -144,18 +172,20 @@ def run_one(base: Path, make: str, packages: int, cache: str, *, change: bool = 
     return seconds, {"digest": report["digest"], **report.get("go_cache", {})}
 
 
-def bench(program: str, packages: int, runs: int, host: str, work: Path) -> dict[str, list[float]]:
+def bench(name: str, make: str, runs: int, host: str, work: Path, *, separate_paths: bool) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {k: [] for k in KINDS}
     for round_ in range(runs):
-        repository = f"{host}/cache-{program}-{round_}-{os.getpid()}"  # nobody wrote it yet: the writer is cold
+        repository = f"{host}/cache-{name}-{round_}-{os.getpid()}"  # nobody wrote it yet: the writer is cold
         plan = [("cold", "off", False), ("writer", repository, False), ("reader", repository, False), ("changed", repository, True)]
         digests = {}
         for kind, cache, change in plan:
-            seconds, facts = run_one(work / f"{program}-{round_}-{kind}", program, packages, cache, change=change)
+            runner = work / f"{name}-{round_}-{kind}"
+            checkout = runner / "project" if separate_paths else work / "workspace" / "project"
+            seconds, facts = run_one(runner, checkout, make, cache, change=change)
             times[kind].append(seconds)
             digests[kind] = facts["digest"]
             shown = {k: facts[k] for k in ("actions_from_remote", "actions_missed", "outputs_put", "bytes_down", "bytes_up") if k in facts}
-            print(f"  {program} round {round_ + 1} {kind:8s} {seconds:7.2f} s  {shown}", flush=True)
+            print(f"  {name} round {round_ + 1} {kind:8s} {seconds:7.2f} s  {shown}", flush=True)
         assert digests["cold"] == digests["writer"] == digests["reader"], digests
     return times
 
@@ -164,17 +194,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--packages", type=int, default=0, help="also benchmark a generated program of this many packages")
-    parser.add_argument("--no-go-app", action="store_true", help="only the generated program")
+    parser.add_argument(
+        "--program", action="append", default=[], metavar="DIR:PACKAGE", help="also benchmark a real module from its vendor/"
+    )
+    parser.add_argument("--no-go-app", action="store_true", help="only the generated program and the --program ones")
+    parser.add_argument("--separate-paths", action="store_true", help="each runner in a directory of its own, not one workspace path")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="gosmall-bench-remote-"))
     registry, host = start_registry(work / "registry")
     results: dict[str, dict[str, list[float]]] = {}
     try:
         print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()}")
+        paths = {"separate_paths": args.separate_paths}
+        print(
+            "every runner in a directory of its own"
+            if args.separate_paths
+            else f"every runner checked out at {work / 'workspace' / 'project'}"
+        )
         if not args.no_go_app:
-            results["go_app"] = bench("go_app", 0, args.runs, host, work)
+            results["go_app"] = bench("go_app", "go_app", args.runs, host, work, **paths)
         if args.packages:
-            results[f"generated ({args.packages} packages)"] = bench("big", args.packages, args.runs, host, work)
+            results[f"generated ({args.packages} packages)"] = bench("big", f"big:{args.packages}", args.runs, host, work, **paths)
+        for program in args.program:
+            module, _, package = program.rpartition(":")
+            name = Path(package).name
+            results[f"{name} ({Path(module).resolve()}, vendored)"] = bench(
+                name, f"program:{Path(module).resolve()}:{package}", args.runs, host, work, **paths
+            )
     finally:
         registry.terminate()
         registry.wait()
