@@ -153,7 +153,7 @@ def build_image(
         common = collect_runtime_files(config, toolchain, never_ship=(project.output,))
         for skipped in common.skipped:  # said each time, not replayed: what is there to skip changes (dist/ appears)
             reporter.detail(f"not shipped: {skipped}")
-        speculate.import_while_go_runs(*AFTER_GO)
+        speculate.import_while_go_runs(*AFTER_GO, first=True)  # before the engine's: needed the moment Go is done
         said = f"{config.name}: go build for {', '.join(map(str, config.platforms))}"
         with reporter.status(said) as line:
             # Packages done out of the total, only where someone watches (progress.py): a log gets nothing more.

@@ -188,21 +188,29 @@ def _is_kept_go_build(argv: Sequence[str], kept: Path) -> bool:
     return Path(argv[-2]).parent == kept
 
 
-def import_while_go_runs(*modules: str) -> None:
+def import_while_go_runs(*modules: str, first: bool = False) -> None:
     """Modules the run will need unless it is up to date, imported while a claimed early `go build` is still running.
 
     Waiting for Go's link is idle time for Python; a rebuild after a change then pays for the stages
     that assemble, audit and publish (and the docker SDK for --load) inside Go's time, not after it.
     A no-op, whose early build is done before it is claimed, imports nothing more.
     """
-    while_go_runs(*(functools.partial(importlib.import_module, module) for module in modules))
+    while_go_runs(*(functools.partial(importlib.import_module, module) for module in modules), first=first)
 
 
-def while_go_runs(*steps: Callable[[], object]) -> None:
+def while_go_runs(*steps: Callable[[], object], first: bool = False) -> None:
     """Steps the run will take unless it is up to date (connecting to the engine), taken while a claimed early `go build`
-    still runs, in order, each only if Go is still at work when its turn comes; a step that fails is left to the build."""
+    still runs, in order, each only if Go is still at work when its turn comes; a step that fails is left to the build.
+
+    `first`: before the steps asked for earlier. The build asks so for what it needs the moment Go is done (assembling,
+    the audit), ahead of what the task asked for the engine (the docker SDK, the connection), which the image's load
+    needs only later, on its own thread; and a no-op whose check is still ending meets the small steps first.
+    """
     with _state.lock:
-        _state.warm.extend(steps)
+        if first:
+            _state.warm[:0] = steps
+        else:
+            _state.warm.extend(steps)
 
 
 def _warm_up(process: subprocess.Popen[bytes]) -> None:
