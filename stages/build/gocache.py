@@ -21,7 +21,7 @@ Where things live:
 A build reads the index once, then fetches every output it names that is not on local disk,
 at most LOOKUPS at a time, while Go starts: Go's gets are then answered from disk. Every blob
 read back is hashed, and one whose sha256 is not its output ID is a miss, never used. A writing
-build uploads each output it put (HEAD, then POST and PUT when the registry lacks it) while Go
+build uploads each output it put (POST and PUT; over ASK_ABOVE, a HEAD first, and only when it is missing) while Go
 works, and at `close` tags a new index of the outputs it used, unless that is the index it read.
 
 Never worse than no cache: the first failure to reach or use the registry (refused, 401/403,
@@ -77,6 +77,9 @@ MEDIA_EMPTY = "application/vnd.oci.empty.v1+json"
 EMPTY = b"{}"
 LOOKUPS = 8  # blobs fetched at once: enough to hide loopback and LAN latency, few enough not to flood a registry
 UPLOADS = 4
+# An output up to this size is uploaded without asking first (HEAD): a second copy of a small blob costs the
+# registry less than the question, and a writer's outputs are mostly new. A bigger one is asked about first.
+ASK_ABOVE = 1 << 20
 REQUEST_TIMEOUT = 15.0  # seconds one registry request may take in all, connect to last byte
 READ_WAIT = 300.0  # seconds Go's gets may wait for the registry in all, from the program's start
 CLOSE_WAIT = 60.0  # seconds `close` waits for uploads still going before it gives up on them
@@ -541,11 +544,12 @@ class _Remote:
             self._fail(_said(exc))
 
     def _upload_blob(self, digest: str, data: bytes) -> None:
-        head = self._call("HEAD", f"/v2/{self.remote.path}/blobs/{digest}")
-        if head.status_code == 200:
-            return
-        if head.status_code != 404:
-            raise _RemoteTrouble(self._refused("checking for a blob", head))
+        if len(data) > ASK_ABOVE:
+            head = self._call("HEAD", f"/v2/{self.remote.path}/blobs/{digest}")
+            if head.status_code == 200:
+                return
+            if head.status_code != 404:
+                raise _RemoteTrouble(self._refused("checking for a blob", head))
         started = self._call("POST", f"/v2/{self.remote.path}/blobs/uploads/")
         if started.status_code != 202 or "Location" not in started.headers:
             raise _RemoteTrouble(self._refused("starting an upload", started))

@@ -177,6 +177,20 @@ def test_writers_at_once_then_a_fresh_runner_compiles_nothing_it_could_fetch(sha
     assert json.loads(stats.read_text())["trouble"] == ""
 
 
+def test_writers_ask_the_registry_first_only_about_big_outputs(shared: Shared) -> None:
+    """A small output is uploaded (POST, PUT) without a HEAD first; only one over ASK_ABOVE is asked about."""
+    from gosmall.build.gocache import ASK_ABOVE
+
+    log = shared.registry.registry
+    blobs = log.root / "docker/registry/v2/blobs/sha256"
+    uploads = log.requests("PUT", f"/v2/{CACHE_REPO}/blobs/uploads/")
+    assert len(uploads) > 150  # the two writers' outputs
+    for line in log.requests("HEAD", f"/v2/{CACHE_REPO}/blobs/"):
+        digest = line.split()[0].rsplit("/", 1)[1].removeprefix("sha256:")
+        stored = blobs / digest[:2] / digest / "data"
+        assert not stored.exists() or stored.stat().st_size > ASK_ABOVE, line
+
+
 def test_on_a_terminal_the_count_says_how_many_packages_came_from_the_shared_cache(shared: Shared, tmp_path: Path) -> None:
     reader = make_runner(tmp_path / "tty", shared.registry, shared.cache)
     shown = run_on_terminal(
