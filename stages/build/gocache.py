@@ -23,6 +23,7 @@ at most LOOKUPS at a time, while Go starts: Go's gets are then answered from dis
 read back is hashed, and one whose sha256 is not its output ID is a miss, never used. A writing
 build uploads each output it put (POST and PUT; over ASK_ABOVE, a HEAD first, and only when it is missing) while Go
 works, and at `close` tags a new index of the outputs it used, unless that is the index it read.
+Go's index of a source directory (DIRECTORY_INDEX) stays on local disk: no other runner could ask for it.
 
 Never worse than no cache: the first failure to reach or use the registry (refused, 401/403,
 5xx, too slow; every request has a total deadline) turns the remote part off for the rest of
@@ -69,6 +70,9 @@ PROGRAM_ENV = ("GOSMALL_GOCACHE_DIR", "GOSMALL_GOCACHE_REMOTE", "GOSMALL_GOCACHE
 PROGRESS_ENV = "GOSMALL_GOCACHE_PROGRESS"
 PROGRESS_LINE = "gosmall-gocache-progress: "  # then `put`, `local` or `remote`
 ARCHIVE = b"!<arch>\n"  # a compiled package (Go's other outputs are its stdout, export data, build facts, the link)
+# Go's index of one source directory (cmd/go/internal/modindex). Its action ID hashes each file's mtime (dirHash),
+# which a checkout sets anew on every runner, so no other runner could ever ask for it: kept on local disk only.
+DIRECTORY_INDEX = b"go index v2\n"
 
 MEDIA_OUTPUT = "application/vnd.gosmall.go-cache.output.v1"
 ARTIFACT_TYPE = "application/vnd.gosmall.go-cache.index.v1"
@@ -146,6 +150,7 @@ class GoCacheStats:
     trouble: str = ""
     missed: tuple[str, ...] = ()  # action IDs (hex) of the first misses, for -d
     trimmed: int = 0  # files unused for 5 days removed from the local disk (at most once a day)
+    indexed: int = 0  # Go's indexes of a source directory, made and kept locally (DIRECTORY_INDEX): not misses
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "missed": list(self.missed)}
@@ -685,7 +690,9 @@ class _Server:
     trouble: str = ""  # why there is no remote half although one was asked for
     progress: bool = False  # say each package archive on stderr (PROGRESS_ENV)
     trimmed: int = 0  # files the close's trim removed from the local disk
-    counts: dict[str, int] = field(default_factory=lambda: {"gets": 0, "local_hits": 0, "remote_hits": 0, "misses": 0, "puts": 0})
+    counts: dict[str, int] = field(
+        default_factory=lambda: {"gets": 0, "local_hits": 0, "remote_hits": 0, "misses": 0, "puts": 0, "indexed": 0}
+    )
     missed: list[str] = field(default_factory=list)
     used: dict[str, tuple[str, int]] = field(default_factory=dict)  # action -> output this build got or put
     said: set[str] = field(default_factory=set)  # actions already counted on stderr: Go may ask for one twice
@@ -767,6 +774,13 @@ class _Server:
             raise ValueError(f"the body of output {output[:12]} does not hash to its OutputID")
         path = self.store.write_output(output, body)
         self.store.write_action(action, output, len(body))
+        if body.startswith(DIRECTORY_INDEX):
+            with self.lock:  # Go asked for it first, and that was counted a miss: it is none a cache could have served
+                self.counts["indexed"] += 1
+                self.counts["misses"] = max(0, self.counts["misses"] - 1)
+                if action in self.missed:
+                    self.missed.remove(action)
+            return {"DiskPath": str(path)}  # neither uploaded nor named in the index: see DIRECTORY_INDEX
         with self.lock:
             self.counts["puts"] += 1
             self.used[action] = (output, len(body))

@@ -177,6 +177,43 @@ def test_writers_at_once_then_a_fresh_runner_compiles_nothing_it_could_fetch(sha
     assert json.loads(stats.read_text())["trouble"] == ""
 
 
+def _check_out(runner: Runner, checkout: Path, packages: int, mtime: float) -> Runner:
+    """`runner`'s project checked out at `checkout`, with `packages` more packages main imports, every file's mtime
+    `mtime`: a checkout writes each file anew, so each runner's mtimes are its own."""
+    shutil.rmtree(checkout, ignore_errors=True)
+    shutil.copytree(runner.root, checkout, ignore=shutil.ignore_patterns(".git"))
+    app = checkout / "go_app"
+    for i in range(packages):
+        (app / "parts" / f"p{i:02d}").mkdir(parents=True)
+        (app / "parts" / f"p{i:02d}" / "p.go").write_text(
+            f'package p{i:02d}\n\nimport "strings"\n\nvar Name = strings.ToUpper("p{i:02d}")\n'
+        )
+    imports = "".join(f'\t_ "example.com/go_app/parts/p{i:02d}"\n' for i in range(packages))
+    (app / "parts.go").write_text(f"package main\n\nimport (\n{imports})\n")
+    for path in (checkout, *checkout.rglob("*")):
+        os.utime(path, (mtime, mtime))
+    return Runner(checkout, runner.env)
+
+
+def test_a_fresh_checkout_at_the_same_path_misses_what_go_app_reader_misses(shared: Shared, tmp_path: Path) -> None:
+    """Runner B checks out runner A's commit at A's path (as a CI fleet's runners do), with its own HOME and caches
+    and its own file mtimes. Go indexes each source directory in its cache under a hash of its files' mtimes; those
+    entries are no miss a shared cache could have served, so B misses only the link, as go_app's reader does."""
+    checkout = tmp_path / "workspace" / "project"
+    now = time.time()
+    reports = []
+    for name, age in (("a", 3000.0), ("b", 1000.0)):
+        runner = _check_out(make_runner(tmp_path / name, shared.registry, shared.cache), checkout, 24, now - age)
+        done = ok(runner.build(debug=True))
+        assert warnings_in(done) == []
+        reports.append(runner.report())
+    writer, reader = (r["go_cache"] for r in reports)
+    assert reports[0]["digest"] == reports[1]["digest"]
+    assert writer["actions_missed"] >= 24  # the new packages, compiled by A
+    assert reader["actions_missed"] <= 2 and reader["actions_from_remote"] > 300
+    assert reader["outputs_put"] <= 2  # the link only: no index of a directory is uploaded
+
+
 def test_writers_ask_the_registry_first_only_about_big_outputs(shared: Shared) -> None:
     """A small output is uploaded (POST, PUT) without a HEAD first; only one over ASK_ABOVE is asked about."""
     from gosmall.build.gocache import ASK_ABOVE
