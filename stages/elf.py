@@ -277,7 +277,7 @@ def read_section(data: bytes | BinaryIO, name: str) -> bytes | None:
     file, which is not read whole).
     """
     stream = io.BytesIO(data) if isinstance(data, bytes) else data
-    section = next((s for s in _sections(stream) if s.name == name), None)
+    section = next((s for s in _sections(stream)[1] if s.name == name), None)
     if section is None or section.nobits:
         return None
     return _read_at(stream, section.offset, section.size)
@@ -385,9 +385,9 @@ _SHT_NOBITS = 8
 _SHN_XINDEX = 0xFFFF
 
 
-def _sections(stream: BinaryIO) -> tuple[_Section, ...]:
-    """The section table of an ELF file, read from the raw headers: what the pclntab and build info readers need,
-    without pyelftools, whose import alone costs `gosmall vulns` more than reading a binary's functions."""
+def _sections(stream: BinaryIO) -> tuple[ElfIdent, tuple[_Section, ...]]:
+    """The identity and section table of an ELF file, read from the raw headers: what the pclntab and build info
+    readers need, without pyelftools, whose import alone costs `gosmall vulns` more than reading a binary's functions."""
     header = _read_at(stream, 0, min(64, _size(stream)))
     ident = parse_ident(header)
     if ident is None:
@@ -400,7 +400,7 @@ def _sections(stream: BinaryIO) -> tuple[_Section, ...]:
     entsize, count, names_index = struct.unpack_from(order + "HHH", header, counts_at)
     layout = order + _SECTION_HEADER[ident.elf_class]
     if shoff == 0:
-        return ()
+        return ident, ()
     if entsize < struct.calcsize(layout):
         raise ElfError(f"the ELF header gives a section header size of {entsize}")
     first = struct.unpack_from(layout, _read_at(stream, shoff, entsize))
@@ -412,7 +412,7 @@ def _sections(stream: BinaryIO) -> tuple[_Section, ...]:
     table = _read_at(stream, shoff, count * entsize)
     raw = [struct.unpack_from(layout, table, i * entsize) for i in range(count)]
     if not raw:
-        return ()
+        return ident, ()
     if names_index >= count:
         raise ElfError(f"the section name table's index ({names_index}) is past the {count} sections")
     _, kind, _, _, names_offset, names_size, _ = raw[names_index]
@@ -425,7 +425,7 @@ def _sections(stream: BinaryIO) -> tuple[_Section, ...]:
         if end < 0:
             raise ElfError("a section's name runs past the section name table")
         out.append(_Section(names[name_at:end].decode("utf-8", "replace"), address, offset, size, kind == _SHT_NOBITS))
-    return tuple(out)
+    return ident, tuple(out)
 
 
 def _size(stream: BinaryIO) -> int:
@@ -449,9 +449,7 @@ def read_go_function_table(stream: BinaryIO) -> GoFunctionTable:
     the way GoReSym finds it, as the one pointer-aligned word in the binary's data that holds the pclntab's
     address, followed by the address of its function name table.
     """
-    sections = _sections(stream)
-    ident = parse_ident(_read_at(stream, 0, HEADER_SIZE))
-    assert ident is not None  # _sections read it
+    ident, sections = _sections(stream)
     pclntab_section = next((s for s in sections if s.name == ".gopclntab" and not s.nobits), None)
     if pclntab_section is None:
         raise NoPclntabError("no .gopclntab section: not a Go binary, or one from before Go 1.2")
