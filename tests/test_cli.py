@@ -110,3 +110,17 @@ def test_a_reader_that_stops_early_gets_no_traceback() -> None:
         os.close(write)
     assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
     assert done.returncode == 141
+
+
+@pytest.mark.parametrize("task", ["build-small", "init", "verify-lock", "resolve"])
+@pytest.mark.parametrize("host", ["", "http://registry.lan:5000/", "../../etc", "a b"])
+def test_an_insecure_registry_that_is_no_host_is_one_error_before_any_work(tmp_path: Path, task: str, host: str) -> None:
+    from tests.conftest import make_project
+
+    project = make_project(tmp_path / "p")
+    files = ["-f", "pyproject.toml"] if task == "resolve" else []  # resolve asks for its files first
+    done = gosmall(task, *files, "--insecure-registry", host, cwd=project, env={"GOSMALL_REMOTE_CACHE": "off"})
+    assert done.returncode == 2, done.stderr
+    assert f"--insecure-registry {host!r} is not a registry host" in done.stderr and "HOST:PORT" in done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    assert not (project / "dist").exists()

@@ -16,6 +16,7 @@ from .wiring import (
     PACKAGE_HELP,
     PLATFORM_HELP,
     check_pins,
+    insecure_hosts,
     load_and_smoke,
     print_pushed,
     registry_publisher,
@@ -82,7 +83,7 @@ def build_small(
         names=(image,) if image else (),
         publishers=(pusher,) if pusher else (),
         ahead=ahead,
-        insecure=tuple(insecure_registry or ()),  # the registry pushed to, and the shared Go cache's host
+        insecure=insecure_hosts(insecure_registry),  # the registry pushed to, and the shared Go cache's host
         asked=asked,
     )
     warn_if_unlike_lock(project, builds, reporter)
@@ -113,5 +114,5 @@ def init(c: Any, package: list[str] | None = None, insecure_registry: list[str] 
     from ..init import init_project
 
     reporter = make_reporter()
-    path, images = init_project(tuple(package or ()), reporter, insecure=tuple(insecure_registry or ()))
+    path, images = init_project(tuple(package or ()), reporter, insecure=insecure_hosts(insecure_registry))
     reporter.step(f"{path}: [tool.gosmall] with {', '.join(i.name for i in images)}; next: gosmall build-small")

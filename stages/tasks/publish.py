@@ -20,6 +20,7 @@ from .wiring import (
     PUSHED_FORMAT_HELP,
     check_pins,
     check_pushed_format,
+    insecure_hosts,
     load_and_smoke,
     print_pushed,
     read_builds,
@@ -164,7 +165,7 @@ def run(
     speculate.import_while_go_runs("gosmall.publish.engine", "docker")
     speculate.while_go_runs(ahead.connect_ahead)
     (build,) = run_build_small(
-        project, reporter, names=(image,) if image else (), ahead=ahead, insecure=tuple(insecure_registry or ()), asked=asked
+        project, reporter, names=(image,) if image else (), ahead=ahead, insecure=insecure_hosts(insecure_registry), asked=asked
     )
     # Remembered now, not when the command ends: a container that exits non-zero or is stopped still had this build.
     speculate.remember_run(sys.argv[1:])

@@ -19,6 +19,7 @@ from .wiring import (
     INSECURE_CACHE_HELP,
     INSECURE_HELP,
     PATH_HELP,
+    insecure_hosts,
     machine_facts,
     paths,
     pin_scope,
@@ -214,7 +215,7 @@ def resolve(c: Any, filename: list[str] | None = None, write: bool = False, inse
         paths(filename),
         client=registry_client(insecure_registry),
         reporter=reporter,
-        build_small=functools.partial(run_build_small, insecure=tuple(insecure_registry or ())),  # the shared Go cache's host too
+        build_small=functools.partial(run_build_small, insecure=insecure_hosts(insecure_registry)),  # the shared Go cache's host too
         write=write,
     )
     if not write:
@@ -234,7 +235,7 @@ def lock(c: Any, insecure_registry: list[str] | None = None) -> None:
     from ..trust.lock import lock_project
 
     reporter = make_reporter()
-    build = functools.partial(run_build_small, insecure=tuple(insecure_registry or ()))
+    build = functools.partial(run_build_small, insecure=insecure_hosts(insecure_registry))
     path, written = lock_project(load_project(), reporter, build)
     reporter.step(f"{path}: {len(written.images)} image(s) of {written.revision[:12]}")
 
@@ -252,7 +253,7 @@ def verify_lock(c: Any, image: str | None = None, insecure_registry: list[str] |
     from ..trust.lock import verify_project_lock
 
     reporter = make_reporter()
-    build = functools.partial(run_build_small, insecure=tuple(insecure_registry or ()))
+    build = functools.partial(run_build_small, insecure=insecure_hosts(insecure_registry))
     built = verify_project_lock(load_project(), reporter, build, names=(image,) if image else ())
     reporter.step(f"gosmall.lock matches a clean rebuild of {built.revision[:12]}: {', '.join(n for n, _ in built.images)}")
 

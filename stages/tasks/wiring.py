@@ -167,10 +167,26 @@ def check_pins(project: ProjectConfig, reporter: Reporter) -> None:
         reporter.warn(line)
 
 
+def insecure_hosts(flag: list[str] | None) -> tuple[str, ...]:
+    """--insecure-registry's hosts, each a HOST or HOST:PORT as image references write a registry; anything else
+    (empty, a URL, a path) is an error here, not a host quietly never matched."""
+    from ..redact import printable
+    from ..reference import DOMAIN_AND_PORT_RE
+
+    for host in flag or ():
+        if DOMAIN_AND_PORT_RE.fullmatch(host) is None:
+            shown = printable(host if len(host) <= 80 else host[:77] + "...")
+            raise GosmallError(
+                f"--insecure-registry {shown!r} is not a registry host. Give HOST or HOST:PORT as an image reference "
+                "writes it (--insecure-registry registry.lan:5000), without a scheme or a path."
+            )
+    return tuple(flag or ())
+
+
 def registry_client(insecure: list[str] | None) -> RegistryClient:
     from ..registry.client import RegistryClient
 
-    return RegistryClient.from_environment(insecure=tuple(insecure or ()))
+    return RegistryClient.from_environment(insecure=insecure_hosts(insecure))
 
 
 def registry_publisher(project: ProjectConfig, insecure: list[str] | None) -> RegistryPublisher:
